@@ -1,0 +1,576 @@
+"""
+Tests for L{claudews.history}.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import tempfile
+
+from twisted.internet.task import Clock
+from twisted.logger import Logger, LogLevel
+from twisted.trial.unittest import SynchronousTestCase
+
+from claudews import history as history_module
+from claudews.history import LATEST, History
+
+# 2026-11-26 10:27:06 UTC
+T0 = 1795688826.0
+
+
+def event(seq: int, pad: int = 0) -> bytes:
+    return json.dumps({"type": "event", "seq": seq, "pad": "x" * pad}).encode()
+
+
+# Every event(seq) with seq < 10 has the same length, handy for exact sizes.
+LINE = len(event(1)) + 1
+
+
+def fill(history: History, upto: int, pad: int = 0) -> None:
+    for seq in range(history.last_seq + 1, upto + 1):
+        history.append(seq, event(seq, pad))
+
+
+def seqs(pairs) -> list[int]:
+    return [seq for seq, _ in pairs]
+
+
+def messages(directory: str) -> list[str]:
+    return sorted(n for n in os.listdir(directory) if n.startswith("messages_"))
+
+
+class HistoryTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        base = tempfile.mkdtemp(prefix="test_history-")
+        self.addCleanup(shutil.rmtree, base, True)
+        self.dir = os.path.join(base, "projects", "p1", "logs")
+        self.clock = Clock()
+        self.time = T0
+        self.logged: list[dict] = []
+        self.patch(history_module, "_log", Logger(observer=self.logged.append))
+
+    def open(self, **kw) -> History:
+        kw.setdefault("fsync", "none")
+        kw.setdefault("reactor", self.clock)
+        kw.setdefault("now", lambda: self.time)
+        h = History(self.dir, **kw)
+        self.addCleanup(h.close)
+        return h
+
+    def warnings(self) -> list[dict]:
+        return [e for e in self.logged if e["log_level"] == LogLevel.warn]
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+
+class AppendAndReadTests(HistoryTestCase):
+    def test_emptyHistory(self) -> None:
+        """A new history creates its directory and is empty: last 0, first 1."""
+        h = self.open()
+        self.assertTrue(os.path.isdir(self.dir))
+        self.assertEqual((h.first_seq, h.last_seq), (1, 0))
+        self.assertEqual(list(h.read_since(0)), [])
+        self.assertEqual(h.page(None, 10), ([], False))
+
+    def test_appendThenReadBack(self) -> None:
+        """Appended lines come back byte for byte, with their seq, in order."""
+        h = self.open()
+        fill(h, 5)
+        self.assertEqual(list(h.read_since(0)), [(s, event(s)) for s in range(1, 6)])
+        self.assertEqual((h.first_seq, h.last_seq), (1, 5))
+
+    def test_fileHoldsExactWireBytes(self) -> None:
+        """The file is the lines, one per event, each ending in a newline."""
+        h = self.open()
+        fill(h, 3)
+        with open(self.path(LATEST), "rb") as f:
+            self.assertEqual(f.read(), b"".join(event(s) + b"\n" for s in range(1, 4)))
+
+    def test_readSinceMiddleStartEnd(self) -> None:
+        """read_since yields exactly seq > since, up to upto, nothing past the end."""
+        h = self.open()
+        fill(h, 10)
+        self.assertEqual(seqs(h.read_since(0)), list(range(1, 11)))
+        self.assertEqual(seqs(h.read_since(4)), list(range(5, 11)))
+        self.assertEqual(seqs(h.read_since(4, 6)), [5, 6])
+        self.assertEqual(seqs(h.read_since(9)), [10])
+        self.assertEqual(seqs(h.read_since(10)), [])
+        self.assertEqual(seqs(h.read_since(50)), [])
+        self.assertEqual(seqs(h.read_since(6, 4)), [])
+
+    def test_appendWrongSeqRaises(self) -> None:
+        """A seq other than last_seq + 1 is refused and changes nothing."""
+        h = self.open()
+        fill(h, 2)
+        self.assertRaises(ValueError, h.append, 4, event(4))
+        self.assertRaises(ValueError, h.append, 2, event(2))
+        self.assertEqual(h.last_seq, 2)
+        h.append(3, event(3))
+        self.assertEqual(seqs(h.read_since(0)), [1, 2, 3])
+
+    def test_appendLineWithNewlineRaises(self) -> None:
+        """A line holding a newline would become two lines: refused."""
+        h = self.open()
+        self.assertRaises(ValueError, h.append, 1, b'{"seq": 1,\n"a": 2}')
+        self.assertEqual(h.last_seq, 0)
+
+    def test_appendAfterCloseRaises(self) -> None:
+        """A closed history accepts no more events."""
+        h = self.open()
+        h.close()
+        self.assertRaises(ValueError, h.append, 1, event(1))
+
+    def test_badFsyncPolicyRaises(self) -> None:
+        """Only every, batch and none are fsync policies."""
+        self.assertRaises(ValueError, History, self.dir, fsync="sometimes")
+
+
+class RotationTests(HistoryTestCase):
+    def test_rotationBySizeNamesFilesAndMovesLink(self) -> None:
+        """Files rotate before a line that would not fit, named by UTC start time."""
+        h = self.open(rotate_bytes=3 * LINE)
+        fill(h, 3)
+        self.assertEqual(messages(self.dir), ["messages_2026-11-26_10-27-06.jsonl"])
+        self.time += 61
+        h.append(4, event(4))
+        self.assertEqual(
+            messages(self.dir),
+            ["messages_2026-11-26_10-27-06.jsonl", "messages_2026-11-26_10-28-07.jsonl"],
+        )
+        self.assertEqual(os.readlink(self.path(LATEST)), "messages_2026-11-26_10-28-07.jsonl")
+        with open(self.path("messages_2026-11-26_10-27-06.jsonl"), "rb") as f:
+            self.assertEqual(f.read(), b"".join(event(s) + b"\n" for s in (1, 2, 3)))
+        with open(self.path(LATEST), "rb") as f:
+            self.assertEqual(f.read(), event(4) + b"\n")
+
+    def test_sameSecondRotationGetsSuffix(self) -> None:
+        """A second file started in the same second gets a -1 suffix."""
+        h = self.open(rotate_bytes=LINE)
+        fill(h, 3)
+        self.assertEqual(
+            messages(self.dir),
+            [
+                "messages_2026-11-26_10-27-06-1.jsonl",
+                "messages_2026-11-26_10-27-06-2.jsonl",
+                "messages_2026-11-26_10-27-06.jsonl",
+            ],
+        )
+        self.assertEqual(os.readlink(self.path(LATEST)), "messages_2026-11-26_10-27-06-2.jsonl")
+        self.assertEqual(seqs(h.read_since(0)), [1, 2, 3])
+
+    def test_bigLineIsNeverSplit(self) -> None:
+        """A line larger than rotate_bytes goes whole into a file of its own."""
+        h = self.open(rotate_bytes=100)
+        h.append(1, event(1))
+        h.append(2, event(2, pad=500))
+        h.append(3, event(3))
+        sizes = []
+        for name in messages(self.dir):
+            with open(self.path(name), "rb") as f:
+                data = f.read()
+            self.assertTrue(data.endswith(b"\n"))
+            sizes.append(len(data.splitlines()))
+        self.assertEqual(sizes, [1, 1, 1])
+        self.assertEqual(list(h.read_since(0)), [(1, event(1)), (2, event(2, 500)), (3, event(3))])
+
+    def test_readSinceAcrossRotations(self) -> None:
+        """read_since crosses file boundaries from any starting point."""
+        h = self.open(rotate_bytes=3 * LINE)
+        fill(h, 20)
+        self.assertGreater(len(messages(self.dir)), 5)
+        for since in range(0, 21):
+            self.assertEqual(seqs(h.read_since(since)), list(range(since + 1, 21)))
+        self.assertEqual(seqs(h.read_since(2, 8)), list(range(3, 9)))
+
+    def test_retentionDeletesOldestFiles(self) -> None:
+        """Over max_bytes, the oldest whole files go and first_seq moves on."""
+        h = self.open(rotate_bytes=3 * LINE, max_bytes=7 * LINE)
+        fill(h, 9)
+        # Files hold 1-3, 4-6, 7-9: 9 lines > 7, so the first file went.
+        self.assertEqual(len(messages(self.dir)), 2)
+        self.assertEqual((h.first_seq, h.last_seq), (4, 9))
+        self.assertEqual(seqs(h.read_since(0)), list(range(4, 10)))
+        self.assertEqual(h.page(None, 100), ([event(s) for s in range(4, 10)], False))
+
+    def test_retentionNeverDeletesCurrentFile(self) -> None:
+        """The file being written stays even when alone it passes max_bytes."""
+        h = self.open(rotate_bytes=10 * LINE, max_bytes=LINE)
+        fill(h, 3)
+        self.assertEqual(len(messages(self.dir)), 1)
+        self.assertEqual(seqs(h.read_since(0)), [1, 2, 3])
+
+
+class PageTests(HistoryTestCase):
+    def test_pageNewest(self) -> None:
+        """Without before, the newest events, oldest first, has_more when older exist."""
+        h = self.open(rotate_bytes=4 * LINE)
+        fill(h, 9)
+        self.assertEqual(h.page(None, 3), ([event(7), event(8), event(9)], True))
+        self.assertEqual(h.page(None, 9), ([event(s) for s in range(1, 10)], False))
+        self.assertEqual(h.page(None, 50), ([event(s) for s in range(1, 10)], False))
+
+    def test_pageBefore(self) -> None:
+        """before is exclusive; the page reaches back across files."""
+        h = self.open(rotate_bytes=4 * LINE)
+        fill(h, 9)
+        self.assertEqual(h.page(7, 4), ([event(s) for s in (3, 4, 5, 6)], True))
+        self.assertEqual(h.page(3, 4), ([event(1), event(2)], False))
+        self.assertEqual(h.page(1, 4), ([], False))
+        self.assertEqual(h.page(100, 2), ([event(8), event(9)], True))
+
+    def test_pageAfterRetention(self) -> None:
+        """has_more is about stored events: retired ones do not count."""
+        h = self.open(rotate_bytes=3 * LINE, max_bytes=7 * LINE)
+        fill(h, 9)
+        self.assertEqual(h.page(6, 10), ([event(4), event(5)], False))
+        self.assertEqual(h.page(6, 1), ([event(5)], True))
+
+
+class ReopenTests(HistoryTestCase):
+    def test_reopenContinuesSeq(self) -> None:
+        """A reopened history knows its seqs and appends to the same file."""
+        h = self.open(rotate_bytes=4 * LINE)
+        fill(h, 6)
+        h.close()
+        names = messages(self.dir)
+        h = self.open(rotate_bytes=4 * LINE)
+        self.assertEqual((h.first_seq, h.last_seq), (1, 6))
+        h.append(7, event(7))
+        self.assertEqual(messages(self.dir), names)
+        self.assertEqual(seqs(h.read_since(0)), list(range(1, 8)))
+        self.assertRaises(ValueError, h.append, 1, event(1))
+
+    def test_reopenOrdersFilesBySeqNotName(self) -> None:
+        """A clock that stepped back gives names out of order; seq order wins."""
+        h = self.open(rotate_bytes=2 * LINE)
+        for seq in range(1, 7):
+            h.append(seq, event(seq))
+            self.time -= 3600
+        h.close()
+        h = self.open(rotate_bytes=2 * LINE)
+        self.assertEqual(h.last_seq, 6)
+        self.assertEqual(seqs(h.read_since(0)), list(range(1, 7)))
+        self.assertEqual(h.page(None, 3), ([event(4), event(5), event(6)], True))
+
+    def test_tornLastLineTruncatedOnReopen(self) -> None:
+        """A crash mid-line leaves a torn tail, cut on open with a warning."""
+        h = self.open()
+        fill(h, 3)
+        h.close()
+        with open(self.path(LATEST), "ab") as f:
+            f.write(event(4)[:10])
+        h = self.open()
+        self.assertEqual(h.last_seq, 3)
+        self.assertTrue(self.warnings())
+        with open(self.path(LATEST), "rb") as f:
+            self.assertEqual(f.read(), b"".join(event(s) + b"\n" for s in (1, 2, 3)))
+        h.append(4, event(4))
+        self.assertEqual(list(h.read_since(2)), [(3, event(3)), (4, event(4))])
+
+    def test_tornFirstLineOfNewFileRemoved(self) -> None:
+        """A crash right after a rotation leaves a file with no event: removed."""
+        h = self.open(rotate_bytes=2 * LINE)
+        fill(h, 2)
+        h.close()
+        torn = self.path("messages_2026-11-26_11-00-00.jsonl")
+        with open(torn, "wb") as f:
+            f.write(event(3)[:5])
+        h = self.open(rotate_bytes=2 * LINE)
+        self.assertFalse(os.path.exists(torn))
+        self.assertEqual(h.last_seq, 2)
+        fill(h, 4)
+        self.assertEqual(seqs(h.read_since(0)), [1, 2, 3, 4])
+
+    def test_fileWithoutEventsIgnored(self) -> None:
+        """A messages file holding only junk lines is left alone and not read."""
+        h = self.open()
+        fill(h, 2)
+        h.close()
+        junk = self.path("messages_2026-11-26_11-00-00.jsonl")
+        with open(junk, "wb") as f:
+            f.write(b"junk\n")
+        h = self.open()
+        fill(h, 3)
+        self.assertTrue(os.path.exists(junk))
+        self.assertEqual(seqs(h.read_since(0)), [1, 2, 3])
+        self.assertTrue(self.warnings())
+
+    def test_reopenRelinksLatest(self) -> None:
+        """latest.jsonl is repaired on open if it was lost."""
+        h = self.open()
+        fill(h, 2)
+        h.close()
+        os.unlink(self.path(LATEST))
+        self.open()
+        self.assertEqual(os.readlink(self.path(LATEST)), messages(self.dir)[0])
+
+    def test_garbageLinesSkippedByReaders(self) -> None:
+        """Lines that are not JSON objects with an int seq are skipped with a warning."""
+        h = self.open()
+        fill(h, 2)
+        h.close()
+        with open(self.path(LATEST), "ab") as f:
+            f.write(b"not json\n[1, 2]\n" + b'{"seq": "3"}\n' + b"\xff\xfe\n")
+        h = self.open()
+        self.assertEqual(h.last_seq, 2)
+        fill(h, 5)
+        self.assertEqual(seqs(h.read_since(0)), [1, 2, 3, 4, 5])
+        self.assertEqual(len(self.warnings()), 4)
+        self.assertEqual(h.page(None, 4), ([event(s) for s in (2, 3, 4, 5)], True))
+        self.assertEqual(h.page(4, 10), ([event(s) for s in (1, 2, 3)], False))
+
+    def test_garbageAtEndOfFileDoesNotHideLastSeq(self) -> None:
+        """last_seq comes from the last valid line, read from the end."""
+        h = self.open()
+        fill(h, 3)
+        h.close()
+        with open(self.path(LATEST), "ab") as f:
+            f.write(b"garbage\n")
+        h = self.open()
+        self.assertEqual(h.last_seq, 3)
+
+
+class WriteFailureTests(HistoryTestCase):
+    def failingWrite(self, truncate_fails: bool = False):
+        """
+        Make the next write put half its bytes down, then fail with ENOSPC,
+        as a filling disk does.
+        """
+        real_write, real_truncate = os.write, os.ftruncate
+        calls = []
+
+        def write(fd, data):
+            calls.append(len(data))
+            if len(calls) == 1:
+                return real_write(fd, bytes(data[: len(data) // 2]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def ftruncate(fd, size):
+            raise OSError(errno.EIO, "I/O error")
+
+        self.patch(history_module.os, "write", write)
+        if truncate_fails:
+            self.patch(history_module.os, "ftruncate", ftruncate)
+
+        def restore():
+            history_module.os.write = real_write
+            history_module.os.ftruncate = real_truncate
+
+        return restore
+
+    def fileBytes(self) -> bytes:
+        with open(self.path(LATEST), "rb") as f:
+            return f.read()
+
+    def test_writeFailureLeavesNoPartialLine(self) -> None:
+        """ENOSPC mid-line: OSError, no partial line, last_seq kept, next append works."""
+        h = self.open()
+        fill(h, 2)
+        before = self.fileBytes()
+        restore = self.failingWrite()
+        e = self.assertRaises(OSError, h.append, 3, event(3))
+        self.assertEqual(e.errno, errno.ENOSPC)
+        restore()
+        self.assertEqual(self.fileBytes(), before)
+        self.assertEqual(h.last_seq, 2)
+        h.append(3, event(3))
+        self.assertEqual(list(h.read_since(0)), [(s, event(s)) for s in (1, 2, 3)])
+
+    def test_failedCutBackIsRecoveredBeforeNextAppend(self) -> None:
+        """When even the truncation fails, the partial line is cut before the next append."""
+        h = self.open()
+        fill(h, 2)
+        before = self.fileBytes()
+        restore = self.failingWrite(truncate_fails=True)
+        self.assertRaises(OSError, h.append, 3, event(3))
+        restore()
+        self.assertNotEqual(self.fileBytes(), before)
+        self.assertEqual(h.last_seq, 2)
+        # Readers never see the partial line.
+        self.assertEqual(seqs(h.read_since(0)), [1, 2])
+        h.append(3, event(3))
+        self.assertEqual(self.fileBytes(), before + event(3) + b"\n")
+
+    def test_partialLineCutBeforeRotatingAway(self) -> None:
+        """A partial line left by a failed cut is removed even when the retry rotates."""
+        h = self.open(rotate_bytes=3 * LINE)
+        fill(h, 2)
+        (first,) = messages(self.dir)
+        before = self.fileBytes()
+        restore = self.failingWrite(truncate_fails=True)
+        self.assertRaises(OSError, h.append, 3, event(3))
+        restore()
+        h.append(3, event(3, pad=5))
+        self.assertEqual(len(messages(self.dir)), 2)
+        with open(self.path(first), "rb") as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(list(h.read_since(1)), [(2, event(2)), (3, event(3, 5))])
+        self.assertEqual(self.warnings(), [])
+
+    def test_failedFirstWriteAfterRotation(self) -> None:
+        """A failed first line of a new file keeps seqs right; the retry lands there."""
+        h = self.open(rotate_bytes=2 * LINE)
+        fill(h, 2)
+        restore = self.failingWrite()
+        self.assertRaises(OSError, h.append, 3, event(3))
+        restore()
+        self.assertEqual((h.first_seq, h.last_seq), (1, 2))
+        self.assertEqual(h.page(None, 5), ([event(1), event(2)], False))
+        fill(h, 4)
+        self.assertEqual(len(messages(self.dir)), 2)
+        self.assertEqual(seqs(h.read_since(0)), [1, 2, 3, 4])
+
+
+class FsyncTests(HistoryTestCase):
+    def countFsyncs(self) -> list[int]:
+        calls: list[int] = []
+        real = os.fsync
+
+        def fsync(fd):
+            calls.append(fd)
+            real(fd)
+
+        self.patch(history_module.os, "fsync", fsync)
+        return calls
+
+    def test_fsyncEvery(self) -> None:
+        """every: one fsync per append, before append returns."""
+        calls = self.countFsyncs()
+        h = self.open(fsync="every")
+        fill(h, 3)
+        self.assertEqual(len(calls), 3)
+
+    def test_fsyncBatchOncePerTurn(self) -> None:
+        """batch: appends in one reactor turn share one fsync, run on the next turn."""
+        calls = self.countFsyncs()
+        h = self.open(fsync="batch")
+        fill(h, 3)
+        self.assertEqual(len(calls), 0)
+        self.clock.advance(0)
+        self.assertEqual(len(calls), 1)
+        self.clock.advance(0)
+        self.assertEqual(len(calls), 1)
+        fill(h, 5)
+        self.clock.advance(0)
+        self.assertEqual(len(calls), 2)
+
+    def test_fsyncNoneButVisible(self) -> None:
+        """none: never fsync, yet every line is in the file when append returns."""
+        calls = self.countFsyncs()
+        h = self.open(fsync="none")
+        fill(h, 3)
+        self.clock.advance(0)
+        self.assertEqual(calls, [])
+        with open(self.path(LATEST), "rb") as f:
+            self.assertEqual(len(f.read().splitlines()), 3)
+
+    def test_closeSyncsPendingBatch(self) -> None:
+        """Closing with a batch pending fsyncs once and cancels the call."""
+        calls = self.countFsyncs()
+        h = self.open(fsync="batch")
+        fill(h, 2)
+        h.close()
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_flushSyncsNow(self) -> None:
+        """flush fsyncs immediately, whatever the policy."""
+        calls = self.countFsyncs()
+        h = self.open(fsync="none")
+        fill(h, 2)
+        h.flush()
+        self.assertEqual(len(calls), 1)
+
+
+class LiveReaderTests(HistoryTestCase):
+    def test_generatorSeesAppendsBetweenSteps(self) -> None:
+        """A reader consumed over several turns picks up events appended meanwhile."""
+        h = self.open(rotate_bytes=3 * LINE)
+        fill(h, 2)
+        reader = h.read_since(0)
+        self.assertEqual(next(reader)[0], 1)
+        fill(h, 8)  # rotates twice meanwhile
+        self.assertEqual(seqs(reader), list(range(2, 9)))
+
+    def test_generatorWithUptoStopsThere(self) -> None:
+        """An explicit upto bounds a reader even as the history grows."""
+        h = self.open()
+        fill(h, 3)
+        reader = h.read_since(0, 4)
+        self.assertEqual(next(reader)[0], 1)
+        fill(h, 6)
+        self.assertEqual(seqs(reader), [2, 3, 4])
+
+    def test_generatorSurvivesRetirement(self) -> None:
+        """A file retired under a reader: it continues with what is still stored."""
+        h = self.open(rotate_bytes=3 * LINE, max_bytes=7 * LINE)
+        fill(h, 6)
+        reader = h.read_since(0)
+        self.assertEqual(next(reader)[0], 1)
+        fill(h, 12)
+        self.assertEqual(h.first_seq, 7)
+        # 2 and 3 come from the handle it already had open; 4-6 are gone.
+        self.assertEqual(seqs(reader), [2, 3] + list(range(7, 13)))
+
+    def test_generatorBeforeItsFirstStep(self) -> None:
+        """A reader not started yet before its file is retired starts at first_seq."""
+        h = self.open(rotate_bytes=3 * LINE, max_bytes=7 * LINE)
+        fill(h, 6)
+        reader = h.read_since(0)
+        fill(h, 12)
+        self.assertEqual(seqs(reader), list(range(7, 13)))
+
+
+class IndexTests(HistoryTestCase):
+    def test_lookupsEverywhereInABigFile(self) -> None:
+        """Reads and pages start right at any seq, cold (after reopen) and warm."""
+        h = self.open(rotate_bytes=2**20)
+        fill(h, 12000)
+        h.close()
+        for _ in range(2):
+            h = self.open(rotate_bytes=2**20)
+            for since in (0, 1, 999, 1000, 1001, 4321, 7777, 9998, 11999, 12000):
+                got = seqs(h.read_since(since, since + 3))
+                self.assertEqual(got, list(range(since + 1, min(since + 3, 12000) + 1)))
+            for before in (2, 1000, 5001, 12001):
+                lines, more = h.page(before, 5)
+                self.assertEqual(lines, [event(s) for s in range(max(before - 5, 1), before)])
+                self.assertEqual(more, before > 6)
+            h.close()
+        self.assertEqual(self.warnings(), [])
+
+    def test_bigLinesFoundByBisection(self) -> None:
+        """With lines of tens of KB, lookups still land on the right event."""
+        h = self.open(rotate_bytes=64 * 2**20)
+        for seq in range(1, 201):
+            h.append(seq, event(seq, pad=20000 + seq))
+        h.close()
+        h = self.open()
+        self.assertEqual(h.last_seq, 200)
+        self.assertEqual(seqs(h.read_since(150, 152)), [151, 152])
+        self.assertEqual(h.page(100, 2), ([event(98, 20098), event(99, 20099)], True))
+        self.assertEqual(self.warnings(), [])
+
+    def test_indexMemoryIsSparse(self) -> None:
+        """The index keeps about one entry per 1000 events."""
+        h = self.open(rotate_bytes=2**30)
+        fill(h, 20000)
+        self.assertEqual(seqs(h.read_since(0))[-1], 20000)
+        (segment,) = h._segments
+        self.assertLessEqual(segment.index_size, 20)
+        self.assertGreaterEqual(segment.index_size, 10)
+
+
+class RemoveTests(HistoryTestCase):
+    def test_removeDeletesDirectory(self) -> None:
+        """remove closes the history and deletes the logs directory."""
+        h = self.open(rotate_bytes=2 * LINE)
+        fill(h, 5)
+        h.remove()
+        self.assertFalse(os.path.exists(self.dir))
+        self.assertRaises(ValueError, h.append, 6, event(6))
+        self.assertEqual(list(h.read_since(0)), [])
