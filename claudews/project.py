@@ -1,0 +1,619 @@
+"""
+One project: its conversation, its queue of prompts, its CLI process, its
+history and its subscribers.
+
+Prompts run one after another. Each goes through::
+
+    queued -> (waiting for a process slot) -> started -> finished
+
+and C{finished} always happens exactly once, whatever goes wrong: the
+queue moves on from a failed prompt like from a completed one.
+"""
+
+import os
+import time
+import uuid
+from collections import deque
+from typing import Any, Callable
+
+import attrs
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from claudews import metadata, proctree
+from claudews.errors import RequestError
+from claudews.events import encode, event, timestamp
+from claudews.permissions import PermissionBroker
+from claudews.runner import ClaudeProcess, build_argv, build_env
+from claudews.subscribers import Subscribers, send_each
+
+#: What the CLI says when --resume names a conversation it does not have.
+RESUME_FAILED = "No conversation found"
+
+
+@attrs.define(eq=False)
+class Prompt:
+    id: str
+    text: str
+    options: dict
+    flags: tuple
+    session_generation: int
+    process: ClaudeProcess | None = None
+    acquiring: defer.Deferred | None = None
+    started: float | None = None
+    stop_status: str | None = None
+    finished: bool = False
+    cost_base: float = 0.0
+    baseline: list = attrs.Factory(list)
+    timeout_call: Any = None
+    escalate_call: Any = None
+    done: defer.Deferred = attrs.Factory(defer.Deferred)
+
+
+@attrs.frozen
+class ProjectConfig:
+    """
+    The settings a project needs (a slice of L{claudews.config.Settings}).
+    """
+
+    claude_bin: str = "claude"
+    timeout: float = 300.0
+    kill_grace: float = 5.0
+    max_line_bytes: int = 256 * 1024 * 1024
+    max_queue: int = 64
+    permission_timeout: float = 120.0
+    env: dict = attrs.Factory(dict)
+
+
+class Project:
+    """
+    @ivar path: the canonical absolute path of the project directory.
+    @ivar id: its on-disk id, derived from C{path}.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        project_id: str,
+        directory: str,
+        meta: dict,
+        history: Any,
+        supervisor: Any,
+        config: ProjectConfig,
+        fanout: Callable[[bytes, list], None] = send_each,
+        reactor: Any = None,
+        environ: dict | None = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        self.path = path
+        self.id = project_id
+        self.directory = directory
+        self._history = history
+        self._supervisor = supervisor
+        self._config = config
+        self._environ = dict(os.environ if environ is None else environ)
+        self.created_at: str = meta.get("created_at") or timestamp()
+        self.epoch: int = int(meta.get("epoch") or int(time.time() * 1000))
+        self.session_id: str | None = meta.get("session_id") or None
+        self._open_prompts: list[str] = list(meta.get("open_prompts") or ())
+        self._markers: list[str] = list(meta.get("markers") or ())
+        self._session_generation = 0
+        self._queue: deque[Prompt] = deque()
+        self._current: Prompt | None = None
+        self._proc: ClaudeProcess | None = None
+        self._proc_stale = False
+        self._closing = False
+        self._last_prompt_id: str | None = None
+        self.subscribers = Subscribers(
+            history.read_since, lambda: history.last_seq, fanout, reactor
+        )
+        self.permissions = PermissionBroker(
+            self._publish_fields, config.permission_timeout, reactor
+        )
+
+    # -- state
+
+    @property
+    def last_seq(self) -> int:
+        return self._history.last_seq
+
+    @property
+    def first_seq(self) -> int:
+        return self._history.first_seq
+
+    @property
+    def running(self) -> bool:
+        return self._current is not None
+
+    def describe(self) -> dict:
+        return {
+            "path": self.path,
+            "id": self.id,
+            "session_id": self.session_id,
+            "status": "running" if self._current else "idle",
+            "queue": len(self._queue),
+            "created_at": self.created_at,
+            "last_seq": self.last_seq,
+            "epoch": self.epoch,
+        }
+
+    def _meta(self) -> dict:
+        return {
+            "path": self.path,
+            "id": self.id,
+            "session_id": self.session_id,
+            "created_at": self.created_at,
+            "epoch": self.epoch,
+            "last_seq": self.last_seq,
+            "open_prompts": self._open_prompts,
+            "markers": self._markers,
+        }
+
+    def save(self) -> None:
+        try:
+            metadata.write(self.directory, self._meta())
+        except OSError as e:
+            self._log.error(
+                "Could not write metadata of {path}: {error}", path=self.path, error=e
+            )
+
+    # -- events
+
+    def publish(self, kind: str, fields: dict) -> None:
+        """
+        Store an event in the history, then send it to every subscriber.
+
+        An event that could not be stored is not sent: clients are never
+        told of something a replay would not show.
+        """
+        seq = self._history.last_seq + 1
+        line = encode(event(self.path, seq, timestamp(self._now()), kind, fields))
+        try:
+            self._history.append(seq, line)
+        except OSError as e:
+            self._log.error(
+                "Could not store event {seq} of {path}: {error}",
+                seq=seq,
+                path=self.path,
+                error=e,
+            )
+            return
+        self.subscribers.publish(line)
+
+    def _publish_fields(self, kind: str, fields: dict) -> None:
+        self.publish(kind, fields)
+
+    def _now(self) -> float:
+        seconds = getattr(self._reactor, "seconds", None)
+        # A test Clock starts at 0; event times are wall-clock times.
+        now = seconds() if seconds is not None else 0
+        return now if now > 1e9 else time.time()
+
+    def subscribe(self, subscriber: Any, since: int | None, epoch: Any = None) -> dict:
+        if since is not None and (
+            (epoch is not None and epoch != self.epoch) or since > self.last_seq
+        ):
+            # The client's seq belongs to an earlier history of this path.
+            since = 0
+        self.subscribers.add(subscriber, since)
+        return {
+            "project": self.describe(),
+            "last_seq": self.last_seq,
+            "first_seq": self.first_seq,
+            "epoch": self.epoch,
+            "running": self._current.id if self._current else None,
+            "pending_permissions": self.permissions.pending(),
+        }
+
+    def history_page(self, before: int | None, limit: int) -> tuple[list[bytes], bool]:
+        return self._history.page(before, limit)
+
+    # -- prompts
+
+    def submit(self, text: str, options: dict, flags: tuple) -> dict:
+        if self._closing:
+            raise RequestError("internal", "the server is shutting down")
+        # The head of the queue is about to start (on the next reactor turn)
+        # when nothing runs: it is not waiting.
+        waiting = len(self._queue) - (0 if self._current else min(1, len(self._queue)))
+        if waiting >= self._config.max_queue:
+            raise RequestError(
+                "queue_full",
+                "%d prompts are already waiting in this project"
+                % (self._config.max_queue,),
+            )
+        prompt = Prompt(
+            id="p-" + uuid.uuid4().hex,
+            text=text,
+            options=options,
+            flags=tuple(flags),
+            session_generation=self._session_generation,
+        )
+        position = len(self._queue) + (1 if self._current else 0)
+        self._queue.append(prompt)
+        self._open_prompts.append(prompt.id)
+        self.save()
+        self.publish(
+            "prompt.queued",
+            {
+                "prompt_id": prompt.id,
+                "prompt": text,
+                "options": options,
+                "position": position,
+            },
+        )
+        self._reactor.callLater(0, self._pump)
+        return {"prompt_id": prompt.id, "position": position}
+
+    def _pump(self) -> None:
+        if self._current is not None or not self._queue or self._closing:
+            return
+        prompt = self._current = self._queue.popleft()
+        self._last_prompt_id = prompt.id
+        prompt.done.addBoth(self._after_prompt)
+        acquiring = prompt.acquiring = self._supervisor.acquire(self)
+        acquiring.addCallbacks(
+            lambda _: self._start(prompt), lambda f: f.trap(defer.CancelledError)
+        )
+        acquiring.addErrback(self._prompt_failed, prompt)
+
+    def _after_prompt(self, _: Any) -> None:
+        self._current = None
+        self._pump()
+
+    def _prompt_failed(self, failure: Any, prompt: Prompt) -> None:
+        self._log.failure("Prompt {id} failed", failure, id=prompt.id)
+        self._finish(prompt, "failed", error="internal error: %s" % (failure.value,))
+
+    def _start(self, prompt: Prompt) -> Any:
+        prompt.acquiring = None
+        if prompt.finished:
+            self._supervisor.release(self)
+            return None
+        proc = self._proc
+        if proc is not None and (proc.flags != prompt.flags or self._proc_stale):
+            # The live process runs with other fixed flags (or an abandoned
+            # conversation): replace it, keeping the slot.
+            self._proc = None
+            d = proc.terminate(self._config.kill_grace)
+            d.addCallback(lambda _: self._start(prompt))
+            return d
+        if proc is None:
+            try:
+                proc = self._spawn(prompt.flags)
+            except OSError as e:
+                self._supervisor.exited(self)
+                self._finish(prompt, "failed", error="cannot start the CLI: %s" % (e,))
+                return None
+        prompt.process = proc
+        prompt.cost_base = proc.total_cost
+        prompt.started = self._reactor.seconds()
+        prompt.baseline = proctree.tree(proc.pid, proc.marker)
+        self.publish(
+            "prompt.started",
+            {"prompt_id": prompt.id, "session_id": proc.resumed or None},
+        )
+        if not proc.send_prompt(prompt.text):
+            self._finish(prompt, "failed", error="the CLI process is gone")
+            return None
+        prompt.timeout_call = self._reactor.callLater(
+            self._config.timeout, self._stop, prompt, "timeout"
+        )
+        return None
+
+    def _spawn(self, flags: tuple) -> ClaudeProcess:
+        proc = ClaudeProcess(
+            self,
+            flags=flags,
+            max_line_bytes=self._config.max_line_bytes,
+            reactor=self._reactor,
+        )
+        proc.resumed = self.session_id
+        argv = build_argv(self._config.claude_bin, self.session_id, flags)
+        env = build_env(self._environ, self._config.env, proc.marker)
+        # Record the marker first: a server that dies from here on leaves
+        # its successor a way to find this process tree.
+        self._markers.append(proc.marker)
+        self.save()
+        proc.spawn(argv, self.path, env)
+        self._proc = proc
+        self._proc_stale = False
+        return proc
+
+    def cancel(self, prompt_id: str | None) -> list[str]:
+        if prompt_id is None:
+            if self._current is None or self._current.finished:
+                raise RequestError("not_running", "no prompt is running")
+            prompt_id = self._current.id
+        for prompt in self._queue:
+            if prompt.id == prompt_id:
+                self._queue.remove(prompt)
+                self._finish(prompt, "cancelled")
+                return [prompt_id]
+        current = self._current
+        if current is not None and current.id == prompt_id and not current.finished:
+            self._stop(current, "cancelled")
+            return [prompt_id]
+        raise RequestError("not_found", "no running or queued prompt %r" % (prompt_id,))
+
+    def _stop(self, prompt: Prompt, status: str) -> None:
+        """
+        Cancel or time out C{prompt}: interrupt, then end the process tree.
+        """
+        if prompt.finished or prompt.stop_status is not None:
+            return
+        prompt.stop_status = status
+        self.permissions.cancel(prompt.id)
+        if prompt.acquiring is not None:
+            prompt.acquiring.cancel()
+            self._finish(prompt, status)
+            return
+        proc = prompt.process
+        if proc is None or not proc.interrupt():
+            self._escalate(prompt)
+            return
+        prompt.escalate_call = self._reactor.callLater(
+            self._config.kill_grace, self._escalate, prompt
+        )
+
+    def _escalate(self, prompt: Prompt) -> None:
+        prompt.escalate_call = None
+        if prompt.finished:
+            return
+        if prompt.process is None:
+            self._finish(prompt, prompt.stop_status or "failed")
+            return
+        self._log.info(
+            "Prompt {id} did not stop when interrupted; ending its process",
+            id=prompt.id,
+        )
+        prompt.process.terminate(self._config.kill_grace)
+
+    def _finish(
+        self,
+        prompt: Prompt,
+        status: str,
+        *,
+        result: dict | None = None,
+        error: str | None = None,
+        exit_code: int | None = None,
+    ) -> None:
+        if prompt.finished:
+            return
+        prompt.finished = True
+        for call in (prompt.timeout_call, prompt.escalate_call):
+            if call is not None and call.active():
+                call.cancel()
+        self.permissions.cancel(prompt.id)
+        cost = duration = turns = None
+        if result is not None:
+            total = result.get("total_cost_usd")
+            if isinstance(total, (int, float)):
+                cost = round(float(total) - prompt.cost_base, 10)
+            duration = result.get("duration_ms")
+            turns = result.get("num_turns")
+        if duration is None and prompt.started is not None:
+            duration = int((self._reactor.seconds() - prompt.started) * 1000)
+        self.publish(
+            "prompt.finished",
+            {
+                "prompt_id": prompt.id,
+                "status": status,
+                "exit_code": exit_code,
+                "session_id": self.session_id,
+                "cost_usd": cost,
+                "duration_ms": duration,
+                "num_turns": turns,
+                "error": error,
+            },
+        )
+        if prompt.id in self._open_prompts:
+            self._open_prompts.remove(prompt.id)
+        self.save()
+        proc = prompt.process
+        if status in ("cancelled", "timeout") and proc is not None and not proc.ended:
+            # The interrupt stops the CLI, not always what its tools started
+            # (the Bash tool puts them in sessions of their own).
+            tools = proctree.end_tree(
+                None,
+                proc.marker,
+                grace=self._config.kill_grace,
+                reactor=self._reactor,
+                exclude=prompt.baseline,
+            )
+            tools.addErrback(lambda f: self._log.failure("Ending tools failed", f))
+        if proc is not None and not proc.ended and proc is self._proc:
+            self._supervisor.release(self)
+        prompt.done.callback(None)
+
+    # -- the CLI's side (runner.Listener)
+
+    def cli_message(self, process: ClaudeProcess, message: dict) -> None:
+        prompt = self._current if self._current and self._current.process is process else None
+        self.publish(
+            "claude",
+            {
+                "prompt_id": prompt.id if prompt else self._last_prompt_id,
+                "message": message,
+            },
+        )
+        kind = message.get("type")
+        session = message.get("session_id")
+        if (
+            kind in ("system", "result")
+            and isinstance(session, str)
+            and session
+            and prompt is not None
+            and prompt.session_generation == self._session_generation
+            and (kind == "result" or message.get("subtype") == "init")
+            and session != self.session_id
+        ):
+            self.session_id = session
+            self.save()
+        if kind == "result" and prompt is not None and not prompt.finished:
+            self._finish_from_result(prompt, message)
+
+    def _finish_from_result(self, prompt: Prompt, result: dict) -> None:
+        text = result.get("result")
+        if prompt.stop_status is not None:
+            self._finish(prompt, prompt.stop_status, result=result)
+        elif result.get("is_error") or result.get("subtype") != "success":
+            error = text if isinstance(text, str) and text else None
+            if error is None:
+                errors = result.get("errors")
+                error = "; ".join(map(str, errors)) if errors else result.get("subtype")
+            if error and RESUME_FAILED in error:
+                error = self._resume_failed(error)
+            self._finish(prompt, "failed", result=result, error=str(error))
+        else:
+            self._finish(prompt, "completed", result=result)
+
+    def cli_output(self, process: ClaudeProcess, stream: str, text: str) -> None:
+        prompt = self._current if self._current and self._current.process is process else None
+        self.publish(
+            "output",
+            {
+                "prompt_id": prompt.id if prompt else self._last_prompt_id,
+                "stream": stream,
+                "text": text,
+            },
+        )
+
+    def cli_permission(self, process: ClaudeProcess, request_id: str, request: dict) -> None:
+        prompt = self._current
+        if prompt is None or prompt.process is not process or prompt.finished:
+            process.answer(
+                request_id,
+                {"behavior": "deny", "message": "No prompt is running in claudews"},
+            )
+            return
+        self.permissions.request(
+            prompt.id,
+            request_id,
+            request,
+            lambda response: process.answer(request_id, response),
+        )
+
+    def cli_exited(self, process: ClaudeProcess, exit_code: int | None, signal: int | None) -> None:
+        if process.marker in self._markers:
+            self._markers.remove(process.marker)
+        prompt = self._current
+        if prompt is not None and prompt.process is process and not prompt.finished:
+            if prompt.stop_status is not None:
+                self._finish(prompt, prompt.stop_status, exit_code=exit_code)
+            else:
+                tail = process.stderr_tail.strip()
+                if RESUME_FAILED in tail:
+                    error = self._resume_failed(tail)
+                else:
+                    how = "signal %s" % (signal,) if signal else "code %s" % (exit_code,)
+                    error = "the CLI exited with %s before finishing the prompt" % (how,)
+                    if tail:
+                        error += ": " + tail.splitlines()[-1][:500]
+                self._finish(prompt, "failed", error=error, exit_code=exit_code)
+        else:
+            self.save()
+        if process is self._proc:
+            self._proc = None
+            self.permissions.forget()
+            self._supervisor.exited(self)
+
+    def _resume_failed(self, detail: str) -> str:
+        lost = self.session_id
+        self.reset_session()
+        return (
+            "the CLI could not resume conversation %s (%s); the project's "
+            "session was reset and the next prompt starts a new conversation"
+            % (lost, detail.strip().splitlines()[-1][:300])
+        )
+
+    # -- the supervisor's side
+
+    def close_process(self) -> None:
+        """
+        Close the idle process: end its input, then escalate.
+        """
+        proc = self._proc
+        if proc is None or proc.ended:
+            return
+        proc.close_stdin()
+        self._reactor.callLater(
+            self._config.kill_grace,
+            lambda: None if proc.ended else proc.terminate(self._config.kill_grace),
+        )
+
+    # -- session, recovery, shutdown
+
+    def reset_session(self) -> None:
+        self.session_id = None
+        self._session_generation += 1
+        if self._proc is not None:
+            if self._current is None:
+                self.close_process()
+            self._proc_stale = True
+        self.save()
+        self.publish("session.reset", {})
+
+    def recover(self) -> defer.Deferred:
+        """
+        Settle what a server that died left behind: prompts that never
+        finished are recorded as interrupted, processes it ran are ended.
+        """
+        for prompt_id in list(self._open_prompts):
+            self.publish(
+                "prompt.finished",
+                {
+                    "prompt_id": prompt_id,
+                    "status": "interrupted",
+                    "exit_code": None,
+                    "session_id": self.session_id,
+                    "cost_usd": None,
+                    "duration_ms": None,
+                    "num_turns": None,
+                    "error": "the server stopped before this prompt finished",
+                },
+            )
+        self._open_prompts = []
+        markers, self._markers = self._markers, []
+        self.save()
+        ends = [
+            proctree.end_tree(None, marker, grace=self._config.kill_grace, reactor=self._reactor)
+            for marker in markers
+        ]
+        return defer.DeferredList(ends, consumeErrors=True)
+
+    def shutdown(self, status: str = "interrupted") -> defer.Deferred:
+        """
+        Stop everything: record the prompts as C{status}, end the process.
+
+        Used for server shutdown (C{interrupted}) and project deletion
+        (C{cancelled}). The Deferred always fires.
+        """
+        self._closing = True
+        error = "the server is shutting down" if status == "interrupted" else None
+        while self._queue:
+            self._finish(self._queue.popleft(), status, error=error)
+        prompt = self._current
+        if prompt is not None and not prompt.finished:
+            proc = prompt.process
+            if proc is not None:
+                proc.interrupt()
+            if prompt.acquiring is not None:
+                prompt.acquiring.cancel()
+            self._finish(prompt, status, error=error)
+        self._supervisor.forget(self)
+        proc = self._proc
+        if proc is None:
+            return defer.succeed(None)
+        return proc.terminate(self._config.kill_grace)
+
+    def close(self) -> None:
+        self.subscribers.clear()
+        self.save()
+        self._history.flush()
+        self._history.close()

@@ -1,0 +1,230 @@
+"""
+All projects: create, delete, look up, and their directories under DATA.
+
+Layout::
+
+    DATA/projects/{id}/metadata.json
+    DATA/projects/{id}/logs/...        (claudews.history)
+
+C{id} is derived from the canonical path (L{claudews.paths.project_id}); no
+text a client sent ever becomes part of a file name.
+"""
+
+import os
+import shutil
+import time
+import uuid
+from typing import Any, Callable
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from claudews import metadata, paths
+from claudews.errors import RequestError
+from claudews.events import timestamp
+from claudews.history import History
+from claudews.project import Project, ProjectConfig
+from claudews.subscribers import send_each
+from claudews.supervisor import Supervisor
+
+
+def project_config(settings: Any) -> ProjectConfig:
+    return ProjectConfig(
+        claude_bin=settings.claude_bin,
+        timeout=settings.timeout,
+        kill_grace=settings.kill_grace,
+        max_line_bytes=settings.max_line_bytes,
+        max_queue=settings.max_queue,
+        permission_timeout=settings.permission_timeout,
+        env=dict(settings.env),
+    )
+
+
+class Registry(service.Service):
+    """
+    The projects of one server, loaded at start and shut down at stop.
+    """
+
+    _log = Logger()
+
+    def __init__(self, settings: Any, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        self._settings = settings
+        self._config = project_config(settings)
+        self._root = os.path.join(settings.data, "projects")
+        self.supervisor = Supervisor(settings.max_running, settings.idle_timeout, reactor)
+        self._projects: dict[str, Project] = {}
+        self._epochs: dict[str, int] = {}
+        #: Set by the WebSocket factory: how events reach subscribers.
+        self.fanout: Callable[[bytes, list], None] = send_each
+
+    # -- service
+
+    def startService(self) -> defer.Deferred:
+        super().startService()
+        os.makedirs(self._root, mode=0o700, exist_ok=True)
+        recoveries = []
+        for name in sorted(os.listdir(self._root)):
+            directory = os.path.join(self._root, name)
+            if ".deleted-" in name:
+                # A deletion that a stopped server did not finish.
+                shutil.rmtree(directory, ignore_errors=True)
+                continue
+            if not os.path.isdir(directory):
+                continue
+            project = self._load(directory, name)
+            if project is not None:
+                self._projects[project.path] = project
+                recoveries.append(project.recover())
+        self._log.info("Loaded {n} projects", n=len(self._projects))
+        # Ending what a dead server left running may take the kill grace;
+        # the server listens meanwhile.
+        return None
+
+    def _load(self, directory: str, name: str) -> Project | None:
+        meta = metadata.read(directory)
+        history = self._history(directory)
+        if meta is None:
+            meta = self._rebuild(directory, history)
+            if meta is None:
+                self._log.warn("Skipping {dir}: no metadata and no history", dir=directory)
+                history.close()
+                return None
+        path = meta.get("path")
+        if not isinstance(path, str) or paths.project_id(path) != name:
+            self._log.warn("Skipping {dir}: metadata names another path", dir=directory)
+            history.close()
+            return None
+        return self._project(path, directory, meta, history)
+
+    def _rebuild(self, directory: str, history: History) -> dict | None:
+        """
+        Metadata lost or damaged: what the newest stored event tells.
+        """
+        import json
+
+        lines, _ = history.page(None, 1)
+        if not lines:
+            return None
+        try:
+            last = json.loads(lines[-1])
+        except ValueError:
+            return None
+        self._log.warn("Rebuilt the metadata of {dir} from its history", dir=directory)
+        return {"path": last.get("path"), "created_at": last.get("ts")}
+
+    def _history(self, directory: str) -> History:
+        return History(
+            os.path.join(directory, "logs"),
+            rotate_bytes=self._settings.history_rotate_bytes,
+            max_bytes=self._settings.history_max_bytes,
+            fsync=self._settings.fsync,
+            reactor=self._reactor,
+        )
+
+    def _project(self, path: str, directory: str, meta: dict, history: History) -> Project:
+        return Project(
+            path=path,
+            project_id=paths.project_id(path),
+            directory=directory,
+            meta=meta,
+            history=history,
+            supervisor=self.supervisor,
+            config=self._config,
+            fanout=lambda line, subs: self.fanout(line, subs),
+            reactor=self._reactor,
+        )
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        projects = list(self._projects.values())
+        ends = [p.shutdown() for p in projects]
+        d = defer.DeferredList(ends, consumeErrors=True)
+
+        def closed(_: Any) -> None:
+            for p in projects:
+                p.close()
+            self.supervisor.stop()
+
+        d.addCallback(closed)
+        return d
+
+    # -- requests
+
+    def list(self) -> list[Project]:
+        return sorted(self._projects.values(), key=lambda p: p.path)
+
+    def get(self, path: str) -> Project:
+        project = self._projects.get(path)
+        if project is None:
+            # The same directory named another way (a symlink, "..").
+            try:
+                project = self._projects.get(os.path.realpath(path))
+            except (ValueError, OSError):
+                pass
+        if project is None:
+            raise RequestError("project_not_found", "no project at %r" % (path[:200],))
+        return project
+
+    def create(self, path: str) -> Project:
+        canonical = paths.canonical(path)
+        paths.check_allowed(canonical, self._settings.project_roots)
+        if canonical in self._projects:
+            raise RequestError("project_exists", "%r is a project already" % (canonical,))
+        paths.check_not_nested(canonical, self._projects)
+        if len(self._projects) >= self._settings.max_projects:
+            raise RequestError(
+                "too_many_projects",
+                "the server has %d projects, its limit" % (self._settings.max_projects,),
+            )
+        project_id = paths.project_id(canonical)
+        directory = os.path.join(self._root, project_id)
+        if os.path.exists(directory):
+            # Left over from a project whose deletion did not finish.
+            shutil.rmtree(directory)
+        os.makedirs(directory, mode=0o700)
+        meta = {
+            "path": canonical,
+            "created_at": timestamp(),
+            "epoch": self._new_epoch(canonical),
+        }
+        metadata.write(directory, meta)
+        project = self._project(canonical, directory, meta, self._history(directory))
+        project.save()
+        self._projects[canonical] = project
+        return project
+
+    def _new_epoch(self, path: str) -> int:
+        """
+        A new history of C{path} gets a new epoch, even within one millisecond.
+        """
+        epoch = max(int(time.time() * 1000), self._epochs.get(path, 0) + 1)
+        self._epochs[path] = epoch
+        return epoch
+
+    def delete(self, project: Project) -> defer.Deferred:
+        """
+        Cancel the project's work, end its process, remove its data.
+        """
+        if self._projects.get(project.path) is not project:
+            return defer.fail(RequestError("project_not_found", "no such project"))
+        del self._projects[project.path]
+        # Move its data aside now: the same path may be created again
+        # before the old process has ended, and it gets the same directory.
+        doomed = project.directory + ".deleted-" + uuid.uuid4().hex[:8]
+        try:
+            os.rename(project.directory, doomed)
+            project.directory = doomed
+        except OSError as e:
+            self._log.error("Could not move {dir} aside: {error}", dir=project.directory, error=e)
+        d = project.shutdown("cancelled")
+
+        def remove(_: Any) -> None:
+            project.close()
+            shutil.rmtree(project.directory, ignore_errors=True)
+
+        d.addCallback(remove)
+        return d

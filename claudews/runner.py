@@ -1,0 +1,352 @@
+"""
+One Claude Code CLI process: its argument list, stdin/stdout framing and the
+stream-json control protocol.
+
+The process is started as::
+
+    claude -p --input-format stream-json --output-format stream-json \\
+        --verbose --permission-prompt-tool stdio [--resume ID] [flags]
+
+through a trampoline that puts it in a session (and process group) of its
+own, never through a shell. Prompts go in on stdin as ``user`` lines;
+everything it prints on stdout is framed by newline and handed up, JSON
+objects as messages and anything else as plain output.
+"""
+
+import json
+import uuid
+from typing import Any, Protocol
+
+from twisted.internet import defer, error, protocol
+from twisted.logger import Logger
+
+from claudews import proctree
+from claudews.events import encode
+
+#: Flags every CLI process gets; options of a prompt add more.
+BASE_ARGS = (
+    "-p",
+    "--input-format",
+    "stream-json",
+    "--output-format",
+    "stream-json",
+    "--verbose",
+    "--permission-prompt-tool",
+    "stdio",
+)
+
+#: Plain-text output is cut to this many characters per event.
+MAX_TEXT = 64 * 1024
+
+#: After this much stderr from one process, further stderr is drained and
+#: dropped: a chatty CLI must not fill the history.
+MAX_STDERR = 1024 * 1024
+
+#: Environment variables that make a nested CLI believe it runs inside
+#: another Claude Code session.
+SCRUBBED_ENV = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "CLAUDE_CODE_SSE_PORT")
+
+
+def build_argv(claude_bin: str, session_id: str | None, flags: tuple) -> list[str]:
+    argv = [claude_bin, *BASE_ARGS]
+    if session_id:
+        argv += ["--resume", session_id]
+    argv += list(flags)
+    return argv
+
+
+def build_env(base: dict, extra: dict, marker: str) -> dict:
+    env = {k: v for k, v in base.items() if k not in SCRUBBED_ENV}
+    env.update(extra)
+    env[proctree.MARKER_ENV] = marker
+    return env
+
+
+class Listener(Protocol):
+    """
+    What a L{ClaudeProcess} reports to; L{claudews.project} implements it.
+    """
+
+    def cli_message(self, process: "ClaudeProcess", message: dict) -> None:
+        """Every JSON object the CLI printed, in order."""
+
+    def cli_output(self, process: "ClaudeProcess", stream: str, text: str) -> None:
+        """Non-JSON stdout lines and stderr text, bounded."""
+
+    def cli_permission(
+        self, process: "ClaudeProcess", request_id: str, request: dict
+    ) -> None:
+        """A C{can_use_tool} control request, to be answered with L{ClaudeProcess.answer}."""
+
+    def cli_exited(
+        self, process: "ClaudeProcess", exit_code: int | None, signal: int | None
+    ) -> None:
+        """The process is gone and its pipes are closed."""
+
+
+class ClaudeProcess(protocol.ProcessProtocol):
+    """
+    A live CLI process.
+
+    @ivar flags: the option flags it was started with; a prompt whose
+        options map to other flags needs another process.
+    @ivar marker: the value of L{proctree.MARKER_ENV} in its environment and
+        that of everything it starts.
+    @ivar total_cost: the last C{total_cost_usd} it reported (a running
+        total for the life of the process).
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        listener: Listener,
+        *,
+        flags: tuple = (),
+        max_line_bytes: int = 256 * 1024 * 1024,
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        self._listener = listener
+        self.flags = tuple(flags)
+        self.marker = uuid.uuid4().hex
+        self.total_cost = 0.0
+        #: The session id it was started to resume, if any.
+        self.resumed: str | None = None
+        self.pid: int | None = None
+        self.ended = False
+        self._ended_waiters: list[defer.Deferred] = []
+        self._max_line = max_line_bytes
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._discarding = False
+        self._stderr_seen = 0
+        self._stderr_tail = b""
+        self._stdin_open = True
+        self._exit_code: int | None = None
+        self._signal: int | None = None
+
+    # -- starting and stopping
+
+    def spawn(self, argv: list[str], cwd: str, env: dict) -> None:
+        """
+        Start the CLI. Raises L{OSError} when it cannot be started at all.
+        """
+        wrapped = proctree.new_session_argv(argv)
+        self._reactor.spawnProcess(
+            self,
+            wrapped[0],
+            wrapped,
+            env=env,
+            path=cwd,
+            childFDs={0: "w", 1: "r", 2: "r"},
+        )
+
+    def connectionMade(self) -> None:
+        self.pid = self.transport.pid
+
+    def close_stdin(self) -> None:
+        """
+        End of input: the CLI finishes what it is doing and exits.
+        """
+        if self._stdin_open and not self.ended:
+            self._stdin_open = False
+            self.transport.closeStdin()
+
+    def terminate(self, grace: float) -> defer.Deferred:
+        """
+        End the process and everything it started (see L{proctree.end_tree}).
+
+        The Deferred fires once the process has ended; it always fires.
+        """
+        if self.ended:
+            return defer.succeed(None)
+        self.close_stdin()
+        done = proctree.end_tree(
+            self.pid, self.marker, grace=grace, reactor=self._reactor
+        )
+        done.addErrback(
+            lambda f: self._log.failure("Ending process tree failed", f)
+        )
+        # processEnded follows the last death within a reactor turn or two;
+        # wait for it so callers see the listener's cli_exited first.
+        done.addCallback(lambda _: self.when_ended())
+        return done
+
+    def when_ended(self) -> defer.Deferred:
+        if self.ended:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._ended_waiters.append(d)
+        return d
+
+    # -- talking to it
+
+    def _send(self, message: dict) -> bool:
+        if not self._stdin_open or self.ended:
+            return False
+        self.transport.write(encode(message) + b"\n")
+        return True
+
+    def send_prompt(self, text: str) -> bool:
+        return self._send(
+            {
+                "type": "user",
+                "message": {"role": "user", "content": text},
+                "parent_tool_use_id": None,
+                "session_id": "",
+            }
+        )
+
+    def interrupt(self) -> bool:
+        """
+        Ask the CLI to stop the current prompt; it answers with a
+        C{control_response} and then a C{result}, and lives on.
+        """
+        return self._send(
+            {
+                "type": "control_request",
+                "request_id": "claudews-" + uuid.uuid4().hex[:12],
+                "request": {"subtype": "interrupt"},
+            }
+        )
+
+    def answer(self, request_id: str, response: dict) -> bool:
+        return self._send(
+            {
+                "type": "control_response",
+                "response": {
+                    "subtype": "success",
+                    "request_id": request_id,
+                    "response": response,
+                },
+            }
+        )
+
+    def _refuse(self, request_id: Any, subtype: Any) -> None:
+        self._send(
+            {
+                "type": "control_response",
+                "response": {
+                    "subtype": "error",
+                    "request_id": request_id,
+                    "error": "claudews does not support control request %r"
+                    % (subtype,),
+                },
+            }
+        )
+
+    # -- stdout framing
+
+    def outReceived(self, data: bytes) -> None:
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            if end < 0:
+                if start < len(data):
+                    self._collect(data[start:] if start else data)
+                return
+            self._collect(data[start:end])
+            self._line_done()
+            start = end + 1
+
+    def _collect(self, chunk: bytes) -> None:
+        if self._discarding:
+            self._size += len(chunk)
+            return
+        self._parts.append(chunk)
+        self._size += len(chunk)
+        if self._size > self._max_line:
+            # Keep reading (the pipe must drain) but stop keeping the line.
+            self._parts = []
+            self._discarding = True
+
+    def _line_done(self) -> None:
+        parts, size = self._parts, self._size
+        self._parts, self._size = [], 0
+        if self._discarding:
+            self._discarding = False
+            self._listener.cli_output(
+                self,
+                "stdout",
+                "[claudews: dropped a stdout line of %d bytes, over the limit of %d]"
+                % (size, self._max_line),
+            )
+            return
+        line = parts[0] if len(parts) == 1 else b"".join(parts)
+        if not line.strip():
+            return
+        try:
+            message = json.loads(line)
+        except ValueError:
+            message = None
+        if not isinstance(message, dict):
+            self._listener.cli_output(self, "stdout", _text(line))
+            return
+        self._dispatch(message)
+
+    def _dispatch(self, message: dict) -> None:
+        total = message.get("total_cost_usd")
+        self._listener.cli_message(self, message)
+        if message.get("type") == "result" and isinstance(total, (int, float)):
+            self.total_cost = float(total)
+        if message.get("type") != "control_request":
+            return
+        request = message.get("request")
+        request_id = message.get("request_id")
+        subtype = request.get("subtype") if isinstance(request, dict) else None
+        if subtype == "can_use_tool" and isinstance(request_id, str):
+            self._listener.cli_permission(self, request_id, request)
+        else:
+            self._refuse(request_id, subtype)
+
+    # -- stderr and the end
+
+    def errReceived(self, data: bytes) -> None:
+        self._stderr_tail = (self._stderr_tail + data)[-2048:]
+        before = self._stderr_seen
+        self._stderr_seen += len(data)
+        if before >= MAX_STDERR:
+            return
+        keep = data[: MAX_STDERR - before]
+        self._listener.cli_output(self, "stderr", _text(keep))
+        if self._stderr_seen >= MAX_STDERR:
+            self._listener.cli_output(
+                self,
+                "stderr",
+                "[claudews: stderr over %d bytes; the rest is not kept]" % (MAX_STDERR,),
+            )
+
+    @property
+    def stderr_tail(self) -> str:
+        return self._stderr_tail.decode("utf-8", "replace")
+
+    def processExited(self, reason) -> None:
+        if isinstance(reason.value, error.ProcessTerminated):
+            self._exit_code = reason.value.exitCode
+            self._signal = reason.value.signal
+        else:
+            self._exit_code = 0
+
+    def processEnded(self, reason) -> None:
+        if self._parts or self._discarding:
+            self._line_done()
+        self.ended = True
+        self._stdin_open = False
+        try:
+            self._listener.cli_exited(self, self._exit_code, self._signal)
+        finally:
+            waiters, self._ended_waiters = self._ended_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+
+def _text(data: bytes) -> str:
+    text = data.decode("utf-8", "replace")
+    if len(text) > MAX_TEXT:
+        text = text[:MAX_TEXT] + "[claudews: %d more characters]" % (
+            len(text) - MAX_TEXT,
+        )
+    return text

@@ -1,0 +1,174 @@
+"""
+A project's subscribers: live fan-out and catch-up replay from history.
+
+A subscriber that asks for C{since} first reads what it missed from disk,
+then joins the live stream. Every event is stored before it is sent, so
+the switch needs no buffer: while a subscriber replays, live events are not
+sent to it (they are already on disk, ahead of its cursor), and it turns
+live in the same reactor turn in which its cursor reaches the newest
+stored event. Nothing is sent twice and nothing is skipped.
+"""
+
+from typing import Any, Callable, Iterator, Protocol
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+#: Stored events sent to one subscriber per reactor turn while replaying,
+#: so a long replay does not starve other connections.
+REPLAY_BATCH = 500
+
+
+class Subscriber(Protocol):
+    """
+    One connection's view of a project; L{claudews.websocket} implements it.
+    """
+
+    def send_line(self, line: bytes) -> None:
+        """Send one encoded event."""
+
+    def backlogged(self) -> bool:
+        """True while the connection cannot take more without buffering."""
+
+    def when_drained(self) -> defer.Deferred:
+        """Fires when the connection can take more."""
+
+
+def send_each(line: bytes, subscribers: list[Subscriber]) -> None:
+    """
+    The default fan-out; the WebSocket factory replaces it with one that
+    frames the event once for all subscribers.
+    """
+    for subscriber in subscribers:
+        subscriber.send_line(line)
+
+
+class _Replay:
+    def __init__(self, cursor: int) -> None:
+        self.cursor = cursor
+        self.reader: Iterator[tuple[int, bytes]] | None = None
+
+
+class Subscribers:
+    """
+    @param read_since: C{History.read_since}.
+    @param last_seq: returns the seq of the newest stored event.
+    @param fanout: C{fanout(line, subscribers)} sends one event to many.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        read_since: Callable[[int], Iterator[tuple[int, bytes]]],
+        last_seq: Callable[[], int],
+        fanout: Callable[[bytes, list], None] = send_each,
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        self._read_since = read_since
+        self._last_seq = last_seq
+        self._fanout = fanout
+        self._live: dict[Subscriber, None] = {}
+        self._replaying: dict[Subscriber, _Replay] = {}
+
+    def __contains__(self, subscriber: Subscriber) -> bool:
+        return subscriber in self._live or subscriber in self._replaying
+
+    def __len__(self) -> int:
+        return len(self._live) + len(self._replaying)
+
+    def add(self, subscriber: Subscriber, since: int | None) -> None:
+        """
+        Subscribe; with C{since}, first replay every stored event after it.
+
+        The replay starts on a later reactor turn, so that the reply to
+        C{subscribe} goes out before the first replayed event.
+        """
+        self.remove(subscriber)
+        if since is None or since >= self._last_seq():
+            self._live[subscriber] = None
+            return
+        self._replaying[subscriber] = _Replay(since)
+        self._reactor.callLater(0, self._step, subscriber)
+
+    def remove(self, subscriber: Subscriber) -> None:
+        self._live.pop(subscriber, None)
+        replay = self._replaying.pop(subscriber, None)
+        if replay is not None and replay.reader is not None:
+            _close(replay.reader)
+
+    def clear(self) -> None:
+        for subscriber in list(self._replaying):
+            self.remove(subscriber)
+        self._live.clear()
+
+    def publish(self, line: bytes) -> None:
+        """
+        Send a stored event to every live subscriber.
+        """
+        if self._live:
+            self._fanout(line, list(self._live))
+
+    def _step(self, subscriber: Subscriber) -> None:
+        replay = self._replaying.get(subscriber)
+        if replay is None:
+            return
+        try:
+            done = self._send_batch(subscriber, replay)
+        except Exception:
+            self._log.failure("Replay failed; the subscriber turns live")
+            done = True
+        if done:
+            del self._replaying[subscriber]
+            if replay.reader is not None:
+                _close(replay.reader)
+            self._live[subscriber] = None
+        elif subscriber.backlogged():
+            drained = subscriber.when_drained()
+            drained.addCallback(lambda _: self._step(subscriber))
+            drained.addErrback(
+                lambda f: self._log.failure("Waiting for a subscriber failed", f)
+            )
+        else:
+            self._reactor.callLater(0, self._step, subscriber)
+
+    def _send_batch(self, subscriber: Subscriber, replay: _Replay) -> bool:
+        """
+        Send up to L{REPLAY_BATCH} events; True once caught up.
+        """
+        sent = 0
+        while sent < REPLAY_BATCH:
+            if replay.cursor >= self._last_seq():
+                return True
+            if replay.reader is None:
+                replay.reader = self._read_since(replay.cursor)
+            item = next(replay.reader, None)
+            if item is None:
+                # The reader stopped short of the newest event (it was
+                # written after the reader looked, or a file was retired
+                # under it): look again from the cursor.
+                _close(replay.reader)
+                replay.reader = self._read_since(replay.cursor)
+                item = next(replay.reader, None)
+                if item is None:
+                    # Nothing stored after the cursor is readable (a
+                    # damaged tail); there is nothing more to replay.
+                    return True
+            seq, line = item
+            if seq <= replay.cursor:
+                continue
+            replay.cursor = seq
+            subscriber.send_line(line)
+            sent += 1
+            if subscriber.backlogged():
+                return False
+        return replay.cursor >= self._last_seq()
+
+
+def _close(reader: Iterator) -> None:
+    close = getattr(reader, "close", None)
+    if close is not None:
+        close()

@@ -1,0 +1,514 @@
+"""
+The WebSocket endpoint: handshake checks, request dispatch, fan-out.
+
+Wire protocol (version 1; docs/protocol.rst has the whole of it)::
+
+    client -> {"type": "prompt", "id": 7, "path": "/w/app", "prompt": "..."}
+    server -> {"type": "result", "id": 7, "ok": true, "result": {...}}
+    server -> {"type": "event", "path": "/w/app", "seq": 42, "event": ...}
+
+Every request gets exactly one C{result}; events are pushed to the
+subscribers of a project in C{seq} order. The handshake is refused with
+404 (wrong path), 403 (Host or Origin not allowed) or 401 (no or wrong
+token) before the upgrade.
+"""
+
+import hmac
+import json
+from typing import Any, Callable
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+import claudews
+from claudews.errors import RequestError
+from claudews.events import encode, error_reply, reply
+
+#: Close codes the protocol uses; Autobahn's sendClose only takes 1000 and
+#: 3000-4999, so these go out through sendCloseFrame.
+GOING_AWAY = 1001
+UNSUPPORTED_DATA = 1003
+POLICY_VIOLATION = 1008
+
+PROTOCOL_VERSION = 1
+
+
+def _field(message: dict, name: str, kind: type, optional: bool = False) -> Any:
+    value = message.get(name)
+    if value is None:
+        if optional:
+            return None
+        raise RequestError("bad_request", "missing field %r" % (name,))
+    # bool is an int in Python, never in JSON.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise RequestError(
+            "bad_request", "field %r must be of type %s" % (name, kind.__name__)
+        )
+    return value
+
+
+def _seq(message: dict, name: str) -> int | None:
+    value = _field(message, name, int, optional=True)
+    if value is not None and value < 0:
+        raise RequestError("bad_request", "field %r must not be negative" % (name,))
+    return value
+
+
+def _no_constant(name: str) -> None:
+    # NaN and Infinity are Python's extensions, not JSON.
+    raise ValueError("not JSON: " + name)
+
+
+class _Backlog:
+    """
+    The transport's streaming producer: it tells us when the peer stops
+    reading, and counts what we queue while it does.
+    """
+
+    def __init__(self, on_resume: Callable[[], None]) -> None:
+        self.paused = False
+        self.unsent = 0
+        self.waiters: list[defer.Deferred] = []
+        self._on_resume = on_resume
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        # Twisted resumes a producer once its buffer is empty.
+        self.paused = False
+        self.unsent = 0
+        self._on_resume()
+        waiters, self.waiters = self.waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def stopProducing(self) -> None:
+        # The connection is gone: whoever waited for it to drain has
+        # nothing more to send to it.
+        self.waiters = []
+
+
+class ServerProtocol(WebSocketServerProtocol):
+    # Autobahn uses self.log itself.
+    _log = Logger()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._subscribed: dict[str, Any] = {}
+        self._backlog = _Backlog(self._caught_up)
+        self._grace_call: Any = None
+
+    # -- handshake
+
+    def onConnect(self, request: Any) -> None:
+        factory = self.factory
+        if request.path != "/ws":
+            raise ConnectionDeny(404, "Not Found")
+        host = request.headers.get("host", "").strip().lower()
+        if host not in factory.allowed_hosts():
+            self._log.info(
+                "Refused {peer}: Host {host!r} not allowed", peer=request.peer, host=host
+            )
+            raise ConnectionDeny(403, "Host not allowed")
+        origin = request.headers.get("origin")
+        if origin is not None and origin.strip().lower() not in factory.allowed_origins:
+            self._log.info(
+                "Refused {peer}: Origin {origin!r} not allowed",
+                peer=request.peer,
+                origin=origin,
+            )
+            raise ConnectionDeny(403, "Origin not allowed")
+        if factory.token is not None and not self._authorized(request):
+            self._log.info("Refused {peer}: missing or wrong token", peer=request.peer)
+            raise ConnectionDeny(401, "Unauthorized")
+        return None
+
+    def _authorized(self, request: Any) -> bool:
+        expected = self.factory.token.encode("utf-8")
+        given = None
+        header = request.headers.get("authorization", "")
+        if header[:7].lower() == "bearer ":
+            given = header[7:].strip()
+        else:
+            tokens = request.params.get("token") or []
+            given = tokens[0] if len(tokens) == 1 else None
+        if given is None:
+            return False
+        return hmac.compare_digest(given.encode("utf-8", "replace"), expected)
+
+    def onOpen(self) -> None:
+        self.transport.registerProducer(self._backlog, True)
+        self.factory.connections.add(self)
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        self.factory.connections.discard(self)
+        for project in self._subscribed.values():
+            project.subscribers.remove(self)
+        self._subscribed.clear()
+        if self._grace_call is not None and self._grace_call.active():
+            self._grace_call.cancel()
+        self._backlog.stopProducing()
+
+    # -- sending (the subscribers.Subscriber interface)
+
+    def _open(self) -> bool:
+        return self.state == WebSocketServerProtocol.STATE_OPEN
+
+    def send_line(self, line: bytes) -> None:
+        # A prepared message, because Autobahn's sendMessage applies the
+        # inbound size limit to outbound messages too: a reply or an event
+        # may be far larger than what a client may send.
+        if self._open():
+            self._account(len(line))
+            self.sendPreparedMessage(self.factory.prepareMessage(line, isBinary=False))
+
+    def send_prepared(self, prepared: Any, size: int) -> None:
+        if self._open():
+            self._account(size)
+            self.sendPreparedMessage(prepared)
+
+    def backlogged(self) -> bool:
+        return self._backlog.paused
+
+    def when_drained(self) -> defer.Deferred:
+        if not self._backlog.paused:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._backlog.waiters.append(d)
+        return d
+
+    def _account(self, size: int) -> None:
+        """
+        Enforce the slow-client rule before queueing C{size} more bytes.
+
+        Only what was queued before this message counts against the hard
+        cap: one big event alone never gets a client closed.
+        """
+        backlog = self._backlog
+        if not backlog.paused:
+            return
+        settings = self.factory.settings
+        if backlog.unsent > settings.send_backlog_cap:
+            self._close_slow("over %d bytes unsent" % (settings.send_backlog_cap,))
+            return
+        backlog.unsent += size
+        if backlog.unsent > settings.send_backlog_bytes and self._grace_call is None:
+            self._grace_call = self.factory.reactor.callLater(
+                settings.send_backlog_grace, self._grace_over
+            )
+
+    def _caught_up(self) -> None:
+        if self._grace_call is not None and self._grace_call.active():
+            self._grace_call.cancel()
+        self._grace_call = None
+
+    def _grace_over(self) -> None:
+        self._grace_call = None
+        settings = self.factory.settings
+        if self._backlog.paused and self._backlog.unsent > settings.send_backlog_bytes:
+            self._close_slow(
+                "over %d bytes unsent for %g s"
+                % (settings.send_backlog_bytes, settings.send_backlog_grace)
+            )
+
+    def _close_slow(self, why: str) -> None:
+        self._log.info("Closing {peer}, a slow client: {why}", peer=self.peer, why=why)
+        self.close(POLICY_VIOLATION, "client too slow: " + why)
+
+    def close(self, code: int, reason: str) -> None:
+        if self._open():
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:120])
+
+    def _reply(self, request_id: Any, result: dict) -> None:
+        self.send_line(encode(reply(request_id, result)))
+
+    def _error(self, request_id: Any, code: str, message: str) -> None:
+        self.send_line(encode(error_reply(request_id, code, message)))
+
+    # -- requests
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if isBinary:
+            self.close(UNSUPPORTED_DATA, "binary frames are not supported")
+            return
+        try:
+            message = json.loads(payload, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            self._error(None, "bad_request", "not valid JSON")
+            return
+        if not isinstance(message, dict):
+            self._error(None, "bad_request", "a request must be a JSON object")
+            return
+        request_id = message.get("id")
+        try:
+            result = self._dispatch(message)
+        except RequestError as e:
+            self._error(request_id, e.code, e.message)
+            return
+        except Exception:
+            self._log.failure("Request {type!r} failed", type=message.get("type"))
+            self._error(request_id, "internal", "internal error")
+            return
+        if isinstance(result, defer.Deferred):
+            result.addCallbacks(
+                lambda value: self._answer(request_id, value),
+                lambda failure: self._failed(request_id, failure),
+            )
+        else:
+            self._answer(request_id, result)
+
+    def _answer(self, request_id: Any, result: Any) -> None:
+        if isinstance(result, bytes):
+            self.send_line(result)
+        else:
+            self._reply(request_id, result)
+
+    def _failed(self, request_id: Any, failure: Failure) -> None:
+        if failure.check(RequestError):
+            self._error(request_id, failure.value.code, failure.value.message)
+        else:
+            self._log.failure("Request failed", failure)
+            self._error(request_id, "internal", "internal error")
+
+    def _dispatch(self, message: dict) -> Any:
+        kind = message.get("type")
+        if not isinstance(kind, str):
+            raise RequestError("bad_request", "missing field 'type'")
+        handler = HANDLERS.get(kind)
+        if handler is None:
+            raise RequestError("unknown_type", "unknown request type %r" % (kind[:100],))
+        return handler(self, message)
+
+    def _project(self, message: dict) -> Any:
+        return self.factory.registry.get(_field(message, "path", str))
+
+    def handle_server_info(self, message: dict) -> dict:
+        return self.factory.server_info()
+
+    def handle_project_create(self, message: dict) -> dict:
+        project = self.factory.registry.create(_field(message, "path", str))
+        return {"project": project.describe()}
+
+    def handle_project_list(self, message: dict) -> dict:
+        return {"projects": [p.describe() for p in self.factory.registry.list()]}
+
+    def handle_project_get(self, message: dict) -> dict:
+        return {"project": self._project(message).describe()}
+
+    def handle_project_delete(self, message: dict) -> defer.Deferred:
+        project = self._project(message)
+        d = self.factory.registry.delete(project)
+        d.addCallback(lambda _: {})
+        return d
+
+    def handle_subscribe(self, message: dict) -> dict:
+        project = self._project(message)
+        since = _seq(message, "since")
+        epoch = message.get("epoch")
+        self._subscribed[project.path] = project
+        return project.subscribe(self, since, epoch)
+
+    def handle_unsubscribe(self, message: dict) -> dict:
+        project = self._project(message)
+        self._subscribed.pop(project.path, None)
+        project.subscribers.remove(self)
+        return {}
+
+    def handle_history(self, message: dict) -> bytes:
+        project = self._project(message)
+        before = _seq(message, "before")
+        limit = _field(message, "limit", int, optional=True)
+        if limit is None:
+            limit = 100
+        if not 1 <= limit <= 1000:
+            raise RequestError("bad_request", "limit must be between 1 and 1000")
+        lines, has_more = project.history_page(before, limit)
+        # Stored events are already encoded: splice them in, do not re-parse.
+        head = encode(reply(message.get("id"), {}))[:-3]
+        tail = encode({"first_seq": project.first_seq, "has_more": has_more})[1:]
+        return head + b'{"events":[' + b",".join(lines) + b"]," + tail + b"}"
+
+    def handle_prompt(self, message: dict) -> dict:
+        project = self._project(message)
+        text = _field(message, "prompt", str)
+        limit = self.factory.settings.max_prompt_bytes
+        if len(text.encode("utf-8", "surrogatepass")) > limit:
+            raise RequestError("too_large", "the prompt is over %d bytes" % (limit,))
+        if not text.strip():
+            raise RequestError("bad_request", "the prompt is empty")
+        options = self.factory.validate_options(message.get("options", {}))
+        return project.submit(text, options, self.factory.option_flags(options))
+
+    def handle_cancel(self, message: dict) -> dict:
+        project = self._project(message)
+        prompt_id = _field(message, "prompt_id", str, optional=True)
+        return {"cancelled": project.cancel(prompt_id)}
+
+    def handle_session_reset(self, message: dict) -> dict:
+        self._project(message).reset_session()
+        return {}
+
+    def handle_permission_respond(self, message: dict) -> dict:
+        project = self._project(message)
+        project.permissions.respond(
+            _field(message, "request_id", str),
+            _field(message, "behavior", str),
+            _field(message, "message", str, optional=True),
+            _field(message, "updated_input", dict, optional=True),
+        )
+        return {}
+
+
+HANDLERS: dict[str, Callable[[ServerProtocol, dict], Any]] = {
+    "server.info": ServerProtocol.handle_server_info,
+    "project.create": ServerProtocol.handle_project_create,
+    "project.list": ServerProtocol.handle_project_list,
+    "project.get": ServerProtocol.handle_project_get,
+    "project.delete": ServerProtocol.handle_project_delete,
+    "subscribe": ServerProtocol.handle_subscribe,
+    "unsubscribe": ServerProtocol.handle_unsubscribe,
+    "history": ServerProtocol.handle_history,
+    "prompt": ServerProtocol.handle_prompt,
+    "cancel": ServerProtocol.handle_cancel,
+    "session.reset": ServerProtocol.handle_session_reset,
+    "permission.respond": ServerProtocol.handle_permission_respond,
+}
+
+
+class _Call:
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def cancel(self) -> None:
+        # Autobahn may cancel a timer that has already fired.
+        if self._call.active():
+            self._call.cancel()
+
+
+class _Timers:
+    """
+    The part of txaio's batched timer that Autobahn uses, on our reactor.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def call_later(self, delay: float, func: Callable, *args: Any, **kwargs: Any) -> _Call:
+        return _Call(self._reactor.callLater(delay, func, *args, **kwargs))
+
+
+class ServerFactory(WebSocketServerFactory):
+    """
+    @ivar connections: the open connections, for shutdown.
+    """
+
+    protocol = ServerProtocol
+    _log = Logger()
+
+    def __init__(
+        self,
+        *,
+        settings: Any,
+        registry: Any,
+        token: str | None,
+        validate_options: Callable[[Any], dict],
+        option_flags: Callable[[dict], list],
+        claude_version: Callable[[], str | None] = lambda: None,
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        super().__init__(server="claudews/" + claudews.__version__, reactor=reactor)
+        self.reactor = reactor
+        # Autobahn builds its timers (handshake, ping, close timeouts) on
+        # txaio's global loop; give them this factory's reactor instead.
+        self._batched_timer = _Timers(reactor)
+        self.settings = settings
+        self.registry = registry
+        self.token = token
+        self.validate_options = validate_options
+        self.option_flags = option_flags
+        self._claude_version = claude_version
+        self.connections: set[ServerProtocol] = set()
+        self.listen_host: str | None = None
+        self.listen_port: int | None = None
+        self.allowed_origins = frozenset(o.lower() for o in settings.allowed_origins)
+        # Autobahn's defaults are unlimited: set every safety option here.
+        self.setProtocolOptions(
+            maxFramePayloadSize=settings.max_message_bytes,
+            maxMessagePayloadSize=settings.max_message_bytes,
+            autoFragmentSize=0,
+            failByDrop=False,
+            openHandshakeTimeout=10,
+            closeHandshakeTimeout=5,
+            autoPingInterval=settings.ping_interval,
+            autoPingTimeout=settings.ping_timeout,
+            # Origins are checked in onConnect (exact match, 403); Autobahn's
+            # own check would answer 400 and allows its own port.
+            allowedOrigins=["*"],
+            allowNullOrigin=True,
+            tcpNoDelay=True,
+            webStatus=False,
+        )
+
+    def listening_on(self, host: str | None, port: int) -> None:
+        """
+        Tell the factory its listening address, for the Host allow-list.
+        """
+        self.listen_host = host
+        self.listen_port = port
+
+    def allowed_hosts(self) -> frozenset:
+        hosts = {"localhost", "127.0.0.1", "[::1]"}
+        if self.listen_host and self.listen_host not in ("0.0.0.0", "::", ""):
+            host = self.listen_host
+            hosts.add("[%s]" % (host,) if ":" in host else host)
+        allowed = set(h.lower() for h in self.settings.allowed_hosts)
+        for host in hosts:
+            allowed.add("%s:%s" % (host, self.listen_port))
+            if self.listen_port in (80, 443):
+                allowed.add(host)
+        return frozenset(allowed)
+
+    def fanout(self, line: bytes, subscribers: list) -> None:
+        """
+        Frame one event once and send that frame to every subscriber.
+        """
+        prepared = self.prepareMessage(line, isBinary=False)
+        for subscriber in subscribers:
+            subscriber.send_prepared(prepared, len(line))
+
+    def server_info(self) -> dict:
+        s = self.settings
+        return {
+            "version": claudews.__version__,
+            "protocol": PROTOCOL_VERSION,
+            "claude": {"bin": s.claude_bin, "version": self._claude_version()},
+            "limits": {
+                "max_message_bytes": s.max_message_bytes,
+                "max_prompt_bytes": s.max_prompt_bytes,
+                "max_queue": s.max_queue,
+                "max_projects": s.max_projects,
+                "max_running": s.max_running,
+                "timeout": s.timeout,
+                "idle_timeout": s.idle_timeout,
+                "permission_timeout": s.permission_timeout,
+                "history_limit": 1000,
+                "client_options": list(s.client_options),
+            },
+        }
+
+    def close_all(self) -> defer.Deferred:
+        """
+        Close every connection with 1001; fires when they are gone (or
+        after the close handshake timeout, when Autobahn drops them).
+        """
+        waits = []
+        for connection in list(self.connections):
+            waits.append(connection.is_closed)
+            connection.close(GOING_AWAY, "server shutting down")
+        return defer.DeferredList(waits, consumeErrors=True)

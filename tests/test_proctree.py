@@ -1,0 +1,461 @@
+"""
+Tests for L{claudews.proctree}.
+
+The timing of L{end_tree} is tested on a fake clock with a fake process
+table; a few tests at the end run real process trees on the real reactor.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import psutil
+import pytest_twisted
+from twisted.internet.defer import CancelledError
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs
+from twisted.trial.unittest import SynchronousTestCase
+
+from claudews.proctree import (
+    MARKER_ENV,
+    end_tree,
+    find_marked,
+    marker_of,
+    new_session_argv,
+    tree,
+)
+
+
+class FakeProcess:
+    """A process of L{FakeTable}: dies on the signals it does not resist."""
+
+    def __init__(self, table, pid, *, pgid=None, marker=None, parent=None,
+                 ignores_term=False, kills_needed=1, exit_delay=None):
+        self.table = table
+        self.pid = pid
+        self.pgid = pid if pgid is None else pgid
+        self.marker = marker
+        self.parent = parent
+        self.ignores_term = ignores_term
+        self.kills_needed = kills_needed
+        self.exit_delay = exit_delay
+        self.alive = True
+        self.signals: list[int] = []
+
+    def receive(self, signum):
+        self.signals.append(signum)
+        if signum == signal.SIGTERM and self.ignores_term:
+            return
+        if signum == signal.SIGKILL:
+            self.kills_needed -= 1
+            if self.kills_needed > 0:
+                return
+        if self.exit_delay is None:
+            self.die()
+        else:
+            self.table.clock.callLater(self.exit_delay, self.die)
+
+    def die(self):
+        self.alive = False
+        for process in self.table.processes:
+            if process.parent is self:
+                process.parent = None
+
+    def __repr__(self):
+        return "<FakeProcess {}>".format(self.pid)
+
+
+class FakeTable:
+    """A L{ProcessTable} over L{FakeProcess}es."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.processes: list[FakeProcess] = []
+        self.groupSignals: list[tuple[int, int]] = []
+
+    def add(self, pid, **kw):
+        process = FakeProcess(self, pid, **kw)
+        self.processes.append(process)
+        return process
+
+    def lookup(self, pid):
+        for process in self.processes:
+            if process.pid == pid:
+                return process
+        return None
+
+    def scan(self, roots, group, marker):
+        roots = list(roots)
+        found = [
+            p for p in self.processes
+            if p.alive and (p in roots or (group is not None and p.pgid == group)
+                            or (marker is not None and p.marker == marker))
+        ]
+        grew = True
+        while grew:
+            grew = False
+            for p in self.processes:
+                if p.alive and p not in found and p.parent in found:
+                    found.append(p)
+                    grew = True
+        return found
+
+    def signal(self, process, signum):
+        if process.alive:
+            process.receive(signum)
+
+    def killpg(self, pgid, signum):
+        self.groupSignals.append((pgid, signum))
+        for process in self.processes:
+            if process.alive and process.pgid == pgid:
+                process.receive(signum)
+
+    def pgid(self, process):
+        return process.pgid
+
+
+class EndTreeTimingTests(SynchronousTestCase):
+    """L{end_tree}'s escalation, on a fake clock and a fake process table."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.table = FakeTable(self.clock)
+
+    def endTree(self, pid, marker, **kw):
+        kw.setdefault("grace", 5.0)
+        return end_tree(pid, marker, reactor=self.clock, table=self.table, **kw)
+
+    def test_nothing_to_end_fires_at_once(self):
+        """With no process found, the Deferred fires at once with nothing killed."""
+        d = self.endTree(100, "m")
+        self.assertEqual(self.successResultOf(d), [])
+
+    def test_term_suffices_for_a_well_behaved_tree(self):
+        """Group, descendants and marked processes get SIGTERM; no SIGKILL is needed."""
+        cli = self.table.add(100, marker="m")
+        tool = self.table.add(200, parent=cli, exit_delay=1.0)
+        orphan = self.table.add(300, marker="m", pgid=300, exit_delay=2.0)
+        d = self.endTree(100, "m")
+        self.assertEqual(self.table.groupSignals, [(100, signal.SIGTERM)])
+        self.assertNoResult(d)
+        self.clock.pump([0.1] * 25)
+        self.assertEqual(self.successResultOf(d), [])
+        self.assertFalse(cli.alive or tool.alive or orphan.alive)
+        self.assertEqual(tool.signals, [signal.SIGTERM])
+        self.assertEqual(orphan.signals, [signal.SIGTERM])
+
+    def test_descendants_are_found_before_the_parent_dies(self):
+        """A child of the root is signalled even though the root dies first."""
+        cli = self.table.add(100)
+        child = self.table.add(200, pgid=200, parent=cli, exit_delay=1.0)
+        d = self.endTree(100, None)
+        # The root died of the group signal; its child is now an orphan.
+        self.assertFalse(cli.alive)
+        self.assertIsNone(child.parent)
+        self.assertIn(signal.SIGTERM, child.signals)
+        self.clock.pump([0.1] * 15)
+        self.assertEqual(self.successResultOf(d), [])
+
+    def test_kill_after_grace_for_what_ignores_term(self):
+        """A process ignoring SIGTERM gets SIGKILL once grace has passed, not before."""
+        self.table.add(100, marker="m")
+        stubborn = self.table.add(200, marker="m", pgid=200, ignores_term=True)
+        d = self.endTree(100, "m", grace=2.0)
+        self.clock.pump([0.1] * 19)
+        self.assertNoResult(d)
+        self.assertEqual(stubborn.signals, [signal.SIGTERM])
+        self.clock.pump([0.1] * 2)
+        self.assertEqual(self.successResultOf(d), [stubborn])
+        self.assertEqual(stubborn.signals, [signal.SIGTERM, signal.SIGKILL])
+
+    def test_kill_is_repeated_until_gone(self):
+        """SIGKILL is sent again on each poll while the process is still there."""
+        stubborn = self.table.add(200, marker="m", ignores_term=True, kills_needed=3)
+        d = self.endTree(None, "m", grace=1.0)
+        self.clock.pump([0.1] * 20)
+        self.assertEqual(self.successResultOf(d), [stubborn])
+        self.assertEqual(stubborn.signals.count(signal.SIGKILL), 3)
+
+    def test_processes_appearing_during_grace_are_terminated(self):
+        """A marked process started after the first look still gets SIGTERM."""
+        self.table.add(100, marker="m", exit_delay=1.0)
+        d = self.endTree(100, "m")
+        self.clock.advance(0.1)
+        late = self.table.add(300, marker="m", pgid=300, exit_delay=0.5)
+        self.clock.advance(0.1)
+        self.assertEqual(late.signals, [signal.SIGTERM])
+        self.clock.pump([0.1] * 15)
+        self.assertEqual(self.successResultOf(d), [])
+
+    def test_unkillable_process_is_given_up_with_an_error(self):
+        """A process surviving SIGKILL is logged as an error and the Deferred fires anyway."""
+        stuck = self.table.add(200, marker="m", ignores_term=True, kills_needed=10**6)
+        with capturedLogs() as events:
+            d = self.endTree(None, "m", grace=1.0, kill_timeout=2.0)
+            self.clock.pump([0.1] * 31)
+        self.assertEqual(self.successResultOf(d), [stuck])
+        errors = [e for e in events if e["log_level"] == LogLevel.error]
+        self.assertEqual(len(errors), 1)
+        self.assertEqual(errors[0]["pids"], [200])
+        self.assertFalse(self.clock.getDelayedCalls())
+
+    def test_excluded_process_is_never_signalled(self):
+        """An excluded root keeps running: no group signal, no own signal; its tools end."""
+        cli = self.table.add(100, marker="m")
+        tool = self.table.add(200, marker="m", pgid=200, parent=cli)
+        groupChild = self.table.add(201, marker="m", parent=cli)
+        d = self.endTree(100, "m", exclude=[cli])
+        self.clock.advance(0.1)
+        self.assertEqual(self.successResultOf(d), [])
+        self.assertEqual(self.table.groupSignals, [])
+        self.assertEqual(cli.signals, [])
+        self.assertTrue(cli.alive)
+        self.assertFalse(tool.alive or groupChild.alive)
+
+    def test_marker_only(self):
+        """With pid None, only the marked processes (and their children) are ended."""
+        marked = self.table.add(100, marker="m")
+        child = self.table.add(101, parent=marked)
+        other = self.table.add(500, marker="other")
+        d = self.endTree(None, "m")
+        self.clock.advance(0.1)
+        self.assertEqual(self.successResultOf(d), [])
+        self.assertEqual(self.table.groupSignals, [])
+        self.assertFalse(marked.alive or child.alive)
+        self.assertTrue(other.alive)
+
+    def test_cancel_stops_polling(self):
+        """Cancelling the Deferred stops the polling."""
+        self.table.add(100, ignores_term=True)
+        d = self.endTree(100, None)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertFalse(self.clock.getDelayedCalls())
+
+
+# Real processes.  A parent spawns one child per spec ("group": same process
+# group; "session": its own session; "+ignore-term": ignores SIGTERM), each
+# child reports its pid once ready, then the parent reports and either
+# sleeps ("stay") or exits at once ("exit"), orphaning its children.
+
+_KID = r"""\
+import os, signal, sys, time
+if "ignore-term" in sys.argv[1]:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+os.write(1, b"kid %d %s\n" % (os.getpid(), sys.argv[1].encode()))
+time.sleep(600)
+"""
+
+_PARENT = r"""\
+import os, subprocess, sys, time
+mode, kid = sys.argv[1], sys.argv[2]
+for spec in sys.argv[3:]:
+    subprocess.Popen([sys.executable, "-c", kid, spec],
+                     start_new_session="session" in spec)
+os.write(1, b"parent %d\n" % os.getpid())
+if mode == "exit":
+    os._exit(0)
+time.sleep(600)
+"""
+
+
+class Family:
+    """A real process tree with a fresh marker; C{close} leaves nothing behind."""
+
+    def __init__(self, mode, *specs):
+        self.marker = "test-" + uuid.uuid4().hex
+        env = dict(os.environ, **{MARKER_ENV: self.marker})
+        self.popen = subprocess.Popen(
+            new_session_argv([sys.executable, "-c", _PARENT, mode, _KID, *specs]),
+            env=env, stdout=subprocess.PIPE,
+        )
+        self.pid = self.popen.pid
+        self.parent = psutil.Process(self.pid)
+        self.kids: list[psutil.Process] = []
+        try:
+            bySpec = {}
+            for line in _read_lines(self.popen.stdout.fileno(), 1 + len(specs)):
+                role, pid, *spec = line.split()
+                if role == "kid":
+                    bySpec[spec[0]] = psutil.Process(int(pid))
+                    self.kids.append(bySpec[spec[0]])
+            self.kids = [bySpec[spec] for spec in specs]
+        except BaseException:
+            self.close()
+            raise
+
+    def everyone(self):
+        return [self.parent, *self.kids]
+
+    def close(self):
+        # By marker as well: a kid whose ready line was never read still goes.
+        for process in [*self.everyone(), *find_marked([self.marker])]:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        self.popen.stdout.close()
+        self.popen.wait()
+
+
+def _read_lines(fd, count, timeout=10.0):
+    """Read C{count} lines from C{fd}, failing rather than hanging."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while data.count(b"\n") < count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            raise AssertionError("no ready line within {}s: {!r}".format(timeout, data))
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            raise AssertionError("pipe closed early: {!r}".format(data))
+        data += chunk
+    return data.decode().splitlines()
+
+
+def _ended(pid, marker, **kw):
+    """L{end_tree} on the real reactor, failing rather than hanging on a bug."""
+    from twisted.internet import reactor
+
+    return end_tree(pid, marker, **kw).addTimeout(30, reactor)
+
+
+def _gone(process):
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _survivors(family):
+    return [p.pid for p in family.everyone() if not _gone(p)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_real_tree_ends_on_sigterm():
+    """A well-behaved tree, with a child in its own session, ends without SIGKILL."""
+    family = Family("stay", "group", "session")
+    try:
+        killed = yield _ended(family.pid, family.marker, grace=5.0)
+        assert killed == []
+        assert _survivors(family) == []
+    finally:
+        family.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_real_child_ignoring_sigterm_is_killed_after_grace():
+    """A child that ignores SIGTERM is killed once the grace time is over."""
+    family = Family("stay", "group", "session+ignore-term")
+    try:
+        killed = yield _ended(family.pid, family.marker, grace=0.5)
+        assert [p.pid for p in killed] == [family.kids[1].pid]
+        assert _survivors(family) == []
+    finally:
+        family.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_real_orphan_in_own_session_is_found_by_marker():
+    """A child in its own session outliving its parent is no descendant, yet ends."""
+    family = Family("exit", "session")
+    try:
+        # Wait for the parent's exit without reaping it, as Twisted would not
+        # have reaped the CLI yet either.
+        os.waitid(os.P_PID, family.pid, os.WEXITED | os.WNOWAIT)
+        orphan = family.kids[0]
+        assert orphan.ppid() != family.pid
+        assert orphan not in tree(family.pid, None)
+        assert orphan in tree(family.pid, family.marker)
+        killed = yield _ended(family.pid, family.marker, grace=5.0)
+        assert killed == []
+        assert _gone(orphan)
+    finally:
+        family.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_real_exclude_keeps_the_cli_alive():
+    """Excluding the CLI ends its tools, in its group or not, and spares the CLI."""
+    family = Family("stay", "group", "session")
+    try:
+        killed = yield _ended(family.pid, family.marker, grace=5.0, exclude=[family.parent])
+        assert killed == []
+        assert all(_gone(kid) for kid in family.kids)
+        assert not _gone(family.parent)
+    finally:
+        family.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_real_marker_alone_ends_everything():
+    """With pid None, the marker alone finds and ends the whole family."""
+    family = Family("stay", "group", "session")
+    try:
+        assert {p.pid for p in find_marked([family.marker])} == {
+            p.pid for p in family.everyone()
+        }
+        killed = yield _ended(None, family.marker, grace=5.0)
+        assert killed == []
+        assert _survivors(family) == []
+    finally:
+        family.close()
+
+
+class SystemTests(SynchronousTestCase):
+    """The real process table: trampoline, tree and marker lookups."""
+
+    def test_new_session_argv_makes_the_program_a_session_leader(self):
+        """The spawned pid is the program's own pid, process group and session."""
+        proc = subprocess.Popen(
+            new_session_argv([sys.executable, "-c",
+                              "import os; print(os.getpid(), os.getpgid(0), os.getsid(0))"]),
+            stdout=subprocess.PIPE,
+        )
+        out, _ = proc.communicate(timeout=10)
+        self.assertEqual(out.split(), [str(proc.pid).encode()] * 3)
+
+    def test_new_session_argv_restores_sigpipe(self):
+        """The program does not inherit the trampoline's ignored SIGPIPE."""
+        proc = subprocess.Popen(
+            new_session_argv(["sh", "-c", "grep SigIgn /proc/$$/status"]),
+            stdout=subprocess.PIPE,
+        )
+        out, _ = proc.communicate(timeout=10)
+        ignored = int(out.split()[1], 16)
+        self.assertFalse(ignored & (1 << (signal.SIGPIPE - 1)))
+
+    def test_new_session_argv_missing_program_exits_127(self):
+        """A program that cannot be run gives exit status 127 and one stderr line."""
+        proc = subprocess.Popen(
+            new_session_argv(["/nonexistent/claude-xyz", "-p"]), stderr=subprocess.PIPE
+        )
+        _, err = proc.communicate(timeout=10)
+        self.assertEqual(proc.returncode, 127)
+        self.assertEqual(len(err.splitlines()), 1)
+        self.assertIn(b"/nonexistent/claude-xyz", err)
+
+    def test_tree_excludes_the_caller_and_zombies(self):
+        """The calling process is never part of a tree, and a zombie root is not either."""
+        self.assertNotIn(os.getpid(), [p.pid for p in tree(os.getpid(), None)])
+        proc = subprocess.Popen([sys.executable, "-c", "pass"])
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        try:
+            self.assertEqual(tree(proc.pid, None), [])
+        finally:
+            proc.wait()
+
+    def test_find_marked_by_value_and_prefix(self):
+        """Marked processes are found by exact marker or by prefix, with their marker readable."""
+        family = Family("stay")
+        self.addCleanup(family.close)
+        self.assertEqual([p.pid for p in find_marked([family.marker])], [family.pid])
+        self.assertEqual([p.pid for p in find_marked(prefix=family.marker[:20])], [family.pid])
+        self.assertEqual(find_marked(["test-unused"]), [])
+        self.assertEqual(marker_of(family.parent), family.marker)
