@@ -296,7 +296,7 @@ class Project:
         prompt.baseline = proctree.tree(proc.pid, proc.marker)
         self.publish(
             "prompt.started",
-            {"prompt_id": prompt.id, "session_id": proc.resumed or None},
+            {"prompt_id": prompt.id, "session_id": self.session_id},
         )
         if not proc.send_prompt(prompt.text):
             self._finish(prompt, "failed", error="the CLI process is gone")
@@ -313,7 +313,6 @@ class Project:
             max_line_bytes=self._config.max_line_bytes,
             reactor=self._reactor,
         )
-        proc.resumed = self.session_id
         argv = build_argv(self._config.claude_bin, self.session_id, flags)
         env = build_env(self._environ, self._config.env, proc.marker)
         # Record the marker first: a server that dies from here on leaves

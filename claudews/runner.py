@@ -113,8 +113,6 @@ class ClaudeProcess(protocol.ProcessProtocol):
         self.flags = tuple(flags)
         self.marker = uuid.uuid4().hex
         self.total_cost = 0.0
-        #: The session id it was started to resume, if any.
-        self.resumed: str | None = None
         self.pid: int | None = None
         self.ended = False
         self._ended_waiters: list[defer.Deferred] = []

@@ -308,7 +308,7 @@ class ServerProtocol(WebSocketServerProtocol):
     def handle_subscribe(self, message: dict) -> dict:
         project = self._project(message)
         since = _seq(message, "since")
-        epoch = message.get("epoch")
+        epoch = _field(message, "epoch", int, optional=True)
         self._subscribed[project.path] = project
         return project.subscribe(self, since, epoch)
 

@@ -73,7 +73,11 @@ class Server:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-        line = self.wait_log(r"listening")
+        try:
+            line = self.wait_log(r"listening")
+        except BaseException:
+            self.kill()
+            raise
         match = re.search(r"://[^/]+:(\d+)/ws", line)
         assert match, line
         self.port = int(match.group(1))
@@ -123,6 +127,17 @@ class Server:
         self.process.stdout.close()
         self.process = None
         return code
+
+    def kill(self):
+        """
+        Make sure the server is gone (test teardown): SIGKILL if need be.
+        """
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        if self.process is not None:
+            self.process.wait(timeout=DEADLINE)
+            self.process.stdout.close()
+            self.process = None
 
     def stop_cleanly(self):
         """

@@ -9,16 +9,14 @@ import psutil
 import pytest
 import websocket
 
-from tests.harness import Server, alive
+from tests.harness import alive
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def server(tmp_path):
-    s = Server(tmp_path, "--timeout", "20", "--permission-timeout", "20").start()
-    yield s
-    s.stop()
+def server(make_server):
+    return make_server("--timeout", "20", "--permission-timeout", "20")
 
 
 def prompt(client, path, text, **fields):
@@ -86,33 +84,30 @@ def test_prompts_of_a_project_run_in_order_and_projects_side_by_side(server):
     ]
 
 
-def test_cancel_stops_a_running_tool_and_leaves_no_process(tmp_path):
+def test_cancel_stops_a_running_tool_and_leaves_no_process(tmp_path, make_server):
     """Cancel during a long tool command ends the command too."""
     pidfile = str(tmp_path / "pids")
-    server = Server(tmp_path, env={"FAKE_CLAUDE_PIDFILE": pidfile}).start()
-    try:
-        c = server.connect()
-        path = server.project_dir("app")
-        c.ok("project.create", path=path)
-        c.ok("subscribe", path=path)
-        pid = prompt(c, path, "tool-sleep:600")
-        c.wait_event(
-            lambda m: m.get("event") == "claude"
-            and m["message"].get("type") == "assistant"
-            and "tool_use" in str(m["message"])
-        )
-        assert c.ok("cancel", path=path) == {"cancelled": [pid]}
-        assert c.finished(pid)["status"] == "cancelled"
-        tools = read_pids(pidfile)
-        assert tools
-        gone, living = psutil.wait_procs(
-            [psutil.Process(p) for p in alive(tools)], timeout=15
-        )
-        assert not living
-        # The conversation goes on in the same project.
-        assert c.finished(prompt(c, path, "after"))["status"] == "completed"
-    finally:
-        server.stop()
+    server = make_server(env={"FAKE_CLAUDE_PIDFILE": pidfile})
+    c = server.connect()
+    path = server.project_dir("app")
+    c.ok("project.create", path=path)
+    c.ok("subscribe", path=path)
+    pid = prompt(c, path, "tool-sleep:600")
+    c.wait_event(
+        lambda m: m.get("event") == "claude"
+        and m["message"].get("type") == "assistant"
+        and "tool_use" in str(m["message"])
+    )
+    assert c.ok("cancel", path=path) == {"cancelled": [pid]}
+    assert c.finished(pid)["status"] == "cancelled"
+    tools = read_pids(pidfile)
+    assert tools
+    gone, living = psutil.wait_procs(
+        [psutil.Process(p) for p in alive(tools)], timeout=15
+    )
+    assert not living
+    # The conversation goes on in the same project.
+    assert c.finished(prompt(c, path, "after"))["status"] == "completed"
 
 
 def test_late_subscriber_answers_a_permission_request(server):
@@ -194,10 +189,10 @@ def test_since_replays_exactly_what_was_missed(server):
     assert [e["seq"] for e in back.events] == list(range(seen + 1, last + 1))
 
 
-def test_shutdown_interrupts_running_and_queued_prompts(tmp_path):
+def test_shutdown_interrupts_running_and_queued_prompts(tmp_path, make_server):
     """SIGTERM records interrupted prompts and leaves no CLI behind."""
     pidfile = str(tmp_path / "pids")
-    server = Server(tmp_path, env={"FAKE_CLAUDE_PIDFILE": pidfile}).start()
+    server = make_server(env={"FAKE_CLAUDE_PIDFILE": pidfile})
     c = server.connect()
     path = server.project_dir("app")
     c.ok("project.create", path=path)
@@ -225,4 +220,3 @@ def test_shutdown_interrupts_running_and_queued_prompts(tmp_path):
     c.wait_event(lambda m: m.get("seq") == last)
     finished = [e for e in c.events if e.get("event") == "prompt.finished"]
     assert sorted(e["prompt_id"] for e in finished) == sorted([running, queued])
-    server.stop()
