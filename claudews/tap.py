@@ -20,6 +20,9 @@ Options = config.Options
 
 TOKEN_FILE = "auth_token"
 
+#: Seconds to wait for C{claude --version}.
+VERSION_TIMEOUT = 30.0
+
 
 def load_token(settings: Any) -> tuple[str | None, bool]:
     """
@@ -65,7 +68,7 @@ class ClaudewsService(service.MultiService):
         self.token, self._token_is_new = load_token(settings)
         self.registry = Registry(settings, reactor)
         self.registry.setServiceParent(self)
-        self._claude_version: str | None = None
+        self._claude_version: defer.Deferred | None = None
         self.factory = ServerFactory(
             settings=settings,
             registry=self.registry,
@@ -74,7 +77,7 @@ class ClaudewsService(service.MultiService):
                 options, settings
             ),
             option_flags=config.option_flags,
-            claude_version=lambda: self._claude_version,
+            claude_version=self.claude_version,
             reactor=reactor,
         )
         self.registry.fanout = self.factory.fanout
@@ -124,6 +127,16 @@ class ClaudewsService(service.MultiService):
         self._log.failure("Cannot listen on {listen}", failure, listen=self.settings.listen)
         self._reactor.stop()
 
+    def claude_version(self) -> defer.Deferred:
+        """
+        The CLI's C{--version}, asked once (at start); None if it cannot say.
+        """
+        if self._claude_version is None:
+            self._ask_version()
+        result: defer.Deferred = defer.Deferred()
+        self._claude_version.addBoth(lambda value: (result.callback(value), value)[1])
+        return result
+
     def _ask_version(self) -> None:
         d = defer.maybeDeferred(
             utils.getProcessOutput,
@@ -132,18 +145,21 @@ class ClaudewsService(service.MultiService):
             env=dict(os.environ),
             reactor=self._reactor,
         )
+        d.addTimeout(VERSION_TIMEOUT, self._reactor)
 
-        def got(output: bytes) -> None:
-            self._claude_version = output.decode("utf-8", "replace").strip()[:200] or None
-
-        d.addCallbacks(
-            got,
-            lambda f: self._log.warn(
+        def failed(failure: Any) -> None:
+            self._log.warn(
                 "Could not run {bin} --version: {error}",
                 bin=self.settings.claude_bin,
-                error=f.getErrorMessage(),
-            ),
+                error=failure.getErrorMessage(),
+            )
+            return None
+
+        d.addCallbacks(
+            lambda output: output.decode("utf-8", "replace").strip()[:200] or None,
+            failed,
         )
+        self._claude_version = d
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:

@@ -286,7 +286,7 @@ class ServerProtocol(WebSocketServerProtocol):
     def _project(self, message: dict) -> Any:
         return self.factory.registry.get(_field(message, "path", str))
 
-    def handle_server_info(self, message: dict) -> dict:
+    def handle_server_info(self, message: dict) -> defer.Deferred:
         return self.factory.server_info()
 
     def handle_project_create(self, message: dict) -> dict:
@@ -417,7 +417,7 @@ class ServerFactory(WebSocketServerFactory):
         token: str | None,
         validate_options: Callable[[Any], dict],
         option_flags: Callable[[dict], list],
-        claude_version: Callable[[], str | None] = lambda: None,
+        claude_version: Callable[[], defer.Deferred] = lambda: defer.succeed(None),
         reactor: Any = None,
     ) -> None:
         if reactor is None:
@@ -482,12 +482,15 @@ class ServerFactory(WebSocketServerFactory):
         for subscriber in subscribers:
             subscriber.send_prepared(prepared, len(line))
 
-    def server_info(self) -> dict:
+    def server_info(self) -> defer.Deferred:
+        return self._claude_version().addCallback(self._info)
+
+    def _info(self, claude_version: str | None) -> dict:
         s = self.settings
         return {
             "version": claudews.__version__,
             "protocol": PROTOCOL_VERSION,
-            "claude": {"bin": s.claude_bin, "version": self._claude_version()},
+            "claude": {"bin": s.claude_bin, "version": claude_version},
             "limits": {
                 "max_message_bytes": s.max_message_bytes,
                 "max_prompt_bytes": s.max_prompt_bytes,

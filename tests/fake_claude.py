@@ -133,7 +133,6 @@ class Fake:
         self.mode = opts.get("--permission-mode", "default")
         self.sessions = os.path.join(os.path.expanduser("~"), ".fake-claude", "sessions")
         self.prompts = 0
-        self.initialised = False
         self.inbox = queue.Queue()
         self.pending = []
         self.responses = {}
@@ -142,12 +141,27 @@ class Fake:
         if resume is not None:
             if not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", resume) or not os.path.exists(
                     self.session_file(resume)):
-                fail("No conversation found with session ID: %s" % resume)
+                self.lost(resume)
             self.sid = resume
             self.history = self.load(resume)
         else:
             self.sid = str(uuid.uuid4())
             self.history = []
+
+    def lost(self, sid):
+        """
+        The real CLI, asked to resume a conversation it does not have,
+        prints an error result naming it, says so on stderr, exits 1.
+        """
+        message = "No conversation found with session ID: %s" % sid
+        sys.stdout.write(json.dumps({
+            "type": "result", "subtype": "error_during_execution", "duration_ms": 0,
+            "duration_api_ms": 0, "is_error": True, "num_turns": 0, "stop_reason": None,
+            "session_id": sid, "total_cost_usd": 0, "modelUsage": {},
+            "permission_denials": [], "uuid": str(uuid.uuid4()), "errors": [message],
+        }, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+        fail(message)
 
     # -- persistence
 
@@ -349,17 +363,16 @@ class Fake:
         if "ignore-term" in content.split():
             # Before anything is printed: a test may signal once it sees output.
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if not self.initialised:
-            self.initialised = True
-            self.emit({
-                "type": "system", "subtype": "init", "cwd": os.getcwd(),
-                "session_id": self.sid,
-                "tools": [t for t in TOOLS if t not in self.opts["disallowed"]],
-                "mcp_servers": [], "model": self.model, "permissionMode": self.mode,
-                "slash_commands": [], "apiKeySource": "none",
-                "claude_code_version": VERSION, "output_style": "default",
-                "agents": [], "skills": [], "plugins": [], "uuid": str(uuid.uuid4()),
-            })
+        # The real CLI prints its init message for every prompt.
+        self.emit({
+            "type": "system", "subtype": "init", "cwd": os.getcwd(),
+            "session_id": self.sid,
+            "tools": [t for t in TOOLS if t not in self.opts["disallowed"]],
+            "mcp_servers": [], "model": self.model, "permissionMode": self.mode,
+            "slash_commands": [], "apiKeySource": "none",
+            "claude_code_version": VERSION, "output_style": "default",
+            "agents": [], "skills": [], "plugins": [], "uuid": str(uuid.uuid4()),
+        })
         turns = [1]
         tools = []
         try:

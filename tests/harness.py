@@ -65,6 +65,7 @@ class Server:
 
     def start(self):
         self.log = []
+        self._pending = b""
         self.process = subprocess.Popen(
             [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "--logfile=-", "claudews", *self.args],
             cwd=self.tmp,
@@ -84,14 +85,19 @@ class Server:
         return self
 
     def _readline(self, deadline):
-        out = self.process.stdout
-        ready, _, _ = select.select([out], [], [], max(0, deadline - time.monotonic()))
-        if not ready:
-            return None
-        line = out.readline()
-        if not line:
-            raise AssertionError("server exited:\n" + "".join(self.log[-40:]))
-        text = line.decode("utf-8", "replace")
+        # select() and a buffered reader do not mix (lines already in the
+        # buffer are invisible to select): read the raw pipe ourselves.
+        fd = self.process.stdout.fileno()
+        while b"\n" not in self._pending:
+            ready, _, _ = select.select([fd], [], [], max(0, deadline - time.monotonic()))
+            if not ready:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise AssertionError("server exited:\n" + "".join(self.log[-40:]))
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        text = line.decode("utf-8", "replace") + "\n"
         self.log.append(text)
         return text
 
@@ -121,7 +127,8 @@ class Server:
             return None
         if self.process.poll() is None:
             self.process.send_signal(sig)
-        rest = self.process.stdout.read()
+        rest = self._pending + self.process.stdout.read()
+        self._pending = b""
         self.log.append(rest.decode("utf-8", "replace"))
         code = self.process.wait(timeout=DEADLINE)
         self.process.stdout.close()

@@ -131,15 +131,15 @@ class FakeClaudeTests(SynchronousTestCase):
         self.assertEqual((out.returncode, out.stdout), (1, b""))
         self.assertIn(b"--frobnicate", out.stderr)
 
-    def test_init_once_and_running_cost(self):
-        """Init comes with the first prompt only; cost is a running total."""
+    def test_init_with_every_prompt_and_running_cost(self):
+        """Init comes with every prompt, like the real CLI's; cost is a running total."""
         cli = self.start("--model", "m-test")
         cli.send(user("hello"))
         first = cli.until("result")
         cli.send(user("again"))
         second = cli.until("result")
         self.assertEqual([m["type"] for m in first], ["system", "assistant", "result"])
-        self.assertEqual([m["type"] for m in second], ["assistant", "result"])
+        self.assertEqual([m["type"] for m in second], ["system", "assistant", "result"])
         init = first[0]
         self.assertEqual((init["subtype"], init["model"], init["cwd"]),
                          ("init", "m-test", self.home))
@@ -168,7 +168,12 @@ class FakeClaudeTests(SynchronousTestCase):
         """Resuming a session that does not exist fails like the real CLI."""
         cli = self.start("--resume", "0b7c6c4e-0000-4000-8000-000000000000")
         code, out, err = cli.finish()
-        self.assertEqual((code, out), (1, b""))
+        self.assertEqual(code, 1)
+        [result] = [json.loads(line) for line in out.splitlines()]
+        self.assertEqual((result["type"], result["subtype"], result["is_error"]),
+                         ("result", "error_during_execution", True))
+        self.assertEqual(result["errors"], [
+            "No conversation found with session ID: 0b7c6c4e-0000-4000-8000-000000000000"])
         self.assertIn(b"No conversation found with session ID: 0b7c6c4e", err)
 
     def test_interrupt_fails_the_prompt_and_keeps_the_session(self):
@@ -249,7 +254,7 @@ class FakeClaudeTests(SynchronousTestCase):
         cli.until("result")
         cli.popen.stdin.write(b"not json\n[1, 2]\n\n")
         cli.send(user("crash"))
-        self.assertEqual(cli.message()["type"], "assistant")
+        self.assertEqual(cli.until("assistant")[-1]["type"], "assistant")
         code, out, err = cli.finish()
         self.assertEqual((code, out), (3, b""))
         self.assertNotIn(b"Traceback", err)

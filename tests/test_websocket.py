@@ -15,6 +15,7 @@ import shutil
 import tempfile
 
 import pytest
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
@@ -79,7 +80,7 @@ class ServerTestCase(SynchronousTestCase):
                 options, settings
             ),
             option_flags=config.option_flags,
-            claude_version=lambda: "2.0.1 (Claude Code)",
+            claude_version=lambda: defer.succeed("2.0.1 (Claude Code)"),
             reactor=self.clock,
         )
         wsmemory.clock_timers(self.factory, self.clock)
