@@ -40,6 +40,7 @@ class Prompt:
     session_generation: int
     process: ClaudeProcess | None = None
     acquiring: defer.Deferred | None = None
+    has_slot: bool = False
     started: float | None = None
     stop_status: str | None = None
     finished: bool = False
@@ -106,7 +107,10 @@ class Project:
         self._queue: deque[Prompt] = deque()
         self._current: Prompt | None = None
         self._proc: ClaudeProcess | None = None
+        #: Fires when a process being replaced has ended.
+        self._retiring: defer.Deferred | None = None
         self._proc_stale = False
+        self._close_call: Any = None
         self._closing = False
         self._last_prompt_id: str | None = None
         self.subscribers = Subscribers(
@@ -258,9 +262,13 @@ class Project:
         prompt.done.addBoth(self._after_prompt)
         acquiring = prompt.acquiring = self._supervisor.acquire(self)
         acquiring.addCallbacks(
-            lambda _: self._start(prompt), lambda f: f.trap(defer.CancelledError)
+            lambda _: self._slot_granted(prompt), lambda f: f.trap(defer.CancelledError)
         )
         acquiring.addErrback(self._prompt_failed, prompt)
+
+    def _slot_granted(self, prompt: Prompt) -> Any:
+        prompt.has_slot = True
+        return self._start(prompt)
 
     def _after_prompt(self, _: Any) -> None:
         self._current = None
@@ -273,24 +281,30 @@ class Project:
     def _start(self, prompt: Prompt) -> Any:
         prompt.acquiring = None
         if prompt.finished:
-            self._supervisor.release(self)
             return None
         proc = self._proc
         if proc is not None and (proc.flags != prompt.flags or self._proc_stale):
             # The live process runs with other fixed flags (or an abandoned
             # conversation): replace it, keeping the slot.
-            self._proc = None
-            d = proc.terminate(self._config.kill_grace)
-            d.addCallback(lambda _: self._start(prompt))
-            return d
+            self._retire(proc)
+        if self._retiring is not None:
+            # Wait, cancellably, for the old process to be gone: never two
+            # processes of one project at once.
+            waiting = prompt.acquiring = defer.Deferred()
+            self._retiring.addBoth(lambda _: waiting.called or waiting.callback(None))
+            waiting.addCallbacks(
+                lambda _: self._start(prompt), lambda f: f.trap(defer.CancelledError)
+            )
+            waiting.addErrback(self._prompt_failed, prompt)
+            return None
         if proc is None:
             try:
                 proc = self._spawn(prompt.flags)
             except OSError as e:
-                self._supervisor.exited(self)
                 self._finish(prompt, "failed", error="cannot start the CLI: %s" % (e,))
                 return None
         prompt.process = proc
+        prompt.session_generation = self._session_generation
         prompt.cost_base = proc.total_cost
         prompt.started = self._reactor.seconds()
         prompt.baseline = proctree.tree(proc.pid, proc.marker)
@@ -305,6 +319,19 @@ class Project:
             self._config.timeout, self._stop, prompt, "timeout"
         )
         return None
+
+    def _retire(self, proc: ClaudeProcess) -> None:
+        self._proc = None
+        retiring = self._retiring = proc.terminate(self._config.kill_grace)
+
+        def retired(_: Any) -> None:
+            if self._retiring is retiring:
+                self._retiring = None
+            if self._current is None or not self._current.has_slot:
+                # Nobody took over the slot this process held.
+                self._supervisor.exited(self)
+
+        retiring.addBoth(retired)
 
     def _spawn(self, flags: tuple) -> ClaudeProcess:
         proc = ClaudeProcess(
@@ -428,6 +455,9 @@ class Project:
             tools.addErrback(lambda f: self._log.failure("Ending tools failed", f))
         if proc is not None and not proc.ended and proc is self._proc:
             self._supervisor.release(self)
+        elif prompt.has_slot and self._proc is None and self._retiring is None:
+            # The slot was granted but no process is left to keep it.
+            self._supervisor.exited(self)
         prompt.done.callback(None)
 
     # -- the CLI's side (runner.Listener)
@@ -443,6 +473,9 @@ class Project:
         )
         kind = message.get("type")
         session = message.get("session_id")
+        if kind == "result" and _lost_session(message):
+            # It names the conversation that could not be found.
+            session = None
         if (
             kind in ("system", "result")
             and isinstance(session, str)
@@ -501,8 +534,17 @@ class Project:
     def cli_exited(self, process: ClaudeProcess, exit_code: int | None, signal: int | None) -> None:
         if process.marker in self._markers:
             self._markers.remove(process.marker)
+        if process is self._proc:
+            # First forget the process: finishing the prompt starts the
+            # next one, which must not be handed a dead process.
+            self._proc = None
+            self.permissions.forget()
+            if self._close_call is not None and self._close_call.active():
+                self._close_call.cancel()
+            self._supervisor.exited(self)
         prompt = self._current
         if prompt is not None and prompt.process is process and not prompt.finished:
+            prompt.has_slot = False
             if prompt.stop_status is not None:
                 self._finish(prompt, prompt.stop_status, exit_code=exit_code)
             else:
@@ -517,10 +559,6 @@ class Project:
                 self._finish(prompt, "failed", error=error, exit_code=exit_code)
         else:
             self.save()
-        if process is self._proc:
-            self._proc = None
-            self.permissions.forget()
-            self._supervisor.exited(self)
 
     def _resume_failed(self, detail: str) -> str:
         lost = self.session_id
@@ -541,7 +579,7 @@ class Project:
         if proc is None or proc.ended:
             return
         proc.close_stdin()
-        self._reactor.callLater(
+        self._close_call = self._reactor.callLater(
             self._config.kill_grace,
             lambda: None if proc.ended else proc.terminate(self._config.kill_grace),
         )
@@ -616,3 +654,11 @@ class Project:
         self.save()
         self._history.flush()
         self._history.close()
+
+
+def _lost_session(result: dict) -> bool:
+    """
+    Whether a C{result} says the conversation to resume does not exist.
+    """
+    texts = [result.get("result")] + list(result.get("errors") or ())
+    return any(isinstance(t, str) and RESUME_FAILED in t for t in texts)

@@ -287,9 +287,11 @@ class ClaudeProcess(protocol.ProcessProtocol):
 
     def _dispatch(self, message: dict) -> None:
         total = message.get("total_cost_usd")
-        self._listener.cli_message(self, message)
+        # Before the listener hears of it: a result can start the next
+        # prompt at once, which takes the running total as its base.
         if message.get("type") == "result" and isinstance(total, (int, float)):
             self.total_cost = float(total)
+        self._listener.cli_message(self, message)
         if message.get("type") != "control_request":
             return
         request = message.get("request")

@@ -14,7 +14,6 @@ import os
 import shutil
 import tempfile
 
-import pytest
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
