@@ -172,6 +172,17 @@ class Server:
         return os.path.realpath(path)
 
 
+class Closed(ConnectionError):
+    """
+    The server closed the connection; C{code} and C{reason} of its close frame.
+    """
+
+    def __init__(self, payload):
+        self.code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+        self.reason = payload[2:].decode("utf-8", "replace")
+        super().__init__("closed by the server: %r" % (payload,))
+
+
 class Client:
     """
     A blocking WebSocket client that keeps every event it receives.
@@ -192,7 +203,7 @@ class Client:
         self.ws.settimeout(timeout)
         opcode, data = self.ws.recv_data()
         if opcode == websocket.ABNF.OPCODE_CLOSE:
-            raise ConnectionError("closed by the server: %r" % (data,))
+            raise Closed(data)
         return json.loads(data)
 
     def send(self, message):

@@ -9,7 +9,7 @@ import psutil
 import pytest
 import websocket
 
-from tests.harness import alive
+from tests.harness import Closed, alive
 
 pytestmark = pytest.mark.integration
 
@@ -204,14 +204,19 @@ def test_shutdown_interrupts_running_and_queued_prompts(tmp_path, make_server):
     clis = [p.pid for p in psutil.Process(server.process.pid).children(recursive=True)]
     server.stop_cleanly()
     statuses = {}
+    closed = None
     try:
         while True:
             m = c.receive(5)
             if m.get("event") == "prompt.finished":
                 statuses[m["prompt_id"]] = m["status"]
-    except (ConnectionError, websocket.WebSocketException, OSError):
+    except Closed as e:
+        closed = e
+    except (websocket.WebSocketException, OSError):
         pass
     assert statuses == {running: "interrupted", queued: "interrupted"}
+    # The connection was closed with 1001, going away.
+    assert closed is not None and closed.code == 1001
     assert alive(clis + read_pids(pidfile)) == []
 
     server.start()
