@@ -362,6 +362,19 @@ class Settings:
     send_backlog_cap: int = _setting("send_backlog_cap", 64 * MiB, _positive_int)
     ping_interval: float = _setting("ping_interval", 30.0, _positive_float)
     ping_timeout: float = _setting("ping_timeout", 30.0, _positive_float)
+    max_connections: int = _setting("max_connections", 256, _positive_int)
+    max_connections_per_address: int = _setting(
+        "max_connections_per_address", 32, _positive_int
+    )
+    request_rate: float = _setting("request_rate", 100.0, _positive_float)
+    request_burst: int = _setting("request_burst", 200, _positive_int)
+    max_failed_handshakes: int = _setting("max_failed_handshakes", 10, _positive_int)
+    failed_handshake_window: float = _setting(
+        "failed_handshake_window", 60.0, _positive_float
+    )
+    failed_handshake_block: float = _setting(
+        "failed_handshake_block", 60.0, _positive_float
+    )
     history_rotate_bytes: int = _setting("history_rotate_bytes", 64 * MiB, _positive_int)
     history_max_bytes: int = _setting("history_max_bytes", 1024 * MiB, _positive_int)
     fsync: str = _setting("fsync", "batch", lambda v: _one_of(v, FSYNC_MODES))

@@ -20,6 +20,15 @@ Options = config.Options
 
 TOKEN_FILE = "auth_token"
 
+#: Random bytes in a generated token: 256 bits, 43 URL-safe characters.
+TOKEN_BYTES = 32
+
+#: A configured or stored token shorter than this is logged as weak: 32
+#: random URL-safe characters hold 192 bits.
+MIN_TOKEN_CHARS = 32
+
+_log = Logger()
+
 #: Seconds to wait for C{claude --version}.
 VERSION_TIMEOUT = 30.0
 
@@ -29,7 +38,8 @@ def load_token(settings: Any) -> tuple[str | None, bool]:
     The token clients must present, and whether it was generated just now.
 
     A token from the configuration wins; otherwise the one stored in
-    DATA/auth_token, created (mode 0600) on first start.
+    DATA/auth_token, created (mode 0600) on first start. Deleting the file
+    and restarting makes a new one.
     """
     if settings.no_auth:
         return None, False
@@ -40,14 +50,24 @@ def load_token(settings: Any) -> tuple[str | None, bool]:
     try:
         with open(path, encoding="ascii") as f:
             token = f.read().strip()
+            mode = os.fstat(f.fileno()).st_mode
         if token:
+            if mode & 0o077:
+                # Whoever can read it can run commands as this user.
+                os.chmod(path, 0o600)
+                _log.warn(
+                    "{file} was readable by other users; it is now mode 0600",
+                    file=path,
+                )
             return token, False
     except FileNotFoundError:
         pass
-    # 32 random bytes: 256 bits.
-    token = secrets.token_urlsafe(32)
+    token = secrets.token_urlsafe(TOKEN_BYTES)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as f:
+        # O_CREAT's mode only applies to a new file: an existing empty one
+        # keeps its own.
+        os.fchmod(f.fileno(), 0o600)
         f.write(token + "\n")
     return token, True
 
@@ -101,6 +121,13 @@ class ClaudewsService(service.MultiService):
         else:
             shown = "[%s]" % (host,) if ":" in host else host
         url = "%s://%s:%s/ws" % (scheme, shown, getattr(address, "port", ""))
+        if self.token is not None and len(self.token) < MIN_TOKEN_CHARS:
+            self._log.warn(
+                "The token is only {length} characters long and may be guessed;"
+                " use at least {least} random ones",
+                length=len(self.token),
+                least=MIN_TOKEN_CHARS,
+            )
         if self.token is None:
             self._log.warn("Authentication is OFF (--no-auth): anyone who can connect can run commands")
             self._log.info("claudews listening on {url}", url=url)

@@ -9,8 +9,12 @@ Wire protocol (version 1; docs/protocol.rst has the whole of it)::
 
 Every request gets exactly one C{result}; events are pushed to the
 subscribers of a project in C{seq} order. The handshake is refused with
-404 (wrong path), 403 (Host or Origin not allowed) or 401 (no or wrong
-token) before the upgrade.
+429 (the address failed too many handshakes lately), 503 (too many
+connections), 404 (wrong path), 403 (Host or Origin not allowed) or 401
+(no or wrong token) before the upgrade. A connection sends at most
+C{request_rate} requests a second (bursts of C{request_burst}): past that
+a request is refused with C{bad_request}, and a client that keeps going
+is closed with 1008. docs/security.rst says why each of these exists.
 """
 
 import hmac
@@ -24,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 import claudews
+from claudews import limits
 from claudews.errors import RequestError
 from claudews.events import encode, error_reply, reply
 
@@ -34,6 +39,13 @@ UNSUPPORTED_DATA = 1003
 POLICY_VIOLATION = 1008
 
 PROTOCOL_VERSION = 1
+
+#: A handshake request (request line and headers) may be this long; Autobahn
+#: itself would buffer an endless one until the handshake timeout.
+MAX_HANDSHAKE_BYTES = 64 * 1024
+
+#: Seconds a client has to finish its opening handshake.
+OPEN_HANDSHAKE_TIMEOUT = 10
 
 
 def _field(message: dict, name: str, kind: type, optional: bool = False) -> Any:
@@ -101,8 +113,69 @@ class ServerProtocol(WebSocketServerProtocol):
         self._subscribed: dict[str, Any] = {}
         self._backlog = _Backlog(self._caught_up)
         self._grace_call: Any = None
+        self._address: str | None = None
+        self._budget: limits.RequestBudget | None = None
+        # What to log about a refusal, when it says more than the HTTP reason.
+        self._why: str | None = None
+
+    # -- connection accounting
+
+    def connectionMade(self) -> None:
+        # Autobahn's own tcpNoDelay option never takes effect on a server
+        # (it is read before the factory's options are copied to the
+        # protocol): without this, small replies wait on Nagle's algorithm.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            try:
+                set_no_delay(True)
+            except OSError:
+                # Not a TCP socket (a UNIX one).
+                pass
+        super().connectionMade()
+        self._address = limits.peer_address(self.transport.getPeer())
+        settings = self.factory.settings
+        count = self.factory.gate.peers.add(self._address)
+        # Over the limits, a handshake gets a 503 once its request is in;
+        # this far over them, they are not clients waiting for their 503:
+        # refuse them before they hold a descriptor for the handshake time.
+        if (
+            count > 2 * settings.max_connections_per_address
+            or self.factory.countConnections > 2 * settings.max_connections
+        ):
+            self.factory.gate.refused(
+                self._address, self.peer, 503, "far too many connections, dropped at once"
+            )
+            self.wasClean = True
+            self.dropConnection(abort=True)
+
+    def connectionLost(self, reason: Any) -> None:
+        try:
+            super().connectionLost(reason)
+        finally:
+            if self._address is not None:
+                self.factory.gate.peers.remove(self._address)
+                self._address = None
 
     # -- handshake
+
+    def processHandshake(self) -> None:
+        end = self.data.find(b"\r\n\r\n")
+        if end > MAX_HANDSHAKE_BYTES or (end < 0 and len(self.data) > MAX_HANDSHAKE_BYTES):
+            self.failHandshake("Request Header Fields Too Large", 431)
+            return
+        if end < 0:
+            return
+        # Before Autobahn parses anything: these peers get no further.
+        gate = self.factory.gate
+        if gate.guard.blocked(self._address):
+            self.failHandshake("Too Many Requests", 429)
+            return
+        most = self.factory.settings.max_connections_per_address
+        if gate.peers.count(self._address) > most:
+            self._why = "over %d connections from %s" % (most, self._address)
+            self.failHandshake("Service Unavailable", 503)
+            return
+        super().processHandshake()
 
     def onConnect(self, request: Any) -> None:
         factory = self.factory
@@ -110,22 +183,44 @@ class ServerProtocol(WebSocketServerProtocol):
             raise ConnectionDeny(404, "Not Found")
         host = request.headers.get("host", "").strip().lower()
         if host not in factory.allowed_hosts():
-            self._log.info(
-                "Refused {peer}: Host {host!r} not allowed", peer=request.peer, host=host
-            )
+            self._why = "Host %r not allowed" % (host[:200],)
             raise ConnectionDeny(403, "Host not allowed")
         origin = request.headers.get("origin")
         if origin is not None and origin.strip().lower() not in factory.allowed_origins:
-            self._log.info(
-                "Refused {peer}: Origin {origin!r} not allowed",
-                peer=request.peer,
-                origin=origin,
-            )
+            self._why = "Origin %r not allowed" % (origin[:200],)
             raise ConnectionDeny(403, "Origin not allowed")
         if factory.token is not None and not self._authorized(request):
-            self._log.info("Refused {peer}: missing or wrong token", peer=request.peer)
+            self._why = "missing or wrong token"
             raise ConnectionDeny(401, "Unauthorized")
         return None
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
+        # Autobahn quotes the request line in some reasons (a malformed
+        # one, a fragment), and with it any ?token=.
+        reason = self.factory.gate.redact(reason)
+        self.factory.gate.refused(self._address, self.peer, code, self._why or reason)
+        self.wasNotCleanReason = reason
+        self.sendHttpErrorResponse(code, reason, responseHeaders)
+        # Autobahn logs an unclean drop as a warning, once per refusal;
+        # this one was logged above, within the refusal log budget.
+        self.wasClean = True
+        self.dropConnection(abort=False)
+
+    def onOpenHandshakeTimeout(self) -> None:
+        if self.state != WebSocketServerProtocol.STATE_CONNECTING:
+            super().onOpenHandshakeTimeout()
+            return
+        self.openHandshakeTimeoutCall = None
+        self.wasOpenHandshakeTimeout = True
+        self.factory.gate.refused(
+            self._address,
+            self.peer,
+            408,
+            "no complete handshake within %g s" % (OPEN_HANDSHAKE_TIMEOUT,),
+        )
+        self.wasNotCleanReason = "opening handshake timeout"
+        self.wasClean = True
+        self.dropConnection(abort=True)
 
     def _authorized(self, request: Any) -> bool:
         expected = self.factory.token.encode("utf-8")
@@ -141,6 +236,10 @@ class ServerProtocol(WebSocketServerProtocol):
         return hmac.compare_digest(given.encode("utf-8", "replace"), expected)
 
     def onOpen(self) -> None:
+        settings = self.factory.settings
+        self._budget = limits.RequestBudget(
+            settings.request_rate, settings.request_burst, self.factory.reactor.seconds()
+        )
         self.transport.registerProducer(self._backlog, True)
         self.factory.connections.add(self)
 
@@ -231,9 +330,36 @@ class ServerProtocol(WebSocketServerProtocol):
 
     # -- requests
 
+    def _spend(self) -> str:
+        verdict = self._budget.spend(self.factory.reactor.seconds())
+        if verdict == limits.CLOSE:
+            self._log.info(
+                "Closing {peer}: over {rate:g} requests per second", peer=self.peer,
+                rate=self.factory.settings.request_rate,
+            )
+            self.close(POLICY_VIOLATION, "too many requests")
+        return verdict
+
+    def onPing(self, payload: bytes) -> None:
+        # Every ping costs a pong: a flood of pings is a flood of requests.
+        if self._open() and self._spend() == limits.OK:
+            super().onPing(payload)
+
+    def onPong(self, payload: bytes) -> None:
+        # Autobahn logs a warning for each pong that does not answer its
+        # ping: a flood of those is a flood of requests too.
+        if self._open():
+            self._spend()
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if not self._open():
+            # Closing: what the client still sends gets no answer.
+            return
         if isBinary:
             self.close(UNSUPPORTED_DATA, "binary frames are not supported")
+            return
+        verdict = self._spend()
+        if verdict == limits.CLOSE:
             return
         try:
             message = json.loads(payload, parse_constant=_no_constant)
@@ -244,6 +370,13 @@ class ServerProtocol(WebSocketServerProtocol):
             self._error(None, "bad_request", "a request must be a JSON object")
             return
         request_id = message.get("id")
+        if verdict == limits.REFUSE:
+            self._error(
+                request_id,
+                "bad_request",
+                "too many requests: at most %g per second" % (self.factory.settings.request_rate,),
+            )
+            return
         try:
             result = self._dispatch(message)
         except RequestError as e:
@@ -404,6 +537,7 @@ class _Timers:
 class ServerFactory(WebSocketServerFactory):
     """
     @ivar connections: the open connections, for shutdown.
+    @ivar gate: the per-address limits and the log of refusals.
     """
 
     protocol = ServerProtocol
@@ -434,6 +568,7 @@ class ServerFactory(WebSocketServerFactory):
         self.option_flags = option_flags
         self._claude_version = claude_version
         self.connections: set[ServerProtocol] = set()
+        self.gate = limits.Gate(settings, token, reactor.seconds)
         self.listen_host: str | None = None
         self.listen_port: int | None = None
         self.allowed_origins = frozenset(o.lower() for o in settings.allowed_origins)
@@ -443,7 +578,7 @@ class ServerFactory(WebSocketServerFactory):
             maxMessagePayloadSize=settings.max_message_bytes,
             autoFragmentSize=0,
             failByDrop=False,
-            openHandshakeTimeout=10,
+            openHandshakeTimeout=OPEN_HANDSHAKE_TIMEOUT,
             closeHandshakeTimeout=5,
             autoPingInterval=settings.ping_interval,
             autoPingTimeout=settings.ping_timeout,
@@ -453,6 +588,9 @@ class ServerFactory(WebSocketServerFactory):
             allowNullOrigin=True,
             tcpNoDelay=True,
             webStatus=False,
+            # Autobahn answers 503 past this many (handshaking included);
+            # the per-address bound is checked in processHandshake.
+            maxConnections=settings.max_connections,
         )
 
     def listening_on(self, host: str | None, port: int) -> None:
@@ -500,6 +638,8 @@ class ServerFactory(WebSocketServerFactory):
                 "timeout": s.timeout,
                 "idle_timeout": s.idle_timeout,
                 "permission_timeout": s.permission_timeout,
+                "request_rate": s.request_rate,
+                "request_burst": s.request_burst,
                 "history_limit": 1000,
                 "client_options": list(s.client_options),
             },

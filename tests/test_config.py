@@ -83,6 +83,12 @@ class DefaultsTests(_TempDirMixin, SynchronousTestCase):
         self.assertEqual(s.send_backlog_grace, 10.0)
         self.assertEqual(s.send_backlog_cap, 64 * 1024 * 1024)
         self.assertEqual((s.ping_interval, s.ping_timeout), (30.0, 30.0))
+        self.assertEqual((s.max_connections, s.max_connections_per_address), (256, 32))
+        self.assertEqual((s.request_rate, s.request_burst), (100.0, 200))
+        self.assertEqual(
+            (s.max_failed_handshakes, s.failed_handshake_window, s.failed_handshake_block),
+            (10, 60.0, 60.0),
+        )
         self.assertEqual(s.history_rotate_bytes, 64 * 1024 * 1024)
         self.assertEqual(s.history_max_bytes, 1024 * 1024 * 1024)
         self.assertEqual(s.fsync, "batch")
@@ -293,6 +299,27 @@ class ValueTests(_TempDirMixin, SynchronousTestCase):
         """true is not 1 here."""
         self.assertIn("integer", self.assertUsage("max-running = true\n"))
         self.assertIn("number", self.assertUsage("timeout = true\n"))
+
+    def test_connectionAndRequestLimits(self):
+        """The connection, request-rate and handshake limits must be positive."""
+        for key in ("max-connections", "max-connections-per-address", "request-burst",
+                    "max-failed-handshakes"):
+            self.assertIn(key, self.assertUsage("%s = 0\n" % (key,)))
+            self.assertIn("integer", self.assertUsage("%s = 2.5\n" % (key,)))
+        for key in ("request-rate", "failed-handshake-window", "failed-handshake-block"):
+            self.assertIn(key, self.assertUsage("%s = 0\n" % (key,)))
+            self.assertIn("finite", self.assertUsage("%s = inf\n" % (key,)))
+        s = self.load(
+            "max-connections = 8\nmax-connections-per-address = 2\nrequest-rate = 0.5\n"
+            "request-burst = 3\nmax-failed-handshakes = 4\nfailed-handshake-window = 5\n"
+            "failed-handshake-block = 600\n"
+        )
+        self.assertEqual(
+            (s.max_connections, s.max_connections_per_address, s.request_rate,
+             s.request_burst, s.max_failed_handshakes, s.failed_handshake_window,
+             s.failed_handshake_block),
+            (8, 2, 0.5, 3, 4, 5.0, 600.0),
+        )
 
     def test_floatIsNotAnInteger(self):
         """A size must be a whole number."""

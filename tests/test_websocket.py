@@ -278,6 +278,15 @@ class FrameTests(ServerTestCase):
         self.assertClosedWith(c, 1003)
         self.assertEqual(c.messages(), [])
 
+    def test_requests_after_the_server_closed_are_not_served(self) -> None:
+        """After the server's close frame, requests that still arrive are not run or answered."""
+        c = self.client()
+        c.send(wsmemory.binary_frame(b"x"))
+        self.assertClosedWith(c, 1003)
+        c.send_json({"type": "project.create", "id": 1, "path": self.path("app")})
+        self.assertEqual(c.messages(), [])
+        self.assertEqual(self.registry.list(), [])
+
     def test_message_over_the_limit_closes_1009(self) -> None:
         """A text message over max_message_bytes closes with 1009."""
         c = self.client()

@@ -1,0 +1,808 @@
+"""
+Tests for the security properties of claudews (docs/security.rst): the
+token, the Origin and Host allow-lists, the limits on connections, failed
+handshakes and requests, what the log may hold, TCP_NODELAY, and the
+hygiene of the CLI's argv and environment.
+
+Most run in memory (L{tests.wsmemory}, a L{MemoryReactorClock}); a few
+need a real socket (the real reactor, through pytest-twisted) or a real
+twistd (L{tests.harness.Server}).
+"""
+
+import base64
+import os
+import re
+import shutil
+import socket
+import stat
+import tempfile
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, endpoints, protocol
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from claudews import limits, runner, tap, websocket
+from claudews.config import Settings, validate_prompt_options
+from claudews.errors import RequestError
+from tests import wsmemory
+from tests.test_websocket import TOKEN, ServerTestCase
+from tests.wsmemory import PONG, Connection
+
+
+class LogCapture:
+    """
+    Every log event published while a test runs, formatted.
+    """
+
+    def __init__(self, testcase: SynchronousTestCase) -> None:
+        self.events: list[dict] = []
+        self._observer = self.events.append
+        globalLogPublisher.addObserver(self._observer)
+        testcase.addCleanup(globalLogPublisher.removeObserver, self._observer)
+
+    def lines(self, pattern: str = "") -> list[str]:
+        formatted = [formatEvent(e) or "" for e in self.events]
+        return [line for line in formatted if re.search(pattern, line)]
+
+    def text(self) -> str:
+        # Every field too: an observer may print those.
+        return "\n".join(self.lines()) + "\n" + "\n".join(repr(e) for e in self.events)
+
+
+class SecureServerTestCase(ServerTestCase):
+    def connect_from(self, peer: str, **kwargs: object) -> Connection:
+        """
+        A connection from the IP address C{peer}.
+        """
+        original = wsmemory.PEER
+        wsmemory.PEER = IPv4Address("TCP", peer, 40000)
+        try:
+            return self.connect(**kwargs)
+        finally:
+            wsmemory.PEER = original
+
+    def refused(self, peer: str = "127.0.0.1", **kwargs: object) -> int:
+        """
+        A handshake from C{peer} that is refused, then the TCP connection
+        closes as it would on a real socket; its HTTP status.
+        """
+        c = self.connect_from(peer, **kwargs)
+        self.assertTrue(c.transport.disconnecting, c.response)
+        c.lose()
+        return c.status
+
+    def half_open(self, peer: str = "127.0.0.1") -> wsmemory.MemoryTransport:
+        """
+        A TCP connection that has sent nothing yet; its C{protocol} is the
+        server's end.
+        """
+        address = IPv4Address("TCP", peer, 40001)
+        transport = wsmemory.MemoryTransport(peerAddress=address)
+        transport.protocol = self.factory.buildProtocol(address)
+        transport.protocol.makeConnection(transport)
+        return transport
+
+
+# -- the token
+
+
+class TokenFileTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.base = os.path.realpath(tempfile.mkdtemp(prefix="claudews-token-"))
+        self.addCleanup(shutil.rmtree, self.base, True)
+        self.data = os.path.join(self.base, "data")
+        self.file = os.path.join(self.data, tap.TOKEN_FILE)
+
+    def settings(self, **overrides: object) -> Settings:
+        return Settings(data=self.data, project_roots=(self.base,), **overrides)
+
+    def test_generated_token_holds_at_least_192_random_bits(self) -> None:
+        """A generated token is URL-safe base64 of at least 24 random bytes, new each time."""
+        token, new = tap.load_token(self.settings())
+        self.assertTrue(new)
+        self.assertRegex(token, r"^[A-Za-z0-9_-]+$")
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        self.assertGreaterEqual(len(raw) * 8, 192)
+        os.remove(self.file)
+        self.assertNotEqual(tap.load_token(self.settings())[0], token)
+
+    def test_token_file_and_data_directory_are_private(self) -> None:
+        """The token file is created mode 0600 in a data directory of mode 0700."""
+        tap.load_token(self.settings())
+        self.assertEqual(stat.S_IMODE(os.stat(self.file).st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(os.stat(self.data).st_mode), 0o700)
+
+    def test_stored_token_is_reused(self) -> None:
+        """On the next start the stored token is used again, not regenerated."""
+        first, _ = tap.load_token(self.settings())
+        self.assertEqual(tap.load_token(self.settings()), (first, False))
+
+    def test_deleting_the_file_rotates_the_token(self) -> None:
+        """Deleting DATA/auth_token and restarting gives a new token, stored privately."""
+        first, _ = tap.load_token(self.settings())
+        os.remove(self.file)
+        second, new = tap.load_token(self.settings())
+        self.assertTrue(new)
+        self.assertNotEqual(first, second)
+        self.assertEqual(stat.S_IMODE(os.stat(self.file).st_mode), 0o600)
+
+    def test_empty_readable_file_is_replaced_by_a_private_one(self) -> None:
+        """An empty token file of mode 0644 gets a new token and mode 0600."""
+        os.makedirs(self.data)
+        with open(self.file, "w"):
+            pass
+        os.chmod(self.file, 0o644)
+        token, new = tap.load_token(self.settings())
+        self.assertTrue(new)
+        self.assertEqual(stat.S_IMODE(os.stat(self.file).st_mode), 0o600)
+        with open(self.file) as f:
+            self.assertEqual(f.read().strip(), token)
+
+    def test_readable_stored_token_is_made_private(self) -> None:
+        """A stored token file other users can read is set to 0600, with a warning."""
+        log = LogCapture(self)
+        token, _ = tap.load_token(self.settings())
+        os.chmod(self.file, 0o644)
+        self.assertEqual(tap.load_token(self.settings()), (token, False))
+        self.assertEqual(stat.S_IMODE(os.stat(self.file).st_mode), 0o600)
+        self.assertEqual(len(log.lines("now mode 0600")), 1)
+        self.assertNotIn(token, log.text())
+
+    def test_configured_token_wins_and_writes_no_file(self) -> None:
+        """A configured token is used as is and no file is created."""
+        self.assertEqual(tap.load_token(self.settings(token="x" * 40)), ("x" * 40, False))
+        self.assertFalse(os.path.exists(self.file))
+
+    def test_no_auth_has_no_token(self) -> None:
+        """Only the explicit no_auth setting turns authentication off."""
+        self.assertEqual(tap.load_token(self.settings(no_auth=True)), (None, False))
+
+
+class _Port:
+    def __init__(self, port: int) -> None:
+        self._address = IPv4Address("TCP", "127.0.0.1", port)
+
+    def getHost(self) -> IPv4Address:
+        return self._address
+
+
+class StartupLogTests(SynchronousTestCase):
+    def listening_log(self, **overrides: object) -> LogCapture:
+        from twisted.internet.testing import MemoryReactorClock
+
+        base = os.path.realpath(tempfile.mkdtemp(prefix="claudews-start-"))
+        self.addCleanup(shutil.rmtree, base, True)
+        settings = Settings(data=os.path.join(base, "data"), project_roots=(base,), **overrides)
+        service = tap.ClaudewsService(settings, MemoryReactorClock())
+        log = LogCapture(self)
+        service._listening(_Port(8765))
+        self.service = service
+        return log
+
+    def test_short_configured_token_is_warned_about_without_showing_it(self) -> None:
+        """A configured token under 32 characters is logged as weak, and never logged."""
+        log = self.listening_log(token="short-Token")
+        self.assertEqual(len(log.lines("only 11 characters")), 1)
+        self.assertNotIn("short-Token", log.text())
+
+    def test_generated_token_is_logged_once_and_not_called_weak(self) -> None:
+        """The first start logs the generated token in the one line that says where to connect."""
+        log = self.listening_log()
+        lines = log.lines(re.escape(self.service.token))
+        self.assertEqual(len(lines), 1)
+        self.assertIn("?token=", lines[0])
+        self.assertEqual(log.lines("may be guessed"), [])
+
+
+# -- what the log may hold
+
+
+class RedactTests(SynchronousTestCase):
+    def test_token_and_its_encodings_are_replaced(self) -> None:
+        """The token, raw or percent-encoded, is replaced wherever it appears."""
+        token = "a+b/c=d"
+        for text in ("GET /x?a=%s HTTP/1.1" % (token,), "key a%2Bb%2Fc%3Dd", "x a%2Bb%2Fc%3Dd"):
+            redacted = limits.redact(text, token)
+            self.assertNotIn(token, redacted)
+            self.assertNotIn("a%2Bb%2Fc%3Dd", redacted)
+            self.assertIn(limits.REDACTED, redacted)
+
+    def test_any_token_parameter_or_bearer_value_is_replaced(self) -> None:
+        """token= and Bearer values are replaced even when they are not the token."""
+        text = 'GET /ws?x=1&TOKEN=guess1&token=guess2#token=g3 "Bearer guess4"'
+        redacted = limits.redact(text, None)
+        for guess in ("guess1", "guess2", "g3", "guess4"):
+            self.assertNotIn(guess, redacted)
+        self.assertIn("/ws?x=1&TOKEN=", redacted)
+
+    def test_other_text_is_left_alone(self) -> None:
+        """Text without a token is unchanged."""
+        text = 'Bad HTTP request status line "GET /ws HTTP/1.1 x"'
+        self.assertEqual(limits.redact(text, "s3cret"), text)
+
+
+class HandshakeLogTests(SecureServerTestCase):
+    def raw(self, request_line: str, *headers: str) -> Connection:
+        lines = [request_line, "Host: 127.0.0.1:8765", "Upgrade: websocket",
+                 "Connection: Upgrade", "Sec-WebSocket-Version: 13", *headers]
+        if not any(h.startswith("Sec-WebSocket-Key") for h in headers):
+            lines.append("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==")
+        return Connection(self.factory, ("\r\n".join(lines) + "\r\n\r\n").encode())
+
+    def test_refused_handshakes_never_log_or_echo_the_token(self) -> None:
+        """Malformed handshakes quoting the token are refused without it in the log or the reply."""
+        log = LogCapture(self)
+        responses = [
+            self.raw("GET /ws?token=%s HTTP/1.1 extra" % (TOKEN,)),
+            self.raw("GET /ws?token=%s#frag HTTP/1.1" % (TOKEN,)),
+            self.raw("GET /ws#token=%s HTTP/1.1" % (TOKEN,)),
+            self.raw("GET /ws?token=%s HTTP/1.1" % (TOKEN,), "Sec-WebSocket-Key: " + TOKEN),
+            self.raw("GET /other?token=%s HTTP/1.1" % (TOKEN,)),
+            self.raw("GET /ws?token=%s HTTP/1.1" % (TOKEN,), "Origin: https://evil.example"),
+        ]
+        for c in responses:
+            self.assertIn(c.status, (400, 403, 404), c.response)
+            self.assertNotIn(TOKEN.encode(), c.response)
+        self.assertEqual(len(log.lines("Refused")), len(responses))
+        self.assertNotIn(TOKEN, log.text())
+
+    def test_one_log_line_per_refusal_and_no_autobahn_warning(self) -> None:
+        """A refused handshake is logged once, with peer and status, and not again by Autobahn."""
+        log = LogCapture(self)
+        self.refused(token="wrong")
+        [line] = log.lines()
+        self.assertIn("127.0.0.1", line)
+        self.assertIn("401", line)
+        self.assertEqual(log.lines("dropping connection|failing WebSocket"), [])
+
+    def test_refusal_log_lines_are_bounded(self) -> None:
+        """Refusals log at most LOG_LINES lines a period, then say how many were left out."""
+        log = LogCapture(self)
+        for i in range(500):
+            self.refused("10.0.%d.%d" % (i // 250, i % 250), token="wrong")
+        self.assertEqual(len(log.lines("^Refused")), limits.Gate.LOG_LINES)
+        self.clock.advance(limits.Gate.LOG_PERIOD)
+        self.refused("10.9.9.9", token="wrong")
+        [line] = log.lines("not logged")
+        self.assertIn("and %d more refusals" % (500 - limits.Gate.LOG_LINES,), line)
+
+    def test_accepted_handshake_logs_nothing(self) -> None:
+        """An accepted handshake with ?token= adds nothing to the log."""
+        log = LogCapture(self)
+        self.client()
+        self.assertEqual(log.lines(), [])
+
+
+# -- failed handshakes per address
+
+
+class HandshakeRateLimitTests(SecureServerTestCase):
+    """
+    Defaults: 10 failures within 60 s block an address for 60 s.
+    """
+
+    def fail(self, times: int, peer: str = "127.0.0.1") -> None:
+        for _ in range(times):
+            self.assertEqual(self.refused(peer, token="wrong"), 401)
+
+    def test_too_many_failures_block_the_address_with_429(self) -> None:
+        """After 10 failed handshakes, even the right token gets 429."""
+        self.fail(10)
+        self.assertEqual(self.refused(), 429)
+
+    def test_nine_failures_do_not_block(self) -> None:
+        """Fewer failures than the limit leave the address alone."""
+        self.fail(9)
+        self.assertEqual(self.client().status, 101)
+
+    def test_block_ends_after_the_block_time(self) -> None:
+        """A blocked address may connect again once the block time is over."""
+        self.fail(10)
+        self.clock.advance(59)
+        self.assertEqual(self.refused(), 429)
+        self.clock.advance(1)
+        self.assertEqual(self.client().status, 101)
+
+    def test_refusals_while_blocked_do_not_extend_the_block(self) -> None:
+        """Knocking on while blocked does not keep an address blocked."""
+        self.fail(10)
+        for _ in range(29):
+            self.clock.advance(2)
+            self.assertEqual(self.refused(token="wrong"), 429)
+        self.clock.advance(2)
+        self.assertEqual(self.client().status, 101)
+
+    def test_other_addresses_are_not_blocked(self) -> None:
+        """The block is per address."""
+        self.fail(10, "10.0.0.1")
+        self.assertEqual(self.refused("10.0.0.1"), 429)
+        self.assertEqual(self.connect_from("10.0.0.2").status, 101)
+
+    def test_failures_spread_over_more_than_the_window_do_not_block(self) -> None:
+        """Only failures within the window count."""
+        self.fail(9)
+        self.clock.advance(61)
+        self.fail(9)
+        self.assertEqual(self.client().status, 101)
+
+    def test_every_kind_of_refusal_counts(self) -> None:
+        """Wrong path, Host, Origin, token and malformed requests all count as failures."""
+        for kwargs in (
+            {"path": "/x"},
+            {"host": "evil.example:8765"},
+            {"origin": "https://evil.example"},
+            {"token": "wrong"},
+            {"authorization": "Bearer wrong", "token": None},
+        ):
+            self.assertIn(self.refused(**kwargs), (401, 403, 404))
+            self.assertIn(self.refused(**kwargs), (401, 403, 404))
+        self.assertEqual(self.refused(), 429)
+
+    def test_malformed_requests_count(self) -> None:
+        """Requests Autobahn itself refuses (400) count too."""
+        for _ in range(10):
+            c = Connection(self.factory, b"POST /ws HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertEqual(c.status, 405)
+            c.lose()
+        self.assertEqual(self.refused(), 429)
+
+    def test_blocked_address_is_refused_before_its_request_is_parsed(self) -> None:
+        """A blocked address gets 429 whatever it sends, even a malformed request."""
+        self.fail(10)
+        c = Connection(self.factory, b"NONSENSE\r\n\r\n")
+        self.assertEqual(c.status, 429)
+
+    def test_configured_limits_are_used(self) -> None:
+        """max_failed_handshakes, the window and the block time come from the settings."""
+        self.serve(max_failed_handshakes=2, failed_handshake_window=5.0,
+                   failed_handshake_block=1000.0)
+        self.fail(1)
+        self.clock.advance(6)
+        self.fail(2)
+        self.clock.advance(999)
+        self.assertEqual(self.refused(), 429)
+        self.clock.advance(1)
+        self.assertEqual(self.client().status, 101)
+
+    def test_a_block_is_logged_once(self) -> None:
+        """The start of a block is logged once; 429 refusals are not logged each."""
+        log = LogCapture(self)
+        self.fail(10)
+        for _ in range(5):
+            self.refused()
+        [line] = log.lines("Blocking")
+        self.assertIn("127.0.0.1", line)
+        self.assertEqual(len(log.lines("^Refused")), 10)
+
+    def test_unfinished_handshakes_count_and_are_dropped(self) -> None:
+        """A connection with no complete handshake in 10 s is dropped and counts as a failure."""
+        log = LogCapture(self)
+        transports = [self.half_open() for _ in range(10)]
+        self.clock.advance(websocket.OPEN_HANDSHAKE_TIMEOUT)
+        self.assertTrue(all(t.disconnecting for t in transports))
+        self.assertEqual(len(log.lines("408")), 10)
+        self.assertEqual(log.lines("dropping connection"), [])
+        self.assertEqual(self.refused(), 429)
+
+    def test_endless_handshake_is_refused_with_431(self) -> None:
+        """A request whose headers pass 64 KiB is refused with 431 before it ends."""
+        transport = self.half_open()
+        protocol = transport.protocol
+        head = b"GET /ws HTTP/1.1\r\nX-Filler: " + b"x" * 1000
+        protocol.dataReceived(head)
+        while not transport.disconnecting and len(transport.value()) == 0:
+            protocol.dataReceived(b"y" * 4096)
+        status, _ = wsmemory.parse_status(transport.value())
+        self.assertEqual(status, 431)
+        self.assertTrue(transport.disconnecting)
+        self.assertLess(len(protocol.data), websocket.MAX_HANDSHAKE_BYTES + 8192)
+
+
+# -- connections
+
+
+class ConnectionLimitTests(SecureServerTestCase):
+    def test_connections_per_address_are_bounded_with_503(self) -> None:
+        """Past max_connections_per_address, a handshake from that address gets 503."""
+        self.serve(max_connections_per_address=2)
+        first, second = self.client(), self.client()
+        self.assertEqual(self.refused(), 503)
+        self.assertEqual(self.connect_from("10.0.0.2").status, 101)
+        first.lose()
+        self.assertEqual(self.client().status, 101)
+        self.assertEqual(second.request("server.info")["ok"], True)
+
+    def test_unfinished_handshakes_count_against_the_address(self) -> None:
+        """Connections still in their handshake count against their address."""
+        self.serve(max_connections_per_address=2)
+        self.half_open()
+        self.half_open()
+        self.assertEqual(self.refused(), 503)
+
+    def test_far_too_many_connections_are_dropped_at_once(self) -> None:
+        """Past twice a limit, a new TCP connection is dropped before it sends anything."""
+        self.serve(max_connections_per_address=2, max_connections=3)
+        held = [self.half_open() for _ in range(4)]
+        self.assertFalse(any(t.disconnecting for t in held))
+        extra = self.half_open()
+        self.assertTrue(extra.disconnecting)
+        extra.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.factory.gate.peers.count("127.0.0.1"), 4)
+        # Twice max_connections in all, whatever the addresses.
+        held += [self.half_open("10.0.0.1"), self.half_open("10.0.0.2")]
+        self.assertFalse(any(t.disconnecting for t in held))
+        self.assertTrue(self.half_open("10.0.0.3").disconnecting)
+
+    def test_total_connections_are_bounded_with_503(self) -> None:
+        """Past max_connections in all, a handshake gets 503 whatever its address."""
+        self.serve(max_connections=2)
+        self.connect_from("10.0.0.1")
+        self.connect_from("10.0.0.2")
+        self.assertEqual(self.refused("10.0.0.3"), 503)
+
+    def test_capacity_refusals_do_not_block(self) -> None:
+        """503s are not the peer's fault: they never lead to a block."""
+        self.serve(max_connections_per_address=1)
+        self.client()
+        for _ in range(20):
+            self.assertEqual(self.refused(), 503)
+        self.assertEqual(self.connect_from("10.0.0.2").status, 101)
+
+    def test_addresses_without_connections_are_forgotten(self) -> None:
+        """The per-address count holds no address once its connections are gone."""
+        for i in range(50):
+            self.connect_from("10.1.0.%d" % (i,)).lose()
+        self.assertEqual(len(self.factory.gate.peers), 0)
+
+
+# -- requests per connection
+
+
+class RequestRateTests(SecureServerTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.serve(request_rate=10.0, request_burst=5)
+        self.c = self.client()
+
+    def test_a_burst_is_served(self) -> None:
+        """request_burst requests at once are all answered normally."""
+        for i in range(5):
+            self.assertIs(self.c.request("server.info", i)["ok"], True)
+
+    def test_over_the_rate_a_request_is_refused_with_bad_request(self) -> None:
+        """Past the burst a request gets bad_request "too many requests"; the connection stays."""
+        for i in range(5):
+            self.c.request("server.info", i)
+        reply = self.c.request("server.info", "late")
+        self.assertError(reply, "bad_request", "late")
+        self.assertIn("too many requests", reply["error"]["message"])
+        self.assertOpen(self.c)
+
+    def test_requests_are_served_again_after_a_pause(self) -> None:
+        """After a pause that refills the budget, requests are answered again."""
+        for i in range(7):
+            self.c.request("server.info", i)
+        self.clock.advance(0.4)
+        self.assertIs(self.c.request("server.info", "again")["ok"], True)
+
+    def test_a_steady_client_at_the_rate_is_never_refused(self) -> None:
+        """A client sending at request_rate is always served."""
+        for i in range(100):
+            self.clock.advance(0.1)
+            self.assertIs(self.c.request("server.info", i)["ok"], True)
+
+    def test_a_client_that_keeps_going_is_closed_with_1008(self) -> None:
+        """A client that sends another burst while refused is closed: 1008 "too many requests"."""
+        for i in range(10):
+            self.c.send_json({"type": "server.info", "id": i})
+        self.assertOpen(self.c)
+        self.c.send_json({"type": "server.info", "id": "one too many"})
+        self.assertClosedWith(self.c, 1008)
+        self.assertEqual(self.c.close_frames()[0].close_reason, "too many requests")
+        self.assertEqual(len(self.c.messages()), 10)
+        self.c.send_json({"type": "server.info", "id": "after"})
+        self.assertEqual(self.c.messages(), [])
+
+    def test_invalid_frames_count_too(self) -> None:
+        """Frames that are not requests use the budget as well."""
+        for _ in range(5):
+            self.c.send_text("not json")
+        self.assertIn("too many", self.c.request("server.info")["error"]["message"])
+
+    def test_pings_count_too(self) -> None:
+        """Pings use the budget: a ping flood gets no more pongs, then a 1008."""
+        for _ in range(8):
+            self.c.send(wsmemory.ping_frame(b"p"))
+        frames = self.c.new_frames()
+        self.assertEqual([f.opcode for f in frames], [PONG] * 5)
+        for _ in range(3):
+            self.c.send(wsmemory.ping_frame(b"p"))
+        self.assertClosedWith(self.c, 1008)
+
+    def test_each_connection_has_its_own_budget(self) -> None:
+        """One connection over the limit does not slow down another."""
+        for i in range(7):
+            self.c.request("server.info", i)
+        other = self.client()
+        self.assertIs(other.request("server.info")["ok"], True)
+
+    def test_server_info_tells_the_rate(self) -> None:
+        """server.info reports request_rate and request_burst."""
+        limits_ = self.c.request("server.info")["result"]["limits"]
+        self.assertEqual((limits_["request_rate"], limits_["request_burst"]), (10.0, 5))
+
+
+class RequestBudgetTests(SynchronousTestCase):
+    def test_debt_is_worked_off_at_the_rate(self) -> None:
+        """A refused client that slows down gets served again once its debt is paid."""
+        budget = limits.RequestBudget(rate=2.0, burst=2, now=0.0)
+        self.assertEqual([budget.spend(0.0) for _ in range(4)], ["ok", "ok", "refuse", "refuse"])
+        # Two in debt: one second pays it, half a second more earns one.
+        self.assertEqual(budget.spend(1.0), "refuse")
+        self.assertEqual(budget.spend(2.0), "ok")
+
+    def test_a_clock_going_back_refills_nothing(self) -> None:
+        """A clock that goes backwards gives no extra requests."""
+        budget = limits.RequestBudget(rate=1.0, burst=1, now=100.0)
+        self.assertEqual(budget.spend(100.0), "ok")
+        self.assertEqual(budget.spend(50.0), "refuse")
+
+
+class HandshakeGuardTests(SynchronousTestCase):
+    def test_remembered_addresses_are_bounded(self) -> None:
+        """Failures from many addresses keep at most max_addresses records."""
+        from twisted.internet.task import Clock
+
+        clock = Clock()
+        guard = limits.HandshakeGuard(clock.seconds, 2, 60.0, 60.0, max_addresses=100)
+        for i in range(1000):
+            guard.failed("10.0.%d.%d" % (i // 256, i % 256))
+        self.assertEqual(len(guard), 100)
+        guard.failed("10.0.3.231")
+        self.assertTrue(guard.blocked("10.0.3.231"))
+
+
+# -- Origin and Host are compared exactly
+
+
+class AllowListTests(SecureServerTestCase):
+    def test_origins_that_merely_start_or_end_like_an_allowed_one_are_403(self) -> None:
+        """No prefix, suffix, scheme or port games get past the Origin allow-list."""
+        for origin in (
+            "https://good.example.evil.com",
+            "https://good.examplex",
+            "https://xgood.example",
+            "https://evil.com/https://good.example",
+            "https://good.example/",
+            "https://good.example.",
+            "http://good.example",
+            "https://good.example:8443",
+            "https://good.example@evil.com",
+            "https://user@good.example",
+            "wss://good.example",
+            "null",
+            "",
+        ):
+            self.assertIn(self.refused(origin=origin), (400, 403), origin)
+            self.clock.advance(60)
+
+    def test_allowed_origin_with_port_is_exact(self) -> None:
+        """An allowed origin with a port matches only that port."""
+        self.serve(allowed_origins=("http://localhost:3000",))
+        self.assertEqual(self.connect(origin="http://localhost:3000").status, 101)
+        for origin in ("http://localhost:30001", "http://localhost:300", "http://localhost",
+                       "https://localhost:3000"):
+            self.assertEqual(self.refused(origin=origin), 403, origin)
+
+    def test_hosts_that_merely_start_like_an_allowed_one_are_refused(self) -> None:
+        """Hosts that embed an allowed one are refused (403, or 400 when malformed)."""
+        for host in (
+            "127.0.0.1:8765.evil.com",
+            "127.0.0.1:87650",
+            "127.0.0.1.evil.com:8765",
+            "evil.com:8765",
+            "localhost.evil.com:8765",
+            "127.0.0.1:8765@evil.com",
+            "127.0.0.1",
+            "",
+        ):
+            self.assertIn(self.refused(host=host), (400, 403), host)
+            self.clock.advance(60)
+
+
+# -- TCP_NODELAY on a real socket
+
+
+@pytest_twisted.inlineCallbacks
+def test_tcp_nodelay_is_set_on_every_accepted_connection(tmp_path):
+    """The server's end of a real TCP connection has TCP_NODELAY set."""
+    from twisted.internet import reactor
+
+    settings = Settings(data=str(tmp_path / "data"), project_roots=(str(tmp_path),))
+    factory = websocket.ServerFactory(
+        settings=settings, registry=None, token=TOKEN, validate_options=dict,
+        option_flags=list, reactor=reactor,
+    )
+    port = yield endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+    try:
+        factory.listening_on("127.0.0.1", port.getHost().port)
+        received = defer.Deferred()
+
+        class Client(protocol.Protocol):
+            def connectionMade(self) -> None:
+                self.transport.write(wsmemory.handshake_request(
+                    token=TOKEN, host="127.0.0.1:%d" % (port.getHost().port,)
+                ))
+
+            def dataReceived(self, data: bytes) -> None:
+                if not received.called:
+                    received.callback(data)
+
+        client = yield endpoints.connectProtocol(
+            endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), Client()
+        )
+        response = yield received
+        assert response.startswith(b"HTTP/1.1 101"), response
+        [server] = factory.connections
+        handle = server.transport.getHandle()
+        assert handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        # The client's end is left as the kernel made it: the check can fail.
+        assert client.transport.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        client.transport.loseConnection()
+        yield server.is_closed
+    finally:
+        yield port.stopListening()
+
+
+# -- process hygiene
+
+
+class ProcessHygieneTests(SynchronousTestCase):
+    def test_environment_drops_nested_session_variables(self) -> None:
+        """The CLI's environment lacks CLAUDECODE and friends, has the operator's and a marker."""
+        base = {"PATH": "/bin", "HOME": "/h", "CLAUDECODE": "1",
+                "CLAUDE_CODE_ENTRYPOINT": "cli", "CLAUDE_CODE_SSE_PORT": "1234"}
+        env = runner.build_env(base, {"ANTHROPIC_LOG": "debug"}, "m-1")
+        for name in runner.SCRUBBED_ENV:
+            self.assertNotIn(name, env)
+        self.assertEqual((env["PATH"], env["HOME"], env["ANTHROPIC_LOG"]), ("/bin", "/h", "debug"))
+        self.assertEqual(env[runner.proctree.MARKER_ENV], "m-1")
+        self.assertIn("CLAUDECODE", base)
+
+    def test_argv_is_a_list_with_no_prompt_in_it(self) -> None:
+        """The CLI's argv: fixed flags, an optional --resume, option flags, one value per item."""
+        argv = runner.build_argv("/bin/claude", "sid; rm -rf /", ("--model", "a b"))
+        self.assertEqual(argv[0], "/bin/claude")
+        self.assertEqual(argv[-4:], ["--resume", "sid; rm -rf /", "--model", "a b"])
+
+    def test_bypass_permissions_is_refused_unless_listed(self) -> None:
+        """A client cannot ask for bypassPermissions unless the operator lists it."""
+        settings = Settings(project_roots=("/tmp",))
+        e = self.assertRaises(
+            RequestError,
+            validate_prompt_options,
+            {"permission_mode": "bypassPermissions"},
+            settings,
+        )
+        self.assertEqual(e.code, "bad_request")
+        listed = Settings(project_roots=("/tmp",),
+                          permission_modes=("default", "bypassPermissions"))
+        self.assertEqual(
+            validate_prompt_options({"permission_mode": "bypassPermissions"}, listed),
+            {"permission_mode": "bypassPermissions"},
+        )
+
+    def test_option_values_cannot_become_flags(self) -> None:
+        """An option value that starts with '-' or holds NUL or a newline is refused."""
+        settings = Settings(project_roots=("/tmp",))
+        for options in (
+            {"model": "--dangerously-skip-permissions"},
+            {"model": "-x"},
+            {"model": "a b"},
+            {"append_system_prompt": "--settings=/etc/passwd"},
+            {"allowed_tools": ["Read", "--add-dir=/"]},
+            {"allowed_tools": ["Bash(a),Bash(b)"]},
+            {"model": "x\x00y"},
+            {"effort": "high --verbose"},
+        ):
+            self.assertRaises(RequestError, validate_prompt_options, options, settings)
+
+    def test_options_not_given_to_clients_are_refused(self) -> None:
+        """An option outside client_options is refused even with a valid value."""
+        settings = Settings(project_roots=("/tmp",), client_options=("model",))
+        self.assertRaises(
+            RequestError, validate_prompt_options, {"effort": "high"}, settings
+        )
+
+
+class PromptHygieneTests(SecureServerTestCase):
+    def test_bypass_permissions_prompt_is_refused_and_queues_nothing(self) -> None:
+        """A prompt asking for bypassPermissions is a bad_request and queues nothing."""
+        c = self.client()
+        path = self.create(c, "app")
+        reply = c.request(
+            "prompt", 1, path=path, prompt="hi", options={"permission_mode": "bypassPermissions"}
+        )
+        self.assertError(reply, "bad_request", 1)
+        self.assertIn("bypassPermissions", reply["error"]["message"])
+        project = c.request("project.get", path=path)["result"]["project"]
+        self.assertEqual((project["queue"], project["last_seq"]), (0, 0))
+
+
+# -- a real server
+
+
+@pytest.mark.integration
+def test_real_server_log_never_shows_the_token_after_the_first_start_line(make_server):
+    """Over connections, refusals and a restart, only the first-start line holds the token."""
+    server = make_server(token=None)
+    start = [line for line in server.log if "?token=" in line]
+    assert len(start) == 1, server.log
+    token = re.search(r"\?token=([A-Za-z0-9_-]+)", start[0]).group(1)
+    server.token = token
+    c = server.connect()
+    assert c.ok("server.info")["protocol"] == 1
+    c.close()
+    header = "Authorization: Bearer %s\r\n" % (token,)
+    for request_line, extra in (
+        ("GET /ws?token=%s HTTP/1.1 extra" % (token,), ""),
+        ("GET /ws?token=%s#frag HTTP/1.1" % (token,), ""),
+        ("GET /ws#token=%s HTTP/1.1" % (token,), ""),
+        ("GET /nope?token=%s HTTP/1.1" % (token,), ""),
+        ("GET /ws?token=%s HTTP/1.1" % (token,), "Origin: https://evil.example\r\n"),
+        ("GET /ws HTTP/1.1", header + "Origin: https://evil.example\r\n"),
+        ("GET /ws?token=%s HTTP/1.0" % (token,), ""),
+        ("GET /ws?token=wrong-%s HTTP/1.1" % (token,), ""),
+    ):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall((
+            "%s\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n"
+            % (request_line, server.port, extra)
+        ).encode())
+        response = sock.recv(4096)
+        assert re.match(rb"HTTP/1.1 [45]\d\d ", response), response
+        assert token.encode() not in response
+        sock.close()
+    server.stop_cleanly()
+    log = "".join(server.log)
+    assert log.count(token) == 1, [line for line in server.log if token in line]
+    assert len(re.findall("Refused", log)) == 8
+    # A restart reads the stored token and does not log it.
+    server.start()
+    c = server.connect()
+    c.ok("server.info")
+    c.close()
+    server.stop_cleanly()
+    assert token not in "".join(server.log)
+
+
+@pytest.mark.integration
+def test_real_server_prompt_text_reaches_the_cli_as_data_only(make_server):
+    """Shell syntax in a prompt runs nothing: the CLI gets it on stdin, the reply echoes it."""
+    server = make_server()
+    c = server.connect()
+    path = server.project_dir("app")
+    c.ok("project.create", path=path)
+    c.ok("subscribe", path=path)
+    marker = os.path.join(server.tmp, "PWNED")
+    text = "$(touch %s) `touch %s`; touch %s && --model x | touch %s" % ((marker,) * 4)
+    prompt_id = c.ok("prompt", path=path, prompt=text)["prompt_id"]
+    finished = c.finished(prompt_id)
+    assert finished["status"] == "completed", finished
+    replies = [
+        block["text"]
+        for m in c.of(prompt_id, "claude")
+        if m["message"].get("type") == "assistant"
+        for block in m["message"]["message"]["content"]
+        if block.get("type") == "text"
+    ]
+    assert any(text in reply for reply in replies), replies
+    assert not os.path.exists(marker)
+    c.close()
+    server.stop_cleanly()
