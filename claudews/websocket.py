@@ -31,6 +31,7 @@ import claudews
 from claudews import limits
 from claudews.errors import RequestError
 from claudews.events import encode, error_reply, reply
+from claudews.requests import HANDLERS, Requests
 
 #: Close codes the protocol uses; Autobahn's sendClose only takes 1000 and
 #: 3000-4999, so these go out through sendCloseFrame.
@@ -46,27 +47,6 @@ MAX_HANDSHAKE_BYTES = 64 * 1024
 
 #: Seconds a client has to finish its opening handshake.
 OPEN_HANDSHAKE_TIMEOUT = 10
-
-
-def _field(message: dict, name: str, kind: type, optional: bool = False) -> Any:
-    value = message.get(name)
-    if value is None:
-        if optional:
-            return None
-        raise RequestError("bad_request", "missing field %r" % (name,))
-    # bool is an int in Python, never in JSON.
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise RequestError(
-            "bad_request", "field %r must be of type %s" % (name, kind.__name__)
-        )
-    return value
-
-
-def _seq(message: dict, name: str) -> int | None:
-    value = _field(message, name, int, optional=True)
-    if value is not None and value < 0:
-        raise RequestError("bad_request", "field %r must not be negative" % (name,))
-    return value
 
 
 def _no_constant(name: str) -> None:
@@ -104,7 +84,7 @@ class _Backlog:
         self.waiters = []
 
 
-class ServerProtocol(WebSocketServerProtocol):
+class ServerProtocol(Requests, WebSocketServerProtocol):
     # Autobahn uses self.log itself.
     _log = Logger()
 
@@ -291,14 +271,33 @@ class ServerProtocol(WebSocketServerProtocol):
         if not backlog.paused:
             return
         settings = self.factory.settings
-        if backlog.unsent > settings.send_backlog_cap:
+        unsent = self._unsent()
+        if unsent > settings.send_backlog_cap:
             self._close_slow("over %d bytes unsent" % (settings.send_backlog_cap,))
             return
         backlog.unsent += size
-        if backlog.unsent > settings.send_backlog_bytes and self._grace_call is None:
+        if unsent + size > settings.send_backlog_bytes and self._grace_call is None:
             self._grace_call = self.factory.reactor.callLater(
                 settings.send_backlog_grace, self._grace_over
             )
+
+    def _unsent(self) -> int:
+        """
+        Bytes queued for the peer that its socket has not taken yet.
+
+        Twisted resumes a paused producer only once its buffer is empty,
+        so a client that reads exactly as fast as we write may never
+        resume; the transport's buffer says how far behind it really is.
+        Where that cannot be read (TLS, test transports), what was queued
+        since the pause is the measure.
+        """
+        transport = self.transport
+        try:
+            return (
+                len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+            )
+        except (AttributeError, TypeError):
+            return self._backlog.unsent
 
     def _caught_up(self) -> None:
         if self._grace_call is not None and self._grace_call.active():
@@ -308,7 +307,7 @@ class ServerProtocol(WebSocketServerProtocol):
     def _grace_over(self) -> None:
         self._grace_call = None
         settings = self.factory.settings
-        if self._backlog.paused and self._backlog.unsent > settings.send_backlog_bytes:
+        if self._backlog.paused and self._unsent() > settings.send_backlog_bytes:
             self._close_slow(
                 "over %d bytes unsent for %g s"
                 % (settings.send_backlog_bytes, settings.send_backlog_grace)
@@ -416,100 +415,6 @@ class ServerProtocol(WebSocketServerProtocol):
             raise RequestError("unknown_type", "unknown request type %r" % (kind[:100],))
         return handler(self, message)
 
-    def _project(self, message: dict) -> Any:
-        return self.factory.registry.get(_field(message, "path", str))
-
-    def handle_server_info(self, message: dict) -> defer.Deferred:
-        return self.factory.server_info()
-
-    def handle_project_create(self, message: dict) -> dict:
-        project = self.factory.registry.create(_field(message, "path", str))
-        return {"project": project.describe()}
-
-    def handle_project_list(self, message: dict) -> dict:
-        return {"projects": [p.describe() for p in self.factory.registry.list()]}
-
-    def handle_project_get(self, message: dict) -> dict:
-        return {"project": self._project(message).describe()}
-
-    def handle_project_delete(self, message: dict) -> defer.Deferred:
-        project = self._project(message)
-        d = self.factory.registry.delete(project)
-        d.addCallback(lambda _: {})
-        return d
-
-    def handle_subscribe(self, message: dict) -> dict:
-        project = self._project(message)
-        since = _seq(message, "since")
-        epoch = _field(message, "epoch", int, optional=True)
-        self._subscribed[project.path] = project
-        return project.subscribe(self, since, epoch)
-
-    def handle_unsubscribe(self, message: dict) -> dict:
-        project = self._project(message)
-        self._subscribed.pop(project.path, None)
-        project.subscribers.remove(self)
-        return {}
-
-    def handle_history(self, message: dict) -> bytes:
-        project = self._project(message)
-        before = _seq(message, "before")
-        limit = _field(message, "limit", int, optional=True)
-        if limit is None:
-            limit = 100
-        if not 1 <= limit <= 1000:
-            raise RequestError("bad_request", "limit must be between 1 and 1000")
-        lines, has_more = project.history_page(before, limit)
-        # Stored events are already encoded: splice them in, do not re-parse.
-        head = encode(reply(message.get("id"), {}))[:-3]
-        tail = encode({"first_seq": project.first_seq, "has_more": has_more})[1:]
-        return head + b'{"events":[' + b",".join(lines) + b"]," + tail + b"}"
-
-    def handle_prompt(self, message: dict) -> dict:
-        project = self._project(message)
-        text = _field(message, "prompt", str)
-        limit = self.factory.settings.max_prompt_bytes
-        if len(text.encode("utf-8", "surrogatepass")) > limit:
-            raise RequestError("too_large", "the prompt is over %d bytes" % (limit,))
-        if not text.strip():
-            raise RequestError("bad_request", "the prompt is empty")
-        options = self.factory.validate_options(message.get("options", {}))
-        return project.submit(text, options, self.factory.option_flags(options))
-
-    def handle_cancel(self, message: dict) -> dict:
-        project = self._project(message)
-        prompt_id = _field(message, "prompt_id", str, optional=True)
-        return {"cancelled": project.cancel(prompt_id)}
-
-    def handle_session_reset(self, message: dict) -> dict:
-        self._project(message).reset_session()
-        return {}
-
-    def handle_permission_respond(self, message: dict) -> dict:
-        project = self._project(message)
-        project.permissions.respond(
-            _field(message, "request_id", str),
-            _field(message, "behavior", str),
-            _field(message, "message", str, optional=True),
-            _field(message, "updated_input", dict, optional=True),
-        )
-        return {}
-
-
-HANDLERS: dict[str, Callable[[ServerProtocol, dict], Any]] = {
-    "server.info": ServerProtocol.handle_server_info,
-    "project.create": ServerProtocol.handle_project_create,
-    "project.list": ServerProtocol.handle_project_list,
-    "project.get": ServerProtocol.handle_project_get,
-    "project.delete": ServerProtocol.handle_project_delete,
-    "subscribe": ServerProtocol.handle_subscribe,
-    "unsubscribe": ServerProtocol.handle_unsubscribe,
-    "history": ServerProtocol.handle_history,
-    "prompt": ServerProtocol.handle_prompt,
-    "cancel": ServerProtocol.handle_cancel,
-    "session.reset": ServerProtocol.handle_session_reset,
-    "permission.respond": ServerProtocol.handle_permission_respond,
-}
 
 
 class _Call:
