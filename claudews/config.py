@@ -8,14 +8,13 @@ repeatable flag (C{--project-root}) given on the command line replaces the
 file's whole list rather than adding to it, so the command line alone says
 what the list is.
 
-This module also holds the rules for a prompt's C{options}, because the
+The rules for a prompt's C{options} are in L{claudews.options}; the
 settings say which of them a client may set and what their defaults are.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import pwd
 import re
@@ -26,43 +25,17 @@ from attrs import Factory, field, fields, frozen
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from claudews.errors import RequestError
+from claudews import options
+from claudews.options import (
+    DEFAULT_CLIENT_OPTIONS,
+    OPTION_NAMES,
+    PERMISSION_MODES,
+    check_option,
+)
 
-#: Every prompt option, in the order L{option_flags} emits them.
-OPTION_NAMES = (
-    "allowed_tools",
-    "append_system_prompt",
-    "disallowed_tools",
-    "effort",
-    "include_partial_messages",
-    "max_budget_usd",
-    "model",
-    "permission_mode",
-)
-DEFAULT_CLIENT_OPTIONS = (
-    "model",
-    "permission_mode",
-    "allowed_tools",
-    "disallowed_tools",
-    "append_system_prompt",
-    "max_budget_usd",
-    "effort",
-    "include_partial_messages",
-)
-PERMISSION_MODES = ("default", "acceptEdits", "plan", "bypassPermissions")
-EFFORTS = ("low", "medium", "high", "xhigh", "max")
 FSYNC_MODES = ("every", "batch", "none")
 
 MiB = 1024 * 1024
-
-# Bounds on option values.  Each value becomes one argv string and Linux
-# refuses a single argument over 128 KiB (MAX_ARG_STRLEN); these stay well
-# under it, the tool list included once joined with commas.
-_MAX_WORD_BYTES = 256
-_MAX_TEXT_BYTES = 64 * 1024
-_MAX_TOOL_CHARS = 512
-_MAX_TOOLS = 100
-
 
 def _home(environ: Mapping[str, str]) -> str:
     return environ.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir
@@ -72,59 +45,8 @@ def _home(environ: Mapping[str, str]) -> str:
 # -- raises ValueError with a message that does not name the setting.
 
 
-def _string(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError("must be a string, not {!r}".format(value))
-    return value
-
-
-def _safe_string(value: object, max_bytes: int, newlines: bool) -> str:
-    value = _string(value)
-    if not value:
-        raise ValueError("must not be empty")
-    # A value that starts with "-" could be read by the CLI as an option.
-    if value.startswith("-"):
-        raise ValueError("must not start with '-'")
-    if "\x00" in value:
-        raise ValueError("must not contain NUL")
-    if not newlines and ("\n" in value or "\r" in value):
-        raise ValueError("must not contain line breaks")
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text") from None
-    if size > max_bytes:
-        raise ValueError("must be at most {} bytes".format(max_bytes))
-    return value
-
-
-def _one_of(value: object, choices: tuple[str, ...]) -> str:
-    if value not in choices or not isinstance(value, str):
-        raise ValueError("must be one of {}, not {!r}".format(", ".join(choices), value))
-    return value
-
-
-def _bool(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("must be true or false, not {!r}".format(value))
-    return value
-
-
-def _number(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError("must be a number, not {!r}".format(value))
-    try:
-        # JSON and TOML integers are unbounded; float() of a huge one raises.
-        finite = math.isfinite(float(value))
-    except OverflowError:
-        finite = False
-    if not finite:
-        raise ValueError("must be a finite number, not {!r}".format(value))
-    return value
-
-
 def _positive_float(value: object) -> float:
-    if _number(value) <= 0:
+    if options.number(value) <= 0:
         raise ValueError("must be greater than 0, not {!r}".format(value))
     return float(value)
 
@@ -149,7 +71,7 @@ def _names(choices: tuple[str, ...]) -> Callable[[object], tuple[str, ...]]:
     def check(value: object) -> tuple[str, ...]:
         names = _string_list(value)
         for name in names:
-            _one_of(name, choices)
+            options.one_of(name, choices)
         if len(set(names)) != len(names):
             raise ValueError("must not repeat a name")
         return names
@@ -167,7 +89,7 @@ def _pairs(value: object) -> tuple[tuple[Any, Any], ...]:
 
 
 def _endpoint(value: object) -> str:
-    value = _string(value)
+    value = options.string(value)
     try:
         # Parsing needs no reactor: the built-in parsers only store it.
         serverFromString(object(), value)
@@ -181,7 +103,7 @@ def _endpoint(value: object) -> str:
 
 
 def _plain(value: object) -> str:
-    value = _string(value)
+    value = options.string(value)
     if not value or "\x00" in value:
         raise ValueError("must be a non-empty string without NUL")
     return value
@@ -190,7 +112,7 @@ def _plain(value: object) -> str:
 def _token(value: object) -> str | None:
     if value is None:
         return None
-    value = _string(value)
+    value = options.string(value)
     # It travels in an Authorization header, where only visible ASCII is
     # safe to compare byte for byte.
     if not re.fullmatch(r"[\x21-\x7e]+", value):
@@ -254,46 +176,6 @@ def _env(value: object) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(pairs))
 
 
-def check_option(name: str, value: object) -> object:
-    """
-    Check one prompt option's value, whoever gave it.
-
-    @return: the value to use (tool lists come back as lists).
-    @raise ValueError: with a message for the client or operator.
-    """
-    if name == "model":
-        value = _safe_string(value, _MAX_WORD_BYTES, newlines=False)
-        if any(c.isspace() or not c.isprintable() for c in value):
-            raise ValueError("must not contain spaces or control characters")
-        return value
-    if name == "append_system_prompt":
-        return _safe_string(value, _MAX_TEXT_BYTES, newlines=True)
-    if name == "effort":
-        return _one_of(value, EFFORTS)
-    if name == "permission_mode":
-        return _one_of(value, PERMISSION_MODES)
-    if name == "include_partial_messages":
-        return _bool(value)
-    if name == "max_budget_usd":
-        if _number(value) <= 0:
-            raise ValueError("must be greater than 0, not {!r}".format(value))
-        return value
-    if name in ("allowed_tools", "disallowed_tools"):
-        if not isinstance(value, list) and not isinstance(value, tuple):
-            raise ValueError("must be a list of tool names, not {!r}".format(value))
-        if len(value) > _MAX_TOOLS:
-            raise ValueError("must name at most {} tools".format(_MAX_TOOLS))
-        for tool in value:
-            tool = _safe_string(tool, _MAX_TOOL_CHARS * 4, newlines=False)
-            if len(tool) > _MAX_TOOL_CHARS or not tool.isprintable() or not tool.strip():
-                raise ValueError("{!r} is not a tool name".format(tool[:100]))
-            # The list is passed as one comma-joined argument.
-            if "," in tool:
-                raise ValueError("tool {!r} must not contain ','".format(tool[:100]))
-        return list(value)
-    raise ValueError("unknown option {!r}".format(name[:100]))
-
-
 def _prompt_defaults(value: object) -> tuple[tuple[str, Any], ...]:
     result = []
     for name, option in _pairs(value):
@@ -341,7 +223,7 @@ class Settings:
     data: str = _setting("data", "./data", lambda v: os.path.abspath(_plain(v)))
     claude_bin: str = _setting("claude_bin", "claude", _plain)
     token: str | None = _setting("token", None, _token)
-    no_auth: bool = _setting("no_auth", False, _bool)
+    no_auth: bool = _setting("no_auth", False, options.boolean)
     project_roots: tuple[str, ...] = _setting(
         "project_roots", Factory(lambda: (_home(os.environ),)), _roots
     )
@@ -377,7 +259,7 @@ class Settings:
     )
     history_rotate_bytes: int = _setting("history_rotate_bytes", 64 * MiB, _positive_int)
     history_max_bytes: int = _setting("history_max_bytes", 1024 * MiB, _positive_int)
-    fsync: str = _setting("fsync", "batch", lambda v: _one_of(v, FSYNC_MODES))
+    fsync: str = _setting("fsync", "batch", lambda v: options.one_of(v, FSYNC_MODES))
     client_options: tuple[str, ...] = _setting(
         "client_options", DEFAULT_CLIENT_OPTIONS, _names(OPTION_NAMES)
     )
@@ -400,70 +282,6 @@ class Settings:
                 "prompt_defaults: permission_mode {!r} is not in permission_modes"
                 " ({})".format(mode, ", ".join(self.permission_modes))
             )
-
-
-def validate_prompt_options(options: object, settings: Settings) -> dict[str, Any]:
-    """
-    Check a client's prompt C{options} and merge them over the defaults.
-
-    @param options: the request's C{options} value; C{None} (absent) means
-        no options.
-    @return: the options to run with, tool lists as lists.
-    @raise RequestError: C{bad_request} for anything that is not a JSON
-        object of known, allowed, well-formed options.
-    """
-    if options is None:
-        options = {}
-    if not isinstance(options, dict):
-        raise RequestError("bad_request", "options must be a JSON object")
-    merged = {
-        name: list(value) if isinstance(value, tuple) else value
-        for name, value in settings.prompt_defaults
-    }
-    for name in sorted(options):
-        if name not in OPTION_NAMES:
-            raise RequestError("bad_request", "unknown option {!r}".format(name[:100]))
-        if name not in settings.client_options:
-            raise RequestError(
-                "bad_request", "option {} is not allowed by this server".format(name)
-            )
-        try:
-            value = check_option(name, options[name])
-        except ValueError as e:
-            raise RequestError("bad_request", "option {} {}".format(name, e)) from None
-        if name == "permission_mode" and value not in settings.permission_modes:
-            raise RequestError(
-                "bad_request",
-                "permission_mode {!r} is not allowed by this server (allowed: {})".format(
-                    value, ", ".join(settings.permission_modes)
-                ),
-            )
-        merged[name] = value
-    return merged
-
-
-def option_flags(options: Mapping[str, Any]) -> list[str]:
-    """
-    The CLI flags for validated C{options}, in option-name order, so equal
-    option sets give equal lists.
-    """
-    flags: list[str] = []
-    for name in sorted(options):
-        value = options[name]
-        if name in ("allowed_tools", "disallowed_tools"):
-            if value:
-                flag = "--allowedTools" if name == "allowed_tools" else "--disallowedTools"
-                flags += [flag, ",".join(value)]
-        elif name == "include_partial_messages":
-            if value:
-                flags.append("--include-partial-messages")
-        elif name == "max_budget_usd":
-            flags += ["--max-budget-usd", str(value)]
-        elif name in OPTION_NAMES:
-            flags += ["--" + name.replace("_", "-"), value]
-        else:
-            raise ValueError("unknown option {!r}".format(name))
-    return flags
 
 
 # -- merging the sources

@@ -12,7 +12,7 @@ from twisted.application import service
 from twisted.internet import defer, endpoints, utils
 from twisted.logger import Logger
 
-from claudews import config
+from claudews import config, options
 from claudews.registry import Registry
 from claudews.websocket import ServerFactory
 
@@ -93,10 +93,10 @@ class ClaudewsService(service.MultiService):
             settings=settings,
             registry=self.registry,
             token=self.token,
-            validate_options=lambda options: config.validate_prompt_options(
-                options, settings
+            validate_options=lambda given: options.validate_prompt_options(
+                given, settings
             ),
-            option_flags=config.option_flags,
+            option_flags=options.option_flags,
             claude_version=self.claude_version,
             reactor=reactor,
         )

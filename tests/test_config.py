@@ -12,14 +12,8 @@ from attrs import fields
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from claudews.config import (
-    OPTION_NAMES,
-    Options,
-    Settings,
-    option_flags,
-    settings_from,
-    validate_prompt_options,
-)
+from claudews.config import Options, Settings, settings_from
+from claudews.options import OPTION_NAMES, option_flags, validate_prompt_options
 from claudews.errors import RequestError
 
 EXAMPLE = os.path.join(

@@ -27,7 +27,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from claudews import limits, runner, tap, websocket
-from claudews.config import Settings, validate_prompt_options
+from claudews.config import Settings
+from claudews.options import validate_prompt_options
 from claudews.errors import RequestError
 from tests import wsmemory
 from tests.test_websocket import TOKEN, ServerTestCase

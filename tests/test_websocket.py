@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from claudews import config
+from claudews import options
 from claudews.config import Settings
 from claudews.registry import Registry
 from claudews.websocket import ServerFactory
@@ -75,10 +75,10 @@ class ServerTestCase(SynchronousTestCase):
             settings=settings,
             registry=self.registry,
             token=token,
-            validate_options=lambda options: config.validate_prompt_options(
-                options, settings
+            validate_options=lambda given: options.validate_prompt_options(
+                given, settings
             ),
-            option_flags=config.option_flags,
+            option_flags=options.option_flags,
             claude_version=lambda: defer.succeed("2.0.1 (Claude Code)"),
             reactor=self.clock,
         )
