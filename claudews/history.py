@@ -83,17 +83,27 @@ def _fsync_directory(directory: str) -> None:
 
 def _lines_backwards(f: IO[bytes], end: int) -> Iterator[bytes]:
     """
-    The complete lines of C{f} before C{end}, newest first, a chunk at a time.
+    The lines of C{f} before C{end}, newest first, a chunk at a time.
+
+    A line longer than a chunk is gathered in pieces and joined once, so a
+    line of many MB costs its own size, not a copy per chunk.
     """
-    pos, rest = end, b""
+    pos = end
+    # The pieces of the line being gathered, newest piece first.
+    parts: list[bytes] = []
     while pos > 0:
         n = min(_CHUNK, pos)
         pos -= n
         f.seek(pos)
-        lines = (f.read(n) + rest).split(b"\n")
-        rest = lines[0]
-        yield from reversed(lines[1:])
-    yield rest
+        pieces = f.read(n).split(b"\n")
+        if len(pieces) == 1:
+            parts.append(pieces[0])
+            continue
+        parts.append(pieces[-1])
+        yield b"".join(reversed(parts))
+        yield from reversed(pieces[1:-1])
+        parts = [pieces[0]]
+    yield b"".join(reversed(parts))
 
 
 def _truncate_torn_tail(path: str, size: int) -> int:
@@ -611,6 +621,23 @@ class History:
         finally:
             if f is not None:
                 f.close()
+
+    def lines_backwards(self) -> Iterator[bytes]:
+        """
+        Every stored line, newest first, with one line and one chunk of a
+        file in memory at a time: for recovery, which looks for the newest
+        events of some kinds. Lines are not parsed (the caller parses the
+        few it wants); a corrupt or torn line comes as it is.
+        """
+        for seg in reversed(list(self._segments)):
+            try:
+                f = open(seg.path, "rb")
+            except FileNotFoundError:
+                continue
+            with f:
+                for line in _lines_backwards(f, seg.size):
+                    if line:
+                        yield line
 
     def page(self, before: int | None, limit: int) -> tuple[list[bytes], bool]:
         """

@@ -26,13 +26,22 @@ def write(directory: str, data: dict[str, Any]) -> None:
     payload = json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, target)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, target)
+    except BaseException:
+        # A full disk: leave no half-written file taking space, the old
+        # metadata stays in force.
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
     dirfd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dirfd)

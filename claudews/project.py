@@ -8,8 +8,16 @@ Prompts run one after another. Each goes through::
 
 and C{finished} always happens exactly once, whatever goes wrong: the
 queue moves on from a failed prompt like from a completed one.
+
+Events are stored before they are sent. When the disk refuses them (full,
+failing), nothing unstored is ever sent: the running prompt fails, the
+events that settle state (L{KEPT}) wait in memory, in order, the queue
+waits, new prompts are refused, and every later write, and a timer, tries
+again; the first one that succeeds stores what waited and the project
+goes on. See docs/storage.rst.
 """
 
+import hashlib
 import os
 import time
 import uuid
@@ -30,6 +38,19 @@ from claudews.subscribers import Subscribers, send_each
 #: What the CLI says when --resume names a conversation it does not have.
 RESUME_FAILED = "No conversation found"
 
+#: Events that must reach the history even when storing them fails at
+#: first: they settle what a client relies on (every queued prompt
+#: finishes exactly once). They wait in memory until the disk takes them;
+#: other events that cannot be stored are dropped, and never sent.
+KEPT = frozenset({"prompt.finished", "permission.resolved", "session.reset"})
+
+#: Seconds between two attempts to store the events that wait.
+STORAGE_RETRY = 5.0
+
+#: At most this many events wait; a disk that stays broken for that long
+#: loses the newest (each prompt adds at most a few).
+MAX_WAITING = 10000
+
 
 @attrs.define(eq=False)
 class Prompt:
@@ -43,6 +64,11 @@ class Prompt:
     has_slot: bool = False
     started: float | None = None
     stop_status: str | None = None
+    stop_error: str | None = None
+    #: Why some of its events are not stored, if some are not.
+    lost: str | None = None
+    #: Whether its text went to the CLI.
+    sent: bool = False
     finished: bool = False
     cost_base: float = 0.0
     baseline: list = attrs.Factory(list)
@@ -113,6 +139,13 @@ class Project:
         self._close_call: Any = None
         self._closing = False
         self._last_prompt_id: str | None = None
+        #: Why the last write failed, while storing events fails.
+        self._storage_error: OSError | None = None
+        #: Events of L{KEPT} kinds that wait for the disk: (time, kind, fields).
+        self._waiting: deque[tuple[float, str, dict]] = deque()
+        self._flushing = False
+        self._dropped = 0
+        self._retry_call: Any = None
         self.subscribers = Subscribers(
             history.read_since, lambda: history.last_seq, fanout, reactor
         )
@@ -156,38 +189,152 @@ class Project:
             "last_seq": self.last_seq,
             "open_prompts": self._open_prompts,
             "markers": self._markers,
+            # Only close() says True: a successor that finds False knows
+            # this server died, and checks the history's tail.
+            "clean": self._clean,
         }
 
-    def save(self) -> None:
+    _clean = False
+    _meta_error: OSError | None = None
+
+    def save(self) -> bool:
+        """
+        Write metadata.json; whether that worked (a failure is logged).
+        """
         try:
             metadata.write(self.directory, self._meta())
         except OSError as e:
             self._log.error(
                 "Could not write metadata of {path}: {error}", path=self.path, error=e
             )
+            self._meta_error = e
+            return False
+        self._meta_error = None
+        return True
+
+    @property
+    def marker_prefix(self) -> str:
+        return marker_prefix(self.directory)
 
     # -- events
 
-    def publish(self, kind: str, fields: dict) -> None:
+    def publish(self, kind: str, fields: dict) -> bool:
         """
-        Store an event in the history, then send it to every subscriber.
+        Store an event in the history, then send it to every subscriber;
+        whether it was stored.
 
         An event that could not be stored is not sent: clients are never
-        told of something a replay would not show.
+        told of something a replay would not show. One of the L{KEPT}
+        kinds then waits, and is stored and sent as soon as the disk takes
+        it again, before any later event; any other is dropped.
         """
+        now = self._now()
+        if self._waiting and (self._flushing or not self._flush()):
+            self._hold(now, kind, fields)
+            return False
+        if self._store(now, kind, fields):
+            if self._storage_error is not None:
+                self._storage_works()
+            return True
+        self._hold(now, kind, fields)
+        return False
+
+    def _store(self, now: float, kind: str, fields: dict) -> bool:
         seq = self._history.last_seq + 1
-        line = encode(event(self.path, seq, timestamp(self._now()), kind, fields))
+        line = encode(event(self.path, seq, timestamp(now), kind, fields))
         try:
             self._history.append(seq, line)
         except OSError as e:
-            self._log.error(
-                "Could not store event {seq} of {path}: {error}",
-                seq=seq,
-                path=self.path,
-                error=e,
-            )
-            return
+            self._storage_failed(e)
+            return False
         self.subscribers.publish(line)
+        return True
+
+    def _hold(self, now: float, kind: str, fields: dict) -> None:
+        if kind in KEPT and len(self._waiting) < MAX_WAITING:
+            self._waiting.append((now, kind, fields))
+        else:
+            self._dropped += 1
+
+    def _flush(self) -> bool:
+        """
+        Store the events that wait, in order; whether all of them were.
+        """
+        self._flushing = True
+        try:
+            while self._waiting:
+                now, kind, fields = self._waiting[0]
+                if not self._store(now, kind, fields):
+                    return False
+                self._waiting.popleft()
+                if kind == "prompt.finished":
+                    self._settled(fields["prompt_id"])
+        finally:
+            self._flushing = False
+        self._storage_works()
+        return True
+
+    def _storage_failed(self, error: OSError) -> None:
+        first = self._storage_error is None
+        self._storage_error = error
+        if self._retry_call is None or not self._retry_call.active():
+            self._retry_call = self._reactor.callLater(STORAGE_RETRY, self._retry)
+        if first:
+            self._log.error(
+                "Cannot store events of {path}: {error}; a running prompt fails, "
+                "new prompts are refused until a write succeeds again",
+                path=self.path,
+                error=error,
+            )
+        prompt = self._current
+        if prompt is not None and prompt.sent and not prompt.finished and prompt.lost is None:
+            # Part of what it did is not on record: it must not go on, nor
+            # finish as if nothing happened. Not stopped from inside the
+            # write that failed: stopping publishes too.
+            prompt.lost = self.storage_problem()
+            self._reactor.callLater(0, self._stop, prompt, "failed", prompt.lost)
+
+    def _storage_works(self) -> None:
+        if self._storage_error is None:
+            return
+        self._log.info(
+            "Storing events of {path} works again ({dropped} events could not "
+            "be stored and were never sent)",
+            path=self.path,
+            dropped=self._dropped,
+        )
+        self._storage_error = None
+        self._dropped = 0
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
+        self._retry_call = None
+        self.save()
+        self._reactor.callLater(0, self._pump)
+
+    def _retry(self) -> None:
+        self._retry_call = None
+        if self._storage_error is None:
+            return
+        # With nothing waiting there is nothing to test the disk with; the
+        # next event will.
+        if self._waiting:
+            self._flush()
+
+    def storage_problem(self) -> str | None:
+        """
+        Why events of this project cannot be stored now, or C{None}.
+        """
+        if self._storage_error is None:
+            return None
+        return "cannot store events: %s" % (self._storage_error,)
+
+    def _settled(self, prompt_id: str) -> None:
+        """
+        A prompt's C{prompt.finished} is on disk: it is no longer open.
+        """
+        if prompt_id in self._open_prompts:
+            self._open_prompts.remove(prompt_id)
+        self.save()
 
     def _publish_fields(self, kind: str, fields: dict) -> None:
         self.publish(kind, fields)
@@ -239,10 +386,10 @@ class Project:
             session_generation=self._session_generation,
         )
         position = len(self._queue) + (1 if self._current else 0)
-        self._queue.append(prompt)
+        # On record as open before its first event: a server that dies
+        # from here on leaves its successor a prompt to interrupt.
         self._open_prompts.append(prompt.id)
-        self.save()
-        self.publish(
+        stored = self.save() and self.publish(
             "prompt.queued",
             {
                 "prompt_id": prompt.id,
@@ -251,11 +398,23 @@ class Project:
                 "position": position,
             },
         )
+        if not stored:
+            self._open_prompts.remove(prompt.id)
+            self.save()
+            raise RequestError(
+                "internal",
+                self.storage_problem()
+                or "cannot store the project's metadata: %s" % (self._meta_error,),
+            )
+        self._queue.append(prompt)
         self._reactor.callLater(0, self._pump)
         return {"prompt_id": prompt.id, "position": position}
 
     def _pump(self) -> None:
         if self._current is not None or not self._queue or self._closing:
+            return
+        if self._waiting:
+            # The disk refuses events: the queue waits until it takes them.
             return
         prompt = self._current = self._queue.popleft()
         self._last_prompt_id = prompt.id
@@ -308,10 +467,14 @@ class Project:
         prompt.cost_base = proc.total_cost
         prompt.started = self._reactor.seconds()
         prompt.baseline = proctree.tree(proc.pid, proc.marker)
-        self.publish(
+        if not self.publish(
             "prompt.started",
             {"prompt_id": prompt.id, "session_id": self.session_id},
-        )
+        ):
+            # A prompt that would run off the record does not run.
+            self._finish(prompt, "failed", error=self.storage_problem())
+            return None
+        prompt.sent = True
         if not proc.send_prompt(prompt.text):
             self._finish(prompt, "failed", error="the CLI process is gone")
             return None
@@ -340,6 +503,7 @@ class Project:
             max_line_bytes=self._config.max_line_bytes,
             reactor=self._reactor,
         )
+        proc.marker = self.marker_prefix + proc.marker
         argv = build_argv(self._config.claude_bin, self.session_id, flags)
         env = build_env(self._environ, self._config.env, proc.marker)
         # Record the marker first: a server that dies from here on leaves
@@ -367,17 +531,19 @@ class Project:
             return [prompt_id]
         raise RequestError("not_found", "no running or queued prompt %r" % (prompt_id,))
 
-    def _stop(self, prompt: Prompt, status: str) -> None:
+    def _stop(self, prompt: Prompt, status: str, error: str | None = None) -> None:
         """
-        Cancel or time out C{prompt}: interrupt, then end the process tree.
+        Cancel, time out or fail C{prompt}: interrupt, then end the process
+        tree.
         """
         if prompt.finished or prompt.stop_status is not None:
             return
         prompt.stop_status = status
+        prompt.stop_error = error
         self.permissions.cancel(prompt.id)
         if prompt.acquiring is not None:
             prompt.acquiring.cancel()
-            self._finish(prompt, status)
+            self._finish(prompt, status, error=error)
             return
         proc = prompt.process
         if proc is None or not proc.interrupt():
@@ -392,7 +558,7 @@ class Project:
         if prompt.finished:
             return
         if prompt.process is None:
-            self._finish(prompt, prompt.stop_status or "failed")
+            self._finish(prompt, prompt.stop_status or "failed", error=prompt.stop_error)
             return
         self._log.info(
             "Prompt {id} did not stop when interrupted; ending its process",
@@ -412,6 +578,8 @@ class Project:
         if prompt.finished:
             return
         prompt.finished = True
+        if prompt.lost is not None and status != "interrupted":
+            status, error = "failed", prompt.lost
         for call in (prompt.timeout_call, prompt.escalate_call):
             if call is not None and call.active():
                 call.cancel()
@@ -425,7 +593,7 @@ class Project:
             turns = result.get("num_turns")
         if duration is None and prompt.started is not None:
             duration = int((self._reactor.seconds() - prompt.started) * 1000)
-        self.publish(
+        stored = self.publish(
             "prompt.finished",
             {
                 "prompt_id": prompt.id,
@@ -438,11 +606,13 @@ class Project:
                 "error": error,
             },
         )
-        if prompt.id in self._open_prompts:
-            self._open_prompts.remove(prompt.id)
-        self.save()
+        if stored:
+            self._settled(prompt.id)
+        # Otherwise it stays open on record until its event is stored: a
+        # server that dies meanwhile has it interrupted by its successor.
         proc = prompt.process
-        if status in ("cancelled", "timeout") and proc is not None and not proc.ended:
+        stopped = status in ("cancelled", "timeout") or prompt.stop_status == status
+        if stopped and proc is not None and not proc.ended:
             # The interrupt stops the CLI, not always what its tools started
             # (the Bash tool puts them in sessions of their own).
             tools = proctree.end_tree(
@@ -473,7 +643,7 @@ class Project:
         )
         kind = message.get("type")
         session = message.get("session_id")
-        if kind == "result" and _lost_session(message):
+        if kind == "result" and lost_session(message):
             # It names the conversation that could not be found.
             session = None
         if (
@@ -493,7 +663,7 @@ class Project:
     def _finish_from_result(self, prompt: Prompt, result: dict) -> None:
         text = result.get("result")
         if prompt.stop_status is not None:
-            self._finish(prompt, prompt.stop_status, result=result)
+            self._finish(prompt, prompt.stop_status, result=result, error=prompt.stop_error)
         elif result.get("is_error") or result.get("subtype") != "success":
             error = text if isinstance(text, str) and text else None
             if error is None:
@@ -546,7 +716,9 @@ class Project:
         if prompt is not None and prompt.process is process and not prompt.finished:
             prompt.has_slot = False
             if prompt.stop_status is not None:
-                self._finish(prompt, prompt.stop_status, exit_code=exit_code)
+                self._finish(
+                    prompt, prompt.stop_status, error=prompt.stop_error, exit_code=exit_code
+                )
             else:
                 tail = process.stderr_tail.strip()
                 if RESUME_FAILED in tail:
@@ -602,7 +774,7 @@ class Project:
         finished are recorded as interrupted, processes it ran are ended.
         """
         for prompt_id in list(self._open_prompts):
-            self.publish(
+            if self.publish(
                 "prompt.finished",
                 {
                     "prompt_id": prompt_id,
@@ -614,8 +786,8 @@ class Project:
                     "num_turns": None,
                     "error": "the server stopped before this prompt finished",
                 },
-            )
-        self._open_prompts = []
+            ):
+                self._open_prompts.remove(prompt_id)
         markers, self._markers = self._markers, []
         self.save()
         ends = [
@@ -650,13 +822,33 @@ class Project:
         return proc.terminate(self._config.kill_grace)
 
     def close(self) -> None:
+        if self._waiting:
+            # A last chance for what waits; what is still refused stays
+            # open in the metadata, and the next start interrupts it.
+            self._flush()
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
         self.subscribers.clear()
+        self._clean = not self._waiting
         self.save()
-        self._history.flush()
+        try:
+            self._history.flush()
+        except OSError as e:
+            self._log.error("fsync of the history of {path} failed: {error}", path=self.path, error=e)
         self._history.close()
 
 
-def _lost_session(result: dict) -> bool:
+def marker_prefix(directory: str) -> str:
+    """
+    What the process markers of the project stored in C{directory} start
+    with: derived from that directory, so a successor finds what a dead
+    server left running even when the metadata listing the markers is lost.
+    """
+    digest = hashlib.sha256(directory.encode("utf-8", "surrogateescape"))
+    return "cw%s-" % (digest.hexdigest()[:16],)
+
+
+def lost_session(result: dict) -> bool:
     """
     Whether a C{result} says the conversation to resume does not exist.
     """

@@ -574,3 +574,35 @@ class RemoveTests(HistoryTestCase):
         self.assertFalse(os.path.exists(self.dir))
         self.assertRaises(ValueError, h.append, 6, event(6))
         self.assertEqual(list(h.read_since(0)), [])
+
+
+class LinesBackwardsTests(HistoryTestCase):
+    def test_newestFirstAcrossFiles(self) -> None:
+        """Every stored line comes back newest first, across rotations."""
+        h = self.open(rotate_bytes=3 * LINE)
+        fill(h, 8)
+        self.assertGreater(len(messages(self.dir)), 2)
+        self.assertEqual(list(h.lines_backwards()), [event(s) for s in range(8, 0, -1)])
+
+    def test_aLineLongerThanAChunkComesWhole(self) -> None:
+        """A line spanning many read chunks is joined exactly, its neighbours intact."""
+        h = self.open()
+        h.append(1, event(1))
+        big = event(2, pad=5 * history_module._CHUNK + 7)
+        h.append(2, big)
+        h.append(3, event(3))
+        self.assertEqual(list(h.lines_backwards()), [event(3), big, event(1)])
+
+    def test_corruptLinesComeAsTheyAre(self) -> None:
+        """The caller parses: junk lines are not hidden, empty ones are."""
+        h = self.open()
+        fill(h, 2)
+        h.close()
+        with open(self.path(LATEST), "ab") as f:
+            f.write(b"junk\n\n")
+        h = self.open()
+        self.assertEqual(list(h.lines_backwards()), [b"junk", event(2), event(1)])
+
+    def test_emptyHistoryHasNoLines(self) -> None:
+        """Nothing stored, nothing read."""
+        self.assertEqual(list(self.open().lines_backwards()), [])

@@ -9,6 +9,7 @@ lines to the protocol. The fake pids are above any real pid, so the real
 L{proctree} look-ups (kept in several tests) find nothing.
 """
 
+import errno
 import itertools
 import json
 import os
@@ -24,6 +25,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from claudews import metadata, proctree
+from claudews import project as project_module
 from claudews.errors import RequestError
 from claudews.history import History
 from claudews.project import Project, ProjectConfig
@@ -1448,3 +1450,238 @@ class IdleTests(ProjectTestCase):
         [cli] = self.reactor.spawned
         self.reactor.advance(120.0)
         self.assertFalse(cli.transport.stdin_closed)
+
+
+class Disk:
+    """
+    Makes a project's storage fail like a full disk while C{full} is set:
+    history appends and metadata writes raise ENOSPC, and store nothing.
+    """
+
+    def __init__(self, testcase, history, directory):
+        self.full = False
+        self.refused = 0
+        append, write = history.append, metadata.write
+
+        def failing_append(seq, line):
+            self._check()
+            append(seq, line)
+
+        def failing_write(where, data):
+            if where == directory:
+                self._check()
+            write(where, data)
+
+        testcase.patch(history, "append", failing_append)
+        testcase.patch(metadata, "write", failing_write)
+
+    def _check(self):
+        if self.full:
+            self.refused += 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+NO_SPACE = "cannot store events: [Errno 28] No space left on device"
+
+
+class StorageFailureTests(ProjectTestCase):
+    def broken_run(self, fx):
+        """A prompt runs; the disk fills while it streams; its CLI obeys the interrupt."""
+        disk = Disk(self, fx.history, fx.directory)
+        prompt = self.submit(fx, "one")
+        [cli] = self.reactor.spawned
+        cli.init("S-1")
+        disk.full = True
+        cli.assistant("S-1", "lost")
+        self.reactor.advance(0)
+        return disk, prompt, cli
+
+    def test_a_failed_write_fails_the_running_prompt_and_stops_its_cli(self):
+        """The CLI is interrupted; its prompt finishes failed, naming the cause."""
+        fx = self.make()
+        disk, prompt, cli = self.broken_run(fx)
+        self.assertEqual(len(cli.interrupts), 1)
+        cli.result("S-1", subtype="error_during_execution", is_error=True, text=None)
+        self.assertFalse(fx.project.running)
+        self.assertIsNone(fx.finished(prompt))  # not stored yet: not sent either
+        disk.full = False
+        self.reactor.advance(project_module.STORAGE_RETRY)
+        finished = fx.finished(prompt)
+        self.assertEqual((finished["status"], finished["error"]), ("failed", NO_SPACE))
+        self.assertEqual(fx.meta()["open_prompts"], [])
+
+    def test_events_that_could_not_be_stored_are_never_sent(self):
+        """Subscribers get exactly the stored events, gap-free, nothing else."""
+        fx = self.make()
+        disk, prompt, cli = self.broken_run(fx)
+        cli.result("S-1", subtype="error_during_execution", is_error=True, text=None)
+        disk.full = False
+        self.reactor.advance(project_module.STORAGE_RETRY)
+        events = fx.events()
+        self.assertEqual(fx.subscriber.lines, [line for _, line in fx.history.read_since(0)])
+        self.assertEqual([e["seq"] for e in events], list(range(1, len(events) + 1)))
+        self.assertEqual(
+            [e["event"] for e in events],
+            ["prompt.queued", "prompt.started", "claude", "prompt.finished"],
+        )
+        self.assertNotIn("lost", str(events))
+
+    def test_new_prompts_are_refused_naming_the_cause_until_writes_work(self):
+        """submit raises internal with the OS error; it is accepted once space is back."""
+        fx = self.make()
+        disk, prompt, cli = self.broken_run(fx)
+        cli.result("S-1", subtype="error_during_execution", is_error=True, text=None)
+        e = self.assertRaises(RequestError, fx.project.submit, "two", {}, ())
+        self.assertEqual((e.code, e.message), ("internal", NO_SPACE))
+        self.assertEqual(fx.meta()["open_prompts"], [prompt])
+        disk.full = False
+        second = self.submit(fx, "two")
+        # What waited comes first, then the new prompt.
+        self.assertEqual(
+            [(e["event"], e["prompt_id"]) for e in fx.events()][-3:],
+            [("prompt.finished", prompt), ("prompt.queued", second),
+             ("prompt.started", second)],
+        )
+        self.assertEqual(cli.prompts, ["one", "two"])
+
+    def test_a_refused_prompt_leaves_no_trace(self):
+        """A prompt refused at submit is neither queued nor open, and never runs."""
+        fx = self.make()
+        fx.project.save()
+        disk = Disk(self, fx.history, fx.directory)
+        disk.full = True
+        self.assertRaises(RequestError, fx.project.submit, "one", {}, ())
+        self.reactor.advance(project_module.STORAGE_RETRY)
+        disk.full = False
+        self.reactor.advance(project_module.STORAGE_RETRY)
+        self.assertEqual(self.reactor.spawned, [])
+        self.assertEqual(fx.events(), [])
+        self.assertEqual(fx.project.describe()["queue"], 0)
+        self.assertEqual(fx.meta()["open_prompts"], [])
+
+    def test_metadata_that_cannot_be_written_refuses_the_prompt(self):
+        """An unrecorded open prompt could not be interrupted after a crash: refused."""
+        fx = self.make()
+        fails = [True]
+        write = metadata.write
+
+        def flaky(directory, data):
+            if fails and data["open_prompts"]:
+                raise OSError(errno.EIO, "Input/output error")
+            write(directory, data)
+
+        self.patch(metadata, "write", flaky)
+        e = self.assertRaises(RequestError, fx.project.submit, "one", {}, ())
+        self.assertEqual(e.code, "internal")
+        self.assertEqual(fx.events(), [])
+
+    def test_the_queue_waits_while_events_wait_and_resumes_on_its_own(self):
+        """A queued prompt does not start on a broken disk; the retry timer resumes it."""
+        fx = self.make()
+        disk = Disk(self, fx.history, fx.directory)
+        first = self.submit(fx, "one")
+        second = self.submit(fx, "two")
+        [cli] = self.reactor.spawned
+        disk.full = True
+        cli.init("S-1")
+        self.reactor.advance(0)
+        cli.result("S-1", subtype="error_during_execution", is_error=True, text=None)
+        self.reactor.advance(project_module.STORAGE_RETRY * 3)
+        self.assertEqual(cli.prompts, ["one"])
+        self.assertFalse(fx.project.running)
+        disk.full = False
+        self.reactor.advance(project_module.STORAGE_RETRY)
+        self.reactor.advance(0)
+        self.assertEqual(fx.finished(first)["status"], "failed")
+        self.assertEqual(cli.prompts, ["one", "two"])
+        self.assertEqual(len(fx.started(second)), 1)
+        self.complete(cli)
+        self.assertEqual(fx.finished(second)["status"], "completed")
+        self.assertEqual(fx.meta()["open_prompts"], [])
+
+    def test_a_prompt_whose_start_cannot_be_stored_never_reaches_the_cli(self):
+        """prompt.started refused: the prompt fails without running."""
+        fx = self.make()
+        disk = Disk(self, fx.history, fx.directory)
+        fx.project.submit("one", {}, ())
+        disk.full = True
+        self.reactor.advance(0)
+        [cli] = self.reactor.spawned
+        self.assertEqual(cli.prompts, [])
+        self.assertFalse(fx.project.running)
+        disk.full = False
+        self.reactor.advance(project_module.STORAGE_RETRY)
+        [finished] = fx.events("prompt.finished")
+        self.assertEqual((finished["status"], finished["error"]), ("failed", NO_SPACE))
+        self.assertEqual(fx.started(finished["prompt_id"]), [])
+
+    def test_a_cli_that_ignores_the_interrupt_is_ended(self):
+        """No result within kill_grace: the tree is ended, the prompt fails all the same."""
+        ends = self.end_tree()
+        fx = self.make()
+        disk, prompt, cli = self.broken_run(fx)
+        self.reactor.advance(CONFIG.kill_grace)
+        self.assertIn(cli.proto.marker, [c.marker for c in ends.calls])
+        cli.exit(None, signal.SIGTERM)
+        disk.full = False
+        self.reactor.advance(project_module.STORAGE_RETRY)
+        finished = fx.finished(prompt)
+        self.assertEqual((finished["status"], finished["error"]), ("failed", NO_SPACE))
+
+    def test_other_projects_keep_working(self):
+        """One project's broken storage does not touch another's."""
+        fx = self.make("a")
+        other = self.make("b")
+        disk, prompt, cli = self.broken_run(fx)
+        second = self.submit(other, "hello")
+        self.complete(self.reactor.spawned[-1])
+        self.assertEqual(other.finished(second)["status"], "completed")
+        self.assertIsNone(other.project.storage_problem())
+        self.assertEqual(fx.project.storage_problem(), NO_SPACE)
+
+    def test_a_crash_while_the_finish_waits_interrupts_the_prompt_exactly_once(self):
+        """The unstored failure is lost with the server; the successor interrupts it once."""
+        fx = self.make()
+        disk, prompt, cli = self.broken_run(fx)
+        cli.result("S-1", subtype="error_during_execution", is_error=True, text=None)
+        disk.full = False
+        meta = fx.meta()  # the server dies before any retry
+        self.assertEqual(meta["open_prompts"], [prompt])
+        fx.history.close()
+        self.reactor = ProcessReactor()
+        again = self.make(meta=meta, directory=fx.directory,
+                          supervisor=Supervisor(4, 600.0, reactor=self.reactor))
+        self.successResultOf(again.project.recover())
+        [finished] = again.events("prompt.finished")
+        self.assertEqual((finished["prompt_id"], finished["status"]), (prompt, "interrupted"))
+        self.assertEqual(again.meta()["open_prompts"], [])
+
+    def test_shutdown_on_a_broken_disk_leaves_the_prompts_open_on_record(self):
+        """Interrupted events that cannot be stored keep the prompts open for the next start."""
+        fx = self.make()
+        first = fx.project.submit("one", {}, ())["prompt_id"]
+        self.reactor.advance(0)
+        disk = Disk(self, fx.history, fx.directory)
+        disk.full = True
+        fx.project.shutdown()
+        fx.project.close()
+        disk.full = False
+        meta = fx.meta()
+        self.assertEqual((meta["open_prompts"], meta["clean"]), ([first], False))
+        self.assertEqual(fx.events("prompt.finished"), [])
+
+    def test_a_prompt_that_lost_events_never_finishes_completed(self):
+        """The CLI's success result right after a refused write: failed all the same."""
+        fx = self.make()
+        disk = Disk(self, fx.history, fx.directory)
+        prompt = self.submit(fx, "one")
+        [cli] = self.reactor.spawned
+        cli.init("S-1")
+        disk.full = True
+        cli.assistant("S-1")
+        cli.result("S-1")
+        disk.full = False
+        self.reactor.advance(project_module.STORAGE_RETRY)
+        finished = fx.finished(prompt)
+        self.assertEqual((finished["status"], finished["error"]), ("failed", NO_SPACE))
+        self.assertEqual(cli.interrupts, [])
