@@ -27,6 +27,7 @@ from typing import Any, Callable
 import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from claudews import metadata, proctree
 from claudews.errors import RequestError
@@ -137,6 +138,8 @@ class Project:
         self._retiring: defer.Deferred | None = None
         self._proc_stale = False
         self._close_call: Any = None
+        #: end_tree calls for processes that exited by themselves.
+        self._ending: set[defer.Deferred] = set()
         self._closing = False
         self._last_prompt_id: str | None = None
         #: Why the last write failed, while storing events fails.
@@ -702,8 +705,7 @@ class Project:
         )
 
     def cli_exited(self, process: ClaudeProcess, exit_code: int | None, signal: int | None) -> None:
-        if process.marker in self._markers:
-            self._markers.remove(process.marker)
+        self._end_leftovers(process.marker)
         if process is self._proc:
             # First forget the process: finishing the prompt starts the
             # next one, which must not be handed a dead process.
@@ -731,6 +733,28 @@ class Project:
                 self._finish(prompt, "failed", error=error, exit_code=exit_code)
         else:
             self.save()
+
+    def _end_leftovers(self, marker: str) -> None:
+        """
+        A CLI that exits by itself (its input closed, a crash) leaves what
+        its tools started in sessions of their own running: end it too.
+        The marker stays on record until that is done, so that a server
+        that dies meanwhile leaves its successor a way to find them.
+        """
+        ending = proctree.end_tree(
+            None, marker, grace=self._config.kill_grace, reactor=self._reactor
+        )
+        self._ending.add(ending)
+
+        def ended(result: Any) -> None:
+            self._ending.discard(ending)
+            if marker in self._markers:
+                self._markers.remove(marker)
+                self.save()
+            if isinstance(result, Failure):
+                self._log.failure("Ending what a CLI left failed", result)
+
+        ending.addBoth(ended)
 
     def _resume_failed(self, detail: str) -> str:
         lost = self.session_id
@@ -817,9 +841,13 @@ class Project:
             self._finish(prompt, status, error=error)
         self._supervisor.forget(self)
         proc = self._proc
-        if proc is None:
-            return defer.succeed(None)
-        return proc.terminate(self._config.kill_grace)
+        ends = list(self._ending)
+        if proc is not None:
+            ends.append(proc.terminate(self._config.kill_grace))
+        # What processes that already exited left behind is ended too.
+        done = defer.DeferredList(ends, consumeErrors=True)
+        done.addCallback(lambda _: defer.DeferredList(list(self._ending), consumeErrors=True))
+        return done.addCallback(lambda _: None)
 
     def close(self) -> None:
         if self._waiting:

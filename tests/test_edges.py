@@ -285,13 +285,6 @@ def test_shutdown_leaves_no_grandchild_of_cancelled_or_finished_prompts(
     assert alive(started + cli_pids) == []
 
 
-@pytest.mark.xfail(
-    reason="a CLI that exits by itself (closed for idleness: it exits on end "
-    "of input; or crashed) leaves its tools' processes running, and "
-    "Project.cli_exited forgets its marker without ending them: they outlive "
-    "the server",
-    strict=True,
-)
 @pytest.mark.parametrize(
     "text, settings",
     [("grandchild", {"idle_timeout": 1}), ("grandchild crash", {})],

@@ -1214,6 +1214,8 @@ class ShutdownTests(ProjectTestCase):
         self.assertTrue(cli.transport.stdin_closed)
         self.assertNoResult(d)
         cli.exit(None, signal.SIGTERM)
+        # Then what the exited CLI might have left behind is looked for.
+        self.reactor.advance(1)
         self.assertIsNone(self.successResultOf(d))
         self.assertEqual(fx.meta()["open_prompts"], [])
         self.assertEqual(fx.meta()["markers"], [])
@@ -1432,7 +1434,7 @@ class IdleTests(ProjectTestCase):
         self.assertFalse(self.supervisor.holds(fx.project))
 
     def test_a_process_that_exits_when_closed_is_not_ended_later(self):
-        """A closed process that exits within kill_grace is not ended afterwards."""
+        """A closed process that exits within kill_grace is not terminated afterwards."""
         ends = self.end_tree()
         fx = self.make()
         self.submit(fx)
@@ -1441,7 +1443,29 @@ class IdleTests(ProjectTestCase):
         self.reactor.advance(60.0)
         cli.exit(0)
         self.reactor.advance(CONFIG.kill_grace)
-        self.assertEqual(ends.calls, [])
+        # Only what its tools may have left is looked for, by marker.
+        self.assertEqual([(c.pid, c.marker) for c in ends.calls], [(None, cli.proto.marker)])
+
+    def test_what_an_exited_process_left_is_ended_and_its_marker_kept_until_then(self):
+        """A CLI that exits by itself: its marker is ended, then forgotten."""
+        fx = self.make()
+        ending = defer.Deferred()
+        calls = []
+
+        def end_tree(pid, marker, **kwargs):
+            calls.append((pid, marker))
+            return ending
+
+        self.patch(proctree, "end_tree", end_tree)
+        self.submit(fx)
+        [cli] = self.reactor.spawned
+        cli.result("S-1")
+        marker = cli.proto.marker
+        cli.exit(0)
+        self.assertEqual(calls, [(None, marker)])
+        self.assertEqual(fx.meta()["markers"], [marker])
+        ending.callback([])
+        self.assertEqual(fx.meta()["markers"], [])
 
     def test_a_busy_process_is_not_closed(self):
         """The idle timer does not run while a prompt runs."""
