@@ -259,6 +259,22 @@ class Client:
         ]
 
 
+def is_tool_use(event):
+    """
+    Whether C{event} is a C{claude} event carrying an assistant tool call
+    (not merely a message with a C{parent_tool_use_id} field).
+    """
+    if event.get("event") != "claude":
+        return False
+    message = event["message"]
+    if message.get("type") != "assistant":
+        return False
+    content = message.get("message", {}).get("content")
+    return isinstance(content, list) and any(
+        isinstance(block, dict) and block.get("type") == "tool_use" for block in content
+    )
+
+
 def alive(pids):
     """The pids among C{pids} that name a live (non-zombie) process."""
     living = []

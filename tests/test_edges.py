@@ -16,7 +16,7 @@ import psutil
 import pytest
 import websocket
 
-from tests.harness import DEADLINE, Client, alive
+from tests.harness import DEADLINE, Client, alive, is_tool_use
 
 pytestmark = pytest.mark.integration
 
@@ -96,10 +96,6 @@ def is_init(message):
         and message["message"].get("type") == "system"
         and message["message"].get("subtype") == "init"
     )
-
-
-def is_tool_use(message):
-    return message.get("event") == "claude" and "tool_use" in str(message["message"])
 
 
 def replay_all(server, path, **fields):

@@ -9,7 +9,7 @@ import psutil
 import pytest
 import websocket
 
-from tests.harness import Closed, alive
+from tests.harness import Closed, alive, is_tool_use
 
 pytestmark = pytest.mark.integration
 
@@ -93,11 +93,7 @@ def test_cancel_stops_a_running_tool_and_leaves_no_process(tmp_path, make_server
     c.ok("project.create", path=path)
     c.ok("subscribe", path=path)
     pid = prompt(c, path, "tool-sleep:600")
-    c.wait_event(
-        lambda m: m.get("event") == "claude"
-        and m["message"].get("type") == "assistant"
-        and "tool_use" in str(m["message"])
-    )
+    c.wait_event(is_tool_use)
     assert c.ok("cancel", path=path) == {"cancelled": [pid]}
     assert c.finished(pid)["status"] == "cancelled"
     tools = read_pids(pidfile)
@@ -200,7 +196,7 @@ def test_shutdown_interrupts_running_and_queued_prompts(tmp_path, make_server):
     running = prompt(c, path, "tool-sleep:600")
     queued = prompt(c, path, "later")
     c.wait_event(lambda m: m.get("event") == "prompt.started")
-    c.wait_event(lambda m: "tool_use" in str(m.get("message")))
+    c.wait_event(is_tool_use)
     clis = [p.pid for p in psutil.Process(server.process.pid).children(recursive=True)]
     server.stop_cleanly()
     statuses = {}
