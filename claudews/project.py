@@ -9,12 +9,11 @@ Prompts run one after another. Each goes through::
 and C{finished} always happens exactly once, whatever goes wrong: the
 queue moves on from a failed prompt like from a completed one.
 
-Events are stored before they are sent. When the disk refuses them (full,
-failing), nothing unstored is ever sent: the running prompt fails, the
-events that settle state (L{KEPT}) wait in memory, in order, the queue
-waits, new prompts are refused, and every later write, and a timer, tries
-again; the first one that succeeds stores what waited and the project
-goes on. See docs/storage.rst.
+Events are stored before they are sent (L{claudews.eventlog}). When the
+disk refuses them (full, failing), nothing unstored is ever sent: the
+running prompt fails, the events that settle state wait in memory, the
+queue waits and new prompts are refused until a write succeeds again;
+then the project goes on. See docs/storage.rst.
 """
 
 import hashlib
@@ -31,26 +30,14 @@ from twisted.python.failure import Failure
 
 from claudews import metadata, proctree
 from claudews.errors import RequestError
-from claudews.events import encode, event, timestamp
+from claudews.eventlog import EventLog
+from claudews.events import timestamp
 from claudews.permissions import PermissionBroker
 from claudews.runner import ClaudeProcess, build_argv, build_env
-from claudews.subscribers import Subscribers, send_each
+from claudews.subscribers import send_each
 
 #: What the CLI says when --resume names a conversation it does not have.
 RESUME_FAILED = "No conversation found"
-
-#: Events that must reach the history even when storing them fails at
-#: first: they settle what a client relies on (every queued prompt
-#: finishes exactly once). They wait in memory until the disk takes them;
-#: other events that cannot be stored are dropped, and never sent.
-KEPT = frozenset({"prompt.finished", "permission.resolved", "session.reset"})
-
-#: Seconds between two attempts to store the events that wait.
-STORAGE_RETRY = 5.0
-
-#: At most this many events wait; a disk that stays broken for that long
-#: loses the newest (each prompt adds at most a few).
-MAX_WAITING = 10000
 
 
 @attrs.define(eq=False)
@@ -142,16 +129,16 @@ class Project:
         self._ending: set[defer.Deferred] = set()
         self._closing = False
         self._last_prompt_id: str | None = None
-        #: Why the last write failed, while storing events fails.
-        self._storage_error: OSError | None = None
-        #: Events of L{KEPT} kinds that wait for the disk: (time, kind, fields).
-        self._waiting: deque[tuple[float, str, dict]] = deque()
-        self._flushing = False
-        self._dropped = 0
-        self._retry_call: Any = None
-        self.subscribers = Subscribers(
-            history.read_since, lambda: history.last_seq, fanout, reactor
+        self._events = EventLog(
+            path=path,
+            history=history,
+            fanout=fanout,
+            reactor=reactor,
+            broken=self._storage_failed,
+            works_again=self._storage_works,
+            finish_stored=self._settled,
         )
+        self.subscribers = self._events.subscribers
         self.permissions = PermissionBroker(
             self._publish_fields, config.permission_timeout, reactor
         )
@@ -160,11 +147,11 @@ class Project:
 
     @property
     def last_seq(self) -> int:
-        return self._history.last_seq
+        return self._events.last_seq
 
     @property
     def first_seq(self) -> int:
-        return self._history.first_seq
+        return self._events.first_seq
 
     @property
     def running(self) -> bool:
@@ -224,112 +211,35 @@ class Project:
     def publish(self, kind: str, fields: dict) -> bool:
         """
         Store an event in the history, then send it to every subscriber;
-        whether it was stored.
-
-        An event that could not be stored is not sent: clients are never
-        told of something a replay would not show. One of the L{KEPT}
-        kinds then waits, and is stored and sent as soon as the disk takes
-        it again, before any later event; any other is dropped.
+        whether it was stored (L{EventLog.publish}).
         """
-        now = self._now()
-        if self._waiting and (self._flushing or not self._flush()):
-            self._hold(now, kind, fields)
-            return False
-        if self._store(now, kind, fields):
-            if self._storage_error is not None:
-                self._storage_works()
-            return True
-        self._hold(now, kind, fields)
-        return False
-
-    def _store(self, now: float, kind: str, fields: dict) -> bool:
-        seq = self._history.last_seq + 1
-        line = encode(event(self.path, seq, timestamp(now), kind, fields))
-        try:
-            self._history.append(seq, line)
-        except OSError as e:
-            self._storage_failed(e)
-            return False
-        self.subscribers.publish(line)
-        return True
-
-    def _hold(self, now: float, kind: str, fields: dict) -> None:
-        if kind in KEPT and len(self._waiting) < MAX_WAITING:
-            self._waiting.append((now, kind, fields))
-        else:
-            self._dropped += 1
-
-    def _flush(self) -> bool:
-        """
-        Store the events that wait, in order; whether all of them were.
-        """
-        self._flushing = True
-        try:
-            while self._waiting:
-                now, kind, fields = self._waiting[0]
-                if not self._store(now, kind, fields):
-                    return False
-                self._waiting.popleft()
-                if kind == "prompt.finished":
-                    self._settled(fields["prompt_id"])
-        finally:
-            self._flushing = False
-        self._storage_works()
-        return True
-
-    def _storage_failed(self, error: OSError) -> None:
-        first = self._storage_error is None
-        self._storage_error = error
-        if self._retry_call is None or not self._retry_call.active():
-            self._retry_call = self._reactor.callLater(STORAGE_RETRY, self._retry)
-        if first:
-            self._log.error(
-                "Cannot store events of {path}: {error}; a running prompt fails, "
-                "new prompts are refused until a write succeeds again",
-                path=self.path,
-                error=error,
-            )
-        prompt = self._current
-        if prompt is not None and prompt.sent and not prompt.finished and prompt.lost is None:
-            # Part of what it did is not on record: it must not go on, nor
-            # finish as if nothing happened. Not stopped from inside the
-            # write that failed: stopping publishes too.
-            prompt.lost = self.storage_problem()
-            self._reactor.callLater(0, self._stop, prompt, "failed", prompt.lost)
-
-    def _storage_works(self) -> None:
-        if self._storage_error is None:
-            return
-        self._log.info(
-            "Storing events of {path} works again ({dropped} events could not "
-            "be stored and were never sent)",
-            path=self.path,
-            dropped=self._dropped,
-        )
-        self._storage_error = None
-        self._dropped = 0
-        if self._retry_call is not None and self._retry_call.active():
-            self._retry_call.cancel()
-        self._retry_call = None
-        self.save()
-        self._reactor.callLater(0, self._pump)
-
-    def _retry(self) -> None:
-        self._retry_call = None
-        if self._storage_error is None:
-            return
-        # With nothing waiting there is nothing to test the disk with; the
-        # next event will.
-        if self._waiting:
-            self._flush()
+        return self._events.publish(kind, fields)
 
     def storage_problem(self) -> str | None:
         """
         Why events of this project cannot be stored now, or C{None}.
         """
-        if self._storage_error is None:
-            return None
-        return "cannot store events: %s" % (self._storage_error,)
+        return self._events.problem()
+
+    def _storage_failed(self, problem: str) -> None:
+        """
+        A write failed: the running prompt, if it already reached the CLI,
+        fails with C{problem}.
+        """
+        prompt = self._current
+        if prompt is not None and prompt.sent and not prompt.finished and prompt.lost is None:
+            # Part of what it did is not on record: it must not go on, nor
+            # finish as if nothing happened. Not stopped from inside the
+            # write that failed: stopping publishes too.
+            prompt.lost = problem
+            self._reactor.callLater(0, self._stop, prompt, "failed", prompt.lost)
+
+    def _storage_works(self) -> None:
+        """
+        A write succeeds again: the metadata catches up, the queue moves.
+        """
+        self.save()
+        self._reactor.callLater(0, self._pump)
 
     def _settled(self, prompt_id: str) -> None:
         """
@@ -342,19 +252,11 @@ class Project:
     def _publish_fields(self, kind: str, fields: dict) -> None:
         self.publish(kind, fields)
 
-    def _now(self) -> float:
-        seconds = getattr(self._reactor, "seconds", None)
-        # A test Clock starts at 0; event times are wall-clock times.
-        now = seconds() if seconds is not None else 0
-        return now if now > 1e9 else time.time()
-
     def subscribe(self, subscriber: Any, since: int | None, epoch: Any = None) -> dict:
-        if since is not None and (
-            (epoch is not None and epoch != self.epoch) or since > self.last_seq
-        ):
+        if since is not None and epoch is not None and epoch != self.epoch:
             # The client's seq belongs to an earlier history of this path.
             since = 0
-        self.subscribers.add(subscriber, since)
+        self._events.subscribe(subscriber, since)
         return {
             "project": self.describe(),
             "last_seq": self.last_seq,
@@ -365,7 +267,7 @@ class Project:
         }
 
     def history_page(self, before: int | None, limit: int) -> tuple[list[bytes], bool]:
-        return self._history.page(before, limit)
+        return self._events.page(before, limit)
 
     # -- prompts
 
@@ -416,7 +318,7 @@ class Project:
     def _pump(self) -> None:
         if self._current is not None or not self._queue or self._closing:
             return
-        if self._waiting:
+        if self._events.waiting:
             # The disk refuses events: the queue waits until it takes them.
             return
         prompt = self._current = self._queue.popleft()
@@ -850,20 +752,11 @@ class Project:
         return done.addCallback(lambda _: None)
 
     def close(self) -> None:
-        if self._waiting:
-            # A last chance for what waits; what is still refused stays
-            # open in the metadata, and the next start interrupts it.
-            self._flush()
-        if self._retry_call is not None and self._retry_call.active():
-            self._retry_call.cancel()
-        self.subscribers.clear()
-        self._clean = not self._waiting
+        # A last chance for what waits; what is still refused stays open
+        # in the metadata, and the next start interrupts it.
+        self._clean = self._events.stop()
         self.save()
-        try:
-            self._history.flush()
-        except OSError as e:
-            self._log.error("fsync of the history of {path} failed: {error}", path=self.path, error=e)
-        self._history.close()
+        self._events.close()
 
 
 def marker_prefix(directory: str) -> str:

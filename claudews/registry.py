@@ -10,158 +10,27 @@ C{id} is derived from the canonical path (L{claudews.paths.project_id}); no
 text a client sent ever becomes part of a file name.
 
 A server that died leaves metadata that may be behind its history (or
-none at all, or a damaged one): at start, the newest events of such a
-project's history settle which prompts are still open, and rebuild what
-the metadata lost (L{scan_tail}).
+none at all, or a damaged one): at start, such a project's metadata is
+settled or rebuilt from its history (L{claudews.recovery}).
 """
 
-import calendar
-import json
 import os
 import shutil
 import time
 import uuid
-from typing import Any, Callable, Iterable
-
-import attrs
+from typing import Any, Callable
 
 from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from claudews import metadata, paths, proctree
+from claudews import metadata, paths, recovery
 from claudews.errors import RequestError
 from claudews.events import timestamp
 from claudews.history import History
-from claudews.project import Project, ProjectConfig, lost_session, marker_prefix
+from claudews.project import Project, ProjectConfig
 from claudews.subscribers import send_each
 from claudews.supervisor import Supervisor
-
-
-#: After the point where the history settles every earlier prompt, at most
-#: this many more lines are read looking for prompts the metadata names.
-SCAN_BEYOND = 10000
-
-
-@attrs.define
-class Tail:
-    """
-    What the newest events of a history tell about the state they leave.
-
-    @ivar session_id: the conversation the project was in, if C{session_known}.
-    @ivar open_prompts: prompts queued or started whose C{prompt.finished}
-        is not stored, oldest first.
-    @ivar finished: the prompts whose C{prompt.finished} was seen.
-    """
-
-    session_id: str | None = None
-    session_known: bool = False
-    open_prompts: list[str] = attrs.Factory(list)
-    finished: set[str] = attrs.Factory(set)
-
-
-_KINDS = (b'"event":"prompt.', b'"event":"session.reset"')
-
-
-def _session_of(event: dict) -> tuple[bool, str | None]:
-    """
-    Whether C{event} says which conversation the project was in, and which.
-    """
-    kind = event.get("event")
-    if kind == "session.reset":
-        return True, None
-    if kind in ("prompt.started", "prompt.finished"):
-        # Both carry the project's session at that moment.
-        session = event.get("session_id")
-        return True, session if isinstance(session, str) and session else None
-    message = event.get("message")
-    if kind != "claude" or not isinstance(message, dict):
-        return False, None
-    session = message.get("session_id")
-    if not isinstance(session, str) or not session:
-        return False, None
-    if message.get("type") == "system" and message.get("subtype") == "init":
-        return True, session
-    if message.get("type") == "result" and not lost_session(message):
-        return True, session
-    return False, None
-
-
-def scan_tail(history: History, wanted: Iterable[str] = ()) -> Tail:
-    """
-    Read C{history} backwards as far as it takes to know its open prompts
-    and its session, with one line in memory at a time.
-
-    Prompts run in the order they were queued, one at a time, so every
-    prompt queued before the newest started one has finished before it
-    started: the scan stops at the C{prompt.queued} of the newest started
-    prompt, or, while some of the C{wanted} prompts (the metadata's open
-    ones) are neither seen queued nor finished, L{SCAN_BEYOND} lines later.
-    A history without any started prompt is read to its start.
-    """
-    tail = Tail()
-    unresolved = set(wanted)
-    order: dict[str, int] = {}
-    newest_started: str | None = None
-    settled = False
-    beyond = 0
-    for line in history.lines_backwards():
-        if settled:
-            beyond += 1
-            if not unresolved or beyond > SCAN_BEYOND:
-                break
-        # The envelope comes first: its kind is near the start of the line.
-        head = line[:8192]
-        relevant = any(k in head for k in _KINDS) or (
-            not tail.session_known and b'"event":"claude"' in head and b'"session_id"' in line
-        )
-        if not relevant:
-            continue
-        try:
-            event = json.loads(line)
-        except (ValueError, RecursionError):
-            continue
-        if not isinstance(event, dict) or type(event.get("seq")) is not int:
-            continue
-        if not tail.session_known:
-            tail.session_known, tail.session_id = _session_of(event)
-        kind, prompt_id = event.get("event"), event.get("prompt_id")
-        if not isinstance(prompt_id, str):
-            continue
-        if kind == "prompt.finished":
-            tail.finished.add(prompt_id)
-            unresolved.discard(prompt_id)
-        elif kind in ("prompt.queued", "prompt.started"):
-            unresolved.discard(prompt_id)
-            if prompt_id not in tail.finished:
-                # The queued event, the older, gives the queue order.
-                order[prompt_id] = event["seq"]
-            if kind == "prompt.started" and newest_started is None:
-                newest_started = prompt_id
-            elif kind == "prompt.queued" and prompt_id == newest_started:
-                settled = True
-    tail.open_prompts = sorted(order, key=order.__getitem__)
-    return tail
-
-
-def _left_running(directory: str) -> list[str]:
-    """
-    The markers of processes that a server which kept its data in
-    C{directory} started and left running.
-    """
-    markers = {proctree.marker_of(p) for p in proctree.find_marked(prefix=marker_prefix(directory))}
-    return sorted(m for m in markers if m)
-
-
-def _millis(ts: Any) -> int | None:
-    """
-    An event's C{ts} ("2026-11-26T10:27:06.106Z") in ms since the epoch.
-    """
-    try:
-        whole = calendar.timegm(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S"))
-        return whole * 1000 + int(ts[20:23])
-    except (TypeError, ValueError):
-        return None
 
 
 def project_config(settings: Any) -> ProjectConfig:
@@ -247,76 +116,40 @@ class Registry(service.Service):
 
     def _settle(self, directory: str, history: History, meta: dict) -> dict:
         """
-        The server that wrote C{meta} died: its metadata may be behind its
-        history. A prompt open in it whose C{prompt.finished} is stored is
-        not open; one open in the history that it missed is.
+        The server that wrote C{meta} died: its metadata, brought up to
+        date with its history (L{recovery.settle}).
         """
-        listed = [p for p in meta.get("open_prompts") or () if isinstance(p, str)]
-        tail = scan_tail(history, listed)
-        done = [p for p in listed if p in tail.finished]
-        missed = [p for p in tail.open_prompts if p not in listed]
-        if done or missed:
+        settled = recovery.settle(directory, history, meta)
+        if settled.done or settled.missed:
             self._log.warn(
                 "{dir}: the history shows prompts {done} finished and {missed} open, "
                 "which its metadata did not",
                 dir=directory,
-                done=done,
-                missed=missed,
+                done=settled.done,
+                missed=settled.missed,
             )
-        markers = list(meta.get("markers") or ())
-        markers += [m for m in _left_running(directory) if m not in markers]
-        return dict(
-            meta,
-            open_prompts=[p for p in listed if p not in done] + missed,
-            markers=markers,
-        )
+        return settled.meta
 
     def _rebuild(self, directory: str, history: History) -> dict | None:
         """
-        Metadata lost or damaged: rebuild it from the history.
-
-        The path comes from the newest event; C{created_at} and the epoch
-        from the oldest stored one (its time in ms: stable, and unlike any
-        epoch an earlier history of the path had, so clients replay this
-        history from its start, which costs a replay and loses nothing);
-        the session and the open prompts from the newest events
-        (L{scan_tail}); the processes to end from their markers.
+        Metadata lost or damaged: rebuilt from the history
+        (L{recovery.rebuild}), or C{None} when the history holds nothing.
         """
-        lines, _ = history.page(None, 1)
-        reader = history.read_since(0)
-        first = next(reader, None)
-        reader.close()
-        if not lines or first is None:
+        meta = recovery.rebuild(directory, history)
+        if meta is None:
             return None
-        try:
-            newest, oldest = json.loads(lines[-1]), json.loads(first[1])
-        except ValueError:
-            return None
-        path = newest.get("path")
-        if not isinstance(path, str):
-            return None
-        tail = scan_tail(history)
-        epoch = _millis(oldest.get("ts")) or int(time.time() * 1000)
-        meta = {
-            "path": path,
-            "created_at": oldest.get("ts") or timestamp(),
-            "epoch": epoch,
-            "session_id": tail.session_id,
-            "open_prompts": tail.open_prompts,
-            "markers": _left_running(directory),
-        }
         self._log.warn(
             "Rebuilt the lost metadata of {path} ({dir}) from its history: "
             "events {first}..{last}, epoch {epoch}, session {session}, "
             "open prompts {open} (recorded as interrupted), {n} processes left "
             "running to end",
-            path=path,
+            path=meta["path"],
             dir=directory,
             first=history.first_seq,
             last=history.last_seq,
-            epoch=epoch,
-            session=tail.session_id,
-            open=tail.open_prompts,
+            epoch=meta["epoch"],
+            session=meta["session_id"],
+            open=meta["open_prompts"],
             n=len(meta["markers"]),
         )
         return meta

@@ -23,11 +23,11 @@ from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from claudews import metadata, proctree
-from claudews import registry as registry_module
+from claudews import recovery as recovery_module
 from claudews.config import Settings
 from claudews.history import History
 from claudews.project import marker_prefix
-from claudews.registry import Registry, scan_tail
+from claudews.registry import Registry
 from claudews.subscribers import REPLAY_BATCH, Subscribers
 from tests.harness import Server, alive
 from tests.test_project import ProcessReactor, Subscriber
@@ -61,13 +61,13 @@ class RegistryRecoveryTests(SynchronousTestCase):
             fsync="none",
         )
         self.scans = []
-        real = registry_module.scan_tail
+        real = recovery_module.scan_tail
 
         def counting(history, wanted=()):
             self.scans.append(list(wanted))
             return real(history, wanted)
 
-        self.patch(registry_module, "scan_tail", counting)
+        self.patch(recovery_module, "scan_tail", counting)
 
     def registry(self):
         self.reactor = ProcessReactor()
@@ -143,7 +143,7 @@ class RegistryRecoveryTests(SynchronousTestCase):
         project = self.restart()
         ts = stored(project)[0]["ts"]
         epoch = project.epoch
-        self.assertEqual(registry_module._millis(ts), epoch)
+        self.assertEqual(recovery_module._millis(ts), epoch)
         self.assertEqual(ts[20:23], "%03d" % (epoch % 1000,))
         self.crash_and_forget(project)
         self.assertEqual(self.restart().epoch, epoch)
@@ -262,76 +262,6 @@ class MetadataWriteTests(SynchronousTestCase):
 def line_of(seq, size=0):
     return json.dumps({"type": "event", "seq": seq, "event": "output",
                        "prompt_id": "p", "text": "x" * size}).encode()
-
-
-class ScanTailTests(SynchronousTestCase):
-    def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="claudews-scan-")
-        self.addCleanup(shutil.rmtree, self.dir, True)
-        self.history = History(self.dir, fsync="none", reactor=ProcessReactor())
-        self.addCleanup(self.history.close)
-
-    def add(self, kind, **fields):
-        seq = self.history.last_seq + 1
-        self.history.append(seq, json.dumps(
-            dict({"type": "event", "path": "/p", "seq": seq, "ts": "t", "event": kind},
-                 **fields), separators=(",", ":")).encode())
-
-    def prompt(self, prompt_id, status="completed", session="S-1"):
-        self.add("prompt.queued", prompt_id=prompt_id)
-        self.add("prompt.started", prompt_id=prompt_id, session_id=session)
-        if status:
-            self.add("prompt.finished", prompt_id=prompt_id, status=status,
-                     session_id=session)
-
-    def test_open_prompts_are_the_queued_ones_without_a_finish_in_queue_order(self):
-        """Running and queued prompts are open, oldest first; finished ones are not."""
-        self.prompt("p-1")
-        self.add("prompt.queued", prompt_id="p-2")
-        self.add("prompt.queued", prompt_id="p-3")
-        self.add("prompt.queued", prompt_id="p-4")
-        self.add("prompt.finished", prompt_id="p-3", status="cancelled")
-        self.add("prompt.started", prompt_id="p-2", session_id="S-1")
-        tail = scan_tail(self.history)
-        self.assertEqual(tail.open_prompts, ["p-2", "p-4"])
-        self.assertEqual(tail.finished, {"p-3"})
-        self.assertEqual((tail.session_known, tail.session_id), (True, "S-1"))
-
-    def test_the_scan_stops_at_the_newest_started_prompts_queue_event(self):
-        """Older history is not read: a big past costs nothing."""
-        self.prompt("p-old")
-        for _ in range(3000):
-            self.add("output", prompt_id="p-old", text="x")
-        self.prompt("p-new", status=None)
-        self.add("claude", prompt_id="p-new", message={"type": "system", "subtype": "init",
-                                                       "session_id": "S-2"})
-        read = []
-        lines = self.history.lines_backwards
-
-        def counted():
-            for line in lines():
-                read.append(line)
-                yield line
-
-        self.patch(self.history, "lines_backwards", counted)
-        tail = scan_tail(self.history)
-        self.assertEqual(tail.open_prompts, ["p-new"])
-        self.assertEqual(tail.session_id, "S-2")
-        # Its claude, started and queued events, and one line to see past.
-        self.assertEqual(len(read), 4)
-
-    def test_a_lost_session_result_is_not_a_session(self):
-        """A result saying the conversation was not found does not set it."""
-        self.prompt("p-1", status=None, session="S-1")
-        self.add("claude", prompt_id="p-1", message={
-            "type": "result", "session_id": "S-gone", "is_error": True,
-            "result": "No conversation found with session ID: S-gone"})
-        self.assertEqual(scan_tail(self.history).session_id, "S-1")
-
-    def test_an_empty_history_has_nothing_open(self):
-        """No events: no session, no open prompt."""
-        tail = scan_tail(self.history)
-        self.assertEqual((tail.open_prompts, tail.session_id), ([], None))
 
 
 class SlowSubscriber:

@@ -25,8 +25,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from claudews import metadata, proctree
-from claudews import project as project_module
 from claudews.errors import RequestError
+from claudews.eventlog import STORAGE_RETRY
 from claudews.history import History
 from claudews.project import Project, ProjectConfig
 from claudews.supervisor import Supervisor
@@ -1529,7 +1529,7 @@ class StorageFailureTests(ProjectTestCase):
         self.assertFalse(fx.project.running)
         self.assertIsNone(fx.finished(prompt))  # not stored yet: not sent either
         disk.full = False
-        self.reactor.advance(project_module.STORAGE_RETRY)
+        self.reactor.advance(STORAGE_RETRY)
         finished = fx.finished(prompt)
         self.assertEqual((finished["status"], finished["error"]), ("failed", NO_SPACE))
         self.assertEqual(fx.meta()["open_prompts"], [])
@@ -1540,7 +1540,7 @@ class StorageFailureTests(ProjectTestCase):
         disk, prompt, cli = self.broken_run(fx)
         cli.result("S-1", subtype="error_during_execution", is_error=True, text=None)
         disk.full = False
-        self.reactor.advance(project_module.STORAGE_RETRY)
+        self.reactor.advance(STORAGE_RETRY)
         events = fx.events()
         self.assertEqual(fx.subscriber.lines, [line for _, line in fx.history.read_since(0)])
         self.assertEqual([e["seq"] for e in events], list(range(1, len(events) + 1)))
@@ -1575,9 +1575,9 @@ class StorageFailureTests(ProjectTestCase):
         disk = Disk(self, fx.history, fx.directory)
         disk.full = True
         self.assertRaises(RequestError, fx.project.submit, "one", {}, ())
-        self.reactor.advance(project_module.STORAGE_RETRY)
+        self.reactor.advance(STORAGE_RETRY)
         disk.full = False
-        self.reactor.advance(project_module.STORAGE_RETRY)
+        self.reactor.advance(STORAGE_RETRY)
         self.assertEqual(self.reactor.spawned, [])
         self.assertEqual(fx.events(), [])
         self.assertEqual(fx.project.describe()["queue"], 0)
@@ -1610,11 +1610,11 @@ class StorageFailureTests(ProjectTestCase):
         cli.init("S-1")
         self.reactor.advance(0)
         cli.result("S-1", subtype="error_during_execution", is_error=True, text=None)
-        self.reactor.advance(project_module.STORAGE_RETRY * 3)
+        self.reactor.advance(STORAGE_RETRY * 3)
         self.assertEqual(cli.prompts, ["one"])
         self.assertFalse(fx.project.running)
         disk.full = False
-        self.reactor.advance(project_module.STORAGE_RETRY)
+        self.reactor.advance(STORAGE_RETRY)
         self.reactor.advance(0)
         self.assertEqual(fx.finished(first)["status"], "failed")
         self.assertEqual(cli.prompts, ["one", "two"])
@@ -1634,7 +1634,7 @@ class StorageFailureTests(ProjectTestCase):
         self.assertEqual(cli.prompts, [])
         self.assertFalse(fx.project.running)
         disk.full = False
-        self.reactor.advance(project_module.STORAGE_RETRY)
+        self.reactor.advance(STORAGE_RETRY)
         [finished] = fx.events("prompt.finished")
         self.assertEqual((finished["status"], finished["error"]), ("failed", NO_SPACE))
         self.assertEqual(fx.started(finished["prompt_id"]), [])
@@ -1648,7 +1648,7 @@ class StorageFailureTests(ProjectTestCase):
         self.assertIn(cli.proto.marker, [c.marker for c in ends.calls])
         cli.exit(None, signal.SIGTERM)
         disk.full = False
-        self.reactor.advance(project_module.STORAGE_RETRY)
+        self.reactor.advance(STORAGE_RETRY)
         finished = fx.finished(prompt)
         self.assertEqual((finished["status"], finished["error"]), ("failed", NO_SPACE))
 
@@ -1705,7 +1705,7 @@ class StorageFailureTests(ProjectTestCase):
         cli.assistant("S-1")
         cli.result("S-1")
         disk.full = False
-        self.reactor.advance(project_module.STORAGE_RETRY)
+        self.reactor.advance(STORAGE_RETRY)
         finished = fx.finished(prompt)
         self.assertEqual((finished["status"], finished["error"]), ("failed", NO_SPACE))
         self.assertEqual(cli.interrupts, [])

@@ -1,0 +1,255 @@
+"""
+One project's stream of events: each is stored in the history, then sent
+to every subscriber, and nothing unstored is ever sent.
+
+When the disk refuses a write (full, failing) the events that settle state
+(L{KEPT}) wait in memory, in order; others are dropped and counted. Every
+later write, and a timer on the injected reactor, tries again; the first
+one that succeeds stores what waited. The project that owns the log is
+told through callbacks when storing breaks, when it works again and when
+a C{prompt.finished} that waited is finally stored. See docs/storage.rst.
+"""
+
+import time
+from collections import deque
+from typing import Any, Callable
+
+from twisted.logger import Logger
+
+from claudews.events import encode, event, timestamp
+from claudews.subscribers import Subscribers, send_each
+
+#: Events that must reach the history even when storing them fails at
+#: first: they settle what a client relies on (every queued prompt
+#: finishes exactly once). They wait in memory until the disk takes them;
+#: other events that cannot be stored are dropped, and never sent.
+KEPT = frozenset({"prompt.finished", "permission.resolved", "session.reset"})
+
+#: Seconds between two attempts to store the events that wait.
+STORAGE_RETRY = 5.0
+
+#: At most this many events wait; a disk that stays broken for that long
+#: loses the newest (each prompt adds at most a few).
+MAX_WAITING = 10000
+
+
+def _ignore(*args: Any) -> None:
+    pass
+
+
+class EventLog:
+    """
+    Stores a project's events and fans them out to its subscribers.
+
+    @ivar subscribers: the project's L{Subscribers}.
+
+    @param path: the project's path, named in every event.
+    @param history: its L{claudews.history.History}.
+    @param fanout: C{fanout(line, subscribers)} sends one event to many.
+    @param broken: called with L{problem} after every write that fails.
+        It runs inside the failed write: it must not publish at once.
+    @param works_again: called when a write succeeds after failures.
+    @param finish_stored: called with the prompt id of a C{prompt.finished}
+        that waited and is now stored.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        history: Any,
+        fanout: Callable[[bytes, list], None] = send_each,
+        reactor: Any = None,
+        broken: Callable[[str], None] = _ignore,
+        works_again: Callable[[], None] = _ignore,
+        finish_stored: Callable[[str], None] = _ignore,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self._reactor = reactor
+        self._path = path
+        self._history = history
+        self._broken = broken
+        self._works_again = works_again
+        self._finish_stored = finish_stored
+        #: Why the last write failed, while storing events fails.
+        self._storage_error: OSError | None = None
+        #: Events of L{KEPT} kinds that wait for the disk: (time, kind, fields).
+        self._waiting: deque[tuple[float, str, dict]] = deque()
+        self._flushing = False
+        self._dropped = 0
+        self._retry_call: Any = None
+        self.subscribers = Subscribers(
+            history.read_since, lambda: history.last_seq, fanout, reactor
+        )
+
+    @property
+    def last_seq(self) -> int:
+        return self._history.last_seq
+
+    @property
+    def first_seq(self) -> int:
+        return self._history.first_seq
+
+    @property
+    def waiting(self) -> int:
+        """
+        How many events wait for the disk to take them.
+        """
+        return len(self._waiting)
+
+    def publish(self, kind: str, fields: dict) -> bool:
+        """
+        Store an event in the history, then send it to every subscriber;
+        whether it was stored.
+
+        An event that could not be stored is not sent: clients are never
+        told of something a replay would not show. One of the L{KEPT}
+        kinds then waits, and is stored and sent as soon as the disk takes
+        it again, before any later event; any other is dropped.
+        """
+        now = self._now()
+        if self._waiting and (self._flushing or not self._flush()):
+            self._hold(now, kind, fields)
+            return False
+        if self._store(now, kind, fields):
+            if self._storage_error is not None:
+                self._storage_works()
+            return True
+        self._hold(now, kind, fields)
+        return False
+
+    def _store(self, now: float, kind: str, fields: dict) -> bool:
+        seq = self._history.last_seq + 1
+        line = encode(event(self._path, seq, timestamp(now), kind, fields))
+        try:
+            self._history.append(seq, line)
+        except OSError as e:
+            self._storage_failed(e)
+            return False
+        self.subscribers.publish(line)
+        return True
+
+    def _hold(self, now: float, kind: str, fields: dict) -> None:
+        if kind in KEPT and len(self._waiting) < MAX_WAITING:
+            self._waiting.append((now, kind, fields))
+        else:
+            self._dropped += 1
+
+    def _flush(self) -> bool:
+        """
+        Store the events that wait, in order; whether all of them were.
+        """
+        self._flushing = True
+        try:
+            while self._waiting:
+                now, kind, fields = self._waiting[0]
+                if not self._store(now, kind, fields):
+                    return False
+                self._waiting.popleft()
+                if kind == "prompt.finished":
+                    self._finish_stored(fields["prompt_id"])
+        finally:
+            self._flushing = False
+        self._storage_works()
+        return True
+
+    def _storage_failed(self, error: OSError) -> None:
+        first = self._storage_error is None
+        self._storage_error = error
+        if self._retry_call is None or not self._retry_call.active():
+            self._retry_call = self._reactor.callLater(STORAGE_RETRY, self._retry)
+        if first:
+            self._log.error(
+                "Cannot store events of {path}: {error}; a running prompt fails, "
+                "new prompts are refused until a write succeeds again",
+                path=self._path,
+                error=error,
+            )
+        self._broken(self.problem())
+
+    def _storage_works(self) -> None:
+        if self._storage_error is None:
+            return
+        self._log.info(
+            "Storing events of {path} works again ({dropped} events could not "
+            "be stored and were never sent)",
+            path=self._path,
+            dropped=self._dropped,
+        )
+        self._storage_error = None
+        self._dropped = 0
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
+        self._retry_call = None
+        self._works_again()
+
+    def _retry(self) -> None:
+        self._retry_call = None
+        if self._storage_error is None:
+            return
+        # With nothing waiting there is nothing to test the disk with; the
+        # next event will.
+        if self._waiting:
+            self._flush()
+
+    def problem(self) -> str | None:
+        """
+        Why events cannot be stored now, or C{None}.
+        """
+        if self._storage_error is None:
+            return None
+        return "cannot store events: %s" % (self._storage_error,)
+
+    def _now(self) -> float:
+        seconds = getattr(self._reactor, "seconds", None)
+        # A test Clock starts at 0; event times are wall-clock times.
+        now = seconds() if seconds is not None else 0
+        return now if now > 1e9 else time.time()
+
+    # -- subscribers and pages
+
+    def subscribe(self, subscriber: Any, since: int | None) -> None:
+        """
+        Send C{subscriber} the events after C{since} (none if C{None}),
+        then every new one.
+        """
+        if since is not None and since > self.last_seq:
+            # The client's seq belongs to an earlier history of this path.
+            since = 0
+        self.subscribers.add(subscriber, since)
+
+    def page(self, before: int | None, limit: int) -> tuple[list[bytes], bool]:
+        """
+        The newest C{limit} stored events with C{seq < before} (C{None}: the
+        newest of all), oldest first, and whether older ones exist.
+        """
+        return self._history.page(before, limit)
+
+    # -- the end
+
+    def stop(self) -> bool:
+        """
+        Give what waits a last chance, stop retrying and drop the
+        subscribers; whether every event was stored.
+        """
+        if self._waiting:
+            # What is still refused stays open in the metadata, and the
+            # next start interrupts it.
+            self._flush()
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
+        self.subscribers.clear()
+        return not self._waiting
+
+    def close(self) -> None:
+        """
+        Write the history to disk and close it.
+        """
+        try:
+            self._history.flush()
+        except OSError as e:
+            self._log.error("fsync of the history of {path} failed: {error}", path=self._path, error=e)
+        self._history.close()
