@@ -81,6 +81,7 @@ class EventLog:
         self._flushing = False
         self._dropped = 0
         self._retry_call: Any = None
+        self._closed = False
         self.subscribers = Subscribers(
             history.read_since, lambda: history.last_seq, fanout, reactor
         )
@@ -110,6 +111,14 @@ class EventLog:
         kinds then waits, and is stored and sent as soon as the disk takes
         it again, before any later event; any other is dropped.
         """
+        if self._closed:
+            # A process of a deleted project, still dying, may print on.
+            self._log.debug(
+                "Dropped a {kind} event of {path}: its history is closed",
+                kind=kind,
+                path=self._path,
+            )
+            return False
         now = self._now()
         if self._waiting and (self._flushing or not self._flush()):
             self._hold(now, kind, fields)
@@ -248,6 +257,7 @@ class EventLog:
         """
         Write the history to disk and close it.
         """
+        self._closed = True
         try:
             self._history.flush()
         except OSError as e:

@@ -18,6 +18,7 @@ then the project goes on. See docs/storage.rst.
 
 import hashlib
 import os
+import re
 import time
 import uuid
 from collections import deque
@@ -114,7 +115,9 @@ class Project:
         self._environ = dict(os.environ if environ is None else environ)
         self.created_at: str = meta.get("created_at") or timestamp()
         self.epoch: int = int(meta.get("epoch") or int(time.time() * 1000))
-        self.session_id: str | None = meta.get("session_id") or None
+        # It goes on the CLI's command line (--resume): only a well-formed id.
+        stored = meta.get("session_id")
+        self.session_id: str | None = stored if valid_session(stored) else None
         self._open_prompts: list[str] = list(meta.get("open_prompts") or ())
         self._markers: list[str] = list(meta.get("markers") or ())
         self._session_generation = 0
@@ -469,7 +472,13 @@ class Project:
             "Prompt {id} did not stop when interrupted; ending its process",
             id=prompt.id,
         )
-        prompt.process.terminate(self._config.kill_grace)
+        proc = prompt.process
+        if proc is self._proc:
+            # Detached like a replaced process: a result it prints while
+            # dying must not hand it to the next prompt.
+            self._retire(proc)
+        else:
+            proc.terminate(self._config.kill_grace)
 
     def _finish(
         self,
@@ -519,13 +528,18 @@ class Project:
         stopped = status in ("cancelled", "timeout") or prompt.stop_status == status
         if stopped and proc is not None and not proc.ended:
             # The interrupt stops the CLI, not always what its tools started
-            # (the Bash tool puts them in sessions of their own).
+            # in sessions of their own (the Bash tool does that). What runs
+            # in the CLI's own session (an MCP server, say) is the CLI's to
+            # keep.
+            keep = prompt.baseline + [
+                p for p in proctree.tree(None, proc.marker) if _session_of(p) == proc.pid
+            ]
             tools = proctree.end_tree(
                 None,
                 proc.marker,
                 grace=self._config.kill_grace,
                 reactor=self._reactor,
-                exclude=prompt.baseline,
+                exclude=keep,
             )
             tools.addErrback(lambda f: self._log.failure("Ending tools failed", f))
         if proc is not None and not proc.ended and proc is self._proc:
@@ -553,8 +567,7 @@ class Project:
             session = None
         if (
             kind in ("system", "result")
-            and isinstance(session, str)
-            and session
+            and valid_session(session)
             and prompt is not None
             and prompt.session_generation == self._session_generation
             and (kind == "result" or message.get("subtype") == "init")
@@ -608,7 +621,8 @@ class Project:
 
     def cli_exited(self, process: ClaudeProcess, exit_code: int | None, signal: int | None) -> None:
         self._end_leftovers(process.marker)
-        if process is self._proc:
+        was_live = process is self._proc
+        if was_live:
             # First forget the process: finishing the prompt starts the
             # next one, which must not be handed a dead process.
             self._proc = None
@@ -618,7 +632,9 @@ class Project:
             self._supervisor.exited(self)
         prompt = self._current
         if prompt is not None and prompt.process is process and not prompt.finished:
-            prompt.has_slot = False
+            if was_live:
+                # Its slot was given back just now.
+                prompt.has_slot = False
             if prompt.stop_status is not None:
                 self._finish(
                     prompt, prompt.stop_status, error=prompt.stop_error, exit_code=exit_code
@@ -714,13 +730,12 @@ class Project:
                 },
             ):
                 self._open_prompts.remove(prompt_id)
-        markers, self._markers = self._markers, []
         self.save()
-        ends = [
-            proctree.end_tree(None, marker, grace=self._config.kill_grace, reactor=self._reactor)
-            for marker in markers
-        ]
-        return defer.DeferredList(ends, consumeErrors=True)
+        # Each marker stays on record until what carries it is gone, so a
+        # server stopped (or killed) meanwhile leaves it to the next start.
+        for marker in list(self._markers):
+            self._end_leftovers(marker)
+        return defer.DeferredList(list(self._ending), consumeErrors=True)
 
     def shutdown(self, status: str = "interrupted") -> defer.Deferred:
         """
@@ -744,6 +759,8 @@ class Project:
         self._supervisor.forget(self)
         proc = self._proc
         ends = list(self._ending)
+        if self._retiring is not None:
+            ends.append(self._retiring)
         if proc is not None:
             ends.append(proc.terminate(self._config.kill_grace))
         # What processes that already exited left behind is ended too.
@@ -775,3 +792,22 @@ def lost_session(result: dict) -> bool:
     """
     texts = [result.get("result")] + list(result.get("errors") or ())
     return any(isinstance(t, str) and RESUME_FAILED in t for t in texts)
+
+
+_SESSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+def valid_session(value: object) -> bool:
+    """
+    Whether C{value} can be a session id: it becomes an argument of
+    C{--resume}, so it must never look like an option or hold anything
+    but the characters of the CLI's UUIDs.
+    """
+    return isinstance(value, str) and _SESSION.fullmatch(value) is not None
+
+
+def _session_of(process: Any) -> int | None:
+    try:
+        return os.getsid(process.pid)
+    except OSError:
+        return None

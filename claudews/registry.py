@@ -62,6 +62,10 @@ class Registry(service.Service):
         self.supervisor = Supervisor(settings.max_running, settings.idle_timeout, reactor)
         self._projects: dict[str, Project] = {}
         self._epochs: dict[str, int] = {}
+        #: Ending what a dead server left running, started at load.
+        self._recoveries: list[defer.Deferred] = []
+        #: Deletions whose process has not ended yet.
+        self._deleting: set[defer.Deferred] = set()
         #: Set by the WebSocket factory: how events reach subscribers.
         self.fanout: Callable[[bytes, list], None] = send_each
 
@@ -70,14 +74,14 @@ class Registry(service.Service):
     def startService(self) -> defer.Deferred:
         super().startService()
         os.makedirs(self._root, mode=0o700, exist_ok=True)
-        recoveries = []
         for name in sorted(os.listdir(self._root)):
             directory = os.path.join(self._root, name)
             if ".deleted-" in name:
                 # A deletion that a stopped server did not finish.
                 shutil.rmtree(directory, ignore_errors=True)
                 continue
-            if not os.path.isdir(directory):
+            if not os.path.isdir(directory) or "." in name:
+                # Not a project's directory (a set-aside one, see create).
                 continue
             try:
                 project = self._load(directory, name)
@@ -87,7 +91,7 @@ class Registry(service.Service):
                 continue
             if project is not None:
                 self._projects[project.path] = project
-                recoveries.append(project.recover())
+                self._recoveries.append(project.recover())
         self._log.info("Loaded {n} projects", n=len(self._projects))
         # Ending what a dead server left running may take the kill grace;
         # the server listens meanwhile.
@@ -177,15 +181,18 @@ class Registry(service.Service):
         )
 
     def stopService(self) -> defer.Deferred:
+        # From here on create and delete are refused (self.running), and no
+        # process slot is granted: nothing new starts while we stop.
         super().stopService()
+        self.supervisor.stop()
         projects = list(self._projects.values())
         ends = [p.shutdown() for p in projects]
+        ends += self._recoveries + list(self._deleting)
         d = defer.DeferredList(ends, consumeErrors=True)
 
         def closed(_: Any) -> None:
             for p in projects:
-                p.close()
-            self.supervisor.stop()
+                _close(p)
 
         d.addCallback(closed)
         return d
@@ -207,7 +214,12 @@ class Registry(service.Service):
             raise RequestError("project_not_found", "no project at %r" % (path[:200],))
         return project
 
+    def _refuse_when_stopping(self) -> None:
+        if not self.running:
+            raise RequestError("internal", "the server is shutting down")
+
     def create(self, path: str) -> Project:
+        self._refuse_when_stopping()
         canonical = paths.canonical(path)
         paths.check_allowed(canonical, self._settings.project_roots)
         if canonical in self._projects:
@@ -221,8 +233,15 @@ class Registry(service.Service):
         project_id = paths.project_id(canonical)
         directory = os.path.join(self._root, project_id)
         if os.path.exists(directory):
-            # Left over from a project whose deletion did not finish.
-            shutil.rmtree(directory)
+            # A project that could not be loaded at start (its files are
+            # damaged or unreadable): keep them for the operator.
+            aside = "%s.replaced-%d" % (directory, int(time.time()))
+            os.rename(directory, aside)
+            self._log.warn(
+                "Moved the unloadable data of {path} aside to {aside}",
+                path=canonical,
+                aside=aside,
+            )
         os.makedirs(directory, mode=0o700)
         meta = {
             "path": canonical,
@@ -247,6 +266,8 @@ class Registry(service.Service):
         """
         Cancel the project's work, end its process, remove its data.
         """
+        if not self.running:
+            return defer.fail(RequestError("internal", "the server is shutting down"))
         if self._projects.get(project.path) is not project:
             return defer.fail(RequestError("project_not_found", "no such project"))
         del self._projects[project.path]
@@ -261,8 +282,19 @@ class Registry(service.Service):
         d = project.shutdown("cancelled")
 
         def remove(_: Any) -> None:
-            project.close()
+            self._deleting.discard(d)
+            _close(project)
             shutil.rmtree(project.directory, ignore_errors=True)
 
+        self._deleting.add(d)
         d.addCallback(remove)
         return d
+
+
+def _close(project: Project) -> None:
+    # One project failing to close (a disk error) must not keep the
+    # others open.
+    try:
+        project.close()
+    except Exception:
+        Registry._log.failure("Closing {path} failed", path=project.path)

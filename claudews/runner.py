@@ -114,6 +114,8 @@ class ClaudeProcess(protocol.ProcessProtocol):
         self.marker = uuid.uuid4().hex
         self.total_cost = 0.0
         self.pid: int | None = None
+        #: The process has exited and been reaped: its pid is free again.
+        self.reaped = False
         self.ended = False
         self._ended_waiters: list[defer.Deferred] = []
         self._max_line = max_line_bytes
@@ -162,16 +164,36 @@ class ClaudeProcess(protocol.ProcessProtocol):
         if self.ended:
             return defer.succeed(None)
         self.close_stdin()
+        # Once reaped, the pid may name another process: the marker alone
+        # then finds what is left.
         done = proctree.end_tree(
-            self.pid, self.marker, grace=grace, reactor=self._reactor
+            None if self.reaped else self.pid,
+            self.marker,
+            grace=grace,
+            reactor=self._reactor,
         )
         done.addErrback(
             lambda f: self._log.failure("Ending process tree failed", f)
         )
         # processEnded follows the last death within a reactor turn or two;
-        # wait for it so callers see the listener's cli_exited first.
-        done.addCallback(lambda _: self.when_ended())
+        # wait for it so callers see the listener's cli_exited first. Not
+        # forever: something unmarked may hold its pipes open.
+        done.addCallback(lambda _: self._ended_within(grace))
         return done
+
+    def _ended_within(self, seconds: float) -> defer.Deferred:
+        d = self.when_ended()
+        d.addTimeout(seconds, self._reactor)
+
+        def late(failure: Any) -> None:
+            failure.trap(defer.TimeoutError)
+            self._log.error(
+                "CLI process {pid} was ended but its pipes are still open; "
+                "giving up waiting for them",
+                pid=self.pid,
+            )
+
+        return d.addErrback(late)
 
     def when_ended(self) -> defer.Deferred:
         if self.ended:
@@ -324,6 +346,7 @@ class ClaudeProcess(protocol.ProcessProtocol):
         return self._stderr_tail.decode("utf-8", "replace")
 
     def processExited(self, reason) -> None:
+        self.reaped = True
         if isinstance(reason.value, error.ProcessTerminated):
             self._exit_code = reason.value.exitCode
             self._signal = reason.value.signal
@@ -331,16 +354,18 @@ class ClaudeProcess(protocol.ProcessProtocol):
             self._exit_code = 0
 
     def processEnded(self, reason) -> None:
-        if self._parts or self._discarding:
-            self._line_done()
         self.ended = True
         self._stdin_open = False
         try:
+            if self._parts or self._discarding:
+                self._line_done()
             self._listener.cli_exited(self, self._exit_code, self._signal)
         finally:
             waiters, self._ended_waiters = self._ended_waiters, []
             for d in waiters:
-                d.callback(None)
+                # A waiter may have given up (timed out) already.
+                if not d.called:
+                    d.callback(None)
 
 
 def _text(data: bytes) -> str:

@@ -220,3 +220,14 @@ class StopTests(EventLogTestCase):
             self.log.close()
         self.assertTrue(any("fsync of the history" in e["log_format"] for e in logged))
         self.assertRaises(ValueError, self.history.append, 2, b"{}")
+
+
+class ClosedTests(SynchronousTestCase):
+    def test_an_event_after_close_is_dropped_not_raised(self):
+        """A dying process of a deleted project may print on: nothing breaks."""
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        log = EventLog(path="/w/app", history=History(directory), reactor=Clock())
+        self.assertTrue(log.publish("output", {"text": "before"}))
+        log.close()
+        self.assertFalse(log.publish("output", {"text": "after"}))

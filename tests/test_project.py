@@ -435,6 +435,18 @@ class StartingTests(ProjectTestCase):
         )
         self.assertEqual(fx.events("prompt.started")[0]["session_id"], "S-old")
 
+    def test_a_session_id_that_could_be_an_option_never_reaches_the_command_line(self):
+        """A stored or printed session id like '--x' is ignored: no --resume with it."""
+        fx = self.make(meta={"session_id": "--dangerously-skip-permissions"})
+        self.assertIsNone(fx.project.session_id)
+        prompt = self.submit(fx)
+        [cli] = self.reactor.spawned
+        self.assertNotIn("--resume", cli.argv)
+        cli.init("-evil")
+        cli.result("-evil")
+        self.assertIsNone(fx.project.session_id)
+        self.assertEqual(fx.finished(prompt)["status"], "completed")
+
     def test_environment_has_the_process_marker_and_no_nested_session_variables(self):
         """The CLI's env carries CLAUDEWS_PROCESS (also in metadata) and not CLAUDECODE."""
         fx = self.make()
@@ -898,6 +910,29 @@ class CancelTests(ProjectTestCase):
         [_, new] = self.reactor.spawned
         self.assertEqual(new.argv[-2:], ["--resume", "S-1"])
         self.assertEqual(fx.started(second)[0]["session_id"], "S-1")
+
+    def test_a_result_printed_while_dying_does_not_hand_the_process_on(self):
+        """After escalation, a late result finishes the prompt; the next one gets a new CLI."""
+        self.end_tree()
+        fx = self.make()
+        first = fx.project.submit("one", {}, ())["prompt_id"]
+        second = fx.project.submit("two", {}, ())["prompt_id"]
+        self.reactor.advance(0)
+        [cli] = self.reactor.spawned
+        cli.init("S-1")
+        fx.project.cancel(first)
+        self.reactor.advance(CONFIG.kill_grace)
+        # The CLI answers the interrupt only now, with its input closed.
+        cli.result("S-1", subtype="error_during_execution", is_error=True)
+        self.assertEqual(fx.finished(first)["status"], "cancelled")
+        self.assertEqual(cli.prompts, ["one"])
+        self.assertEqual(fx.started(second), [])
+        cli.exit(None, signal.SIGTERM)
+        self.reactor.advance(0)
+        [_, new] = self.reactor.spawned
+        self.assertEqual(new.argv[-2:], ["--resume", "S-1"])
+        self.assertEqual(new.prompts, ["two"])
+        self.assertIsNone(fx.finished(second))
 
     def test_cancel_escalation_through_the_real_process_table(self):
         """With the real proctree, the escalation closes stdin and waits for the exit."""
