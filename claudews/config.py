@@ -26,14 +26,13 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from claudews import options
+from claudews.history import FSYNC_POLICIES
 from claudews.options import (
     DEFAULT_CLIENT_OPTIONS,
     OPTION_NAMES,
     PERMISSION_MODES,
     check_option,
 )
-
-FSYNC_MODES = ("every", "batch", "none")
 
 MiB = 1024 * 1024
 
@@ -259,7 +258,7 @@ class Settings:
     )
     history_rotate_bytes: int = _setting("history_rotate_bytes", 64 * MiB, _positive_int)
     history_max_bytes: int = _setting("history_max_bytes", 1024 * MiB, _positive_int)
-    fsync: str = _setting("fsync", "batch", lambda v: options.one_of(v, FSYNC_MODES))
+    fsync: str = _setting("fsync", "batch", lambda v: options.one_of(v, FSYNC_POLICIES))
     client_options: tuple[str, ...] = _setting(
         "client_options", DEFAULT_CLIENT_OPTIONS, _names(OPTION_NAMES)
     )

@@ -44,7 +44,9 @@ _INDEX_EVERY = 1000
 # A bracket this small is read line by line rather than bisected.
 _SCAN_BYTES = 16 * 1024
 _CHUNK = 64 * 1024
-FSYNC_POLICIES = frozenset({"every", "batch", "none"})
+#: When appends reach the disk: each one before it returns, each reactor
+#: turn's together on the next turn, or when the OS sees fit.
+FSYNC_POLICIES = ("every", "batch", "none")
 
 
 def _parse_seq(line: bytes) -> int | None:
@@ -262,10 +264,10 @@ class _JsonlLogFile(BaseLogFile):
     def write(self, data: bytes, sync: bool = False) -> None:
         """
         Write all of C{data} (and fsync it if C{sync}), or leave the file as
-        it was and raise.
+        it was and raise; or, when even cutting the partial line off fails,
+        set C{needsRecovery}: the caller calls L{recover} before its next
+        write (L{History.append} does, before it decides to rotate).
         """
-        if self.needsRecovery:
-            self.recover()
         fd = self._file.fileno()
         view = memoryview(data)
         done = 0
@@ -317,7 +319,7 @@ class History:
         now: Callable[[], float] | None = None,
     ) -> None:
         if fsync not in FSYNC_POLICIES:
-            raise ValueError("fsync must be one of %s" % (sorted(FSYNC_POLICIES),))
+            raise ValueError("fsync must be one of %s" % (", ".join(FSYNC_POLICIES),))
         if rotate_bytes < 1 or max_bytes < 1:
             raise ValueError("rotate_bytes and max_bytes must be positive")
         self._directory = directory
@@ -422,6 +424,8 @@ class History:
             raise ValueError("an event line cannot contain a newline")
         data = line + b"\n"
         if writer.needsRecovery:
+            # Before rotating: a partial line must not stay in a file that
+            # is no longer written.
             writer.recover()
         if writer.shouldRotate(len(data)):
             self._rotate(writer, seq)
@@ -495,18 +499,33 @@ class History:
             self._dirty = False
 
     def close(self) -> None:
-        if self._writer is None:
+        """
+        fsync what is not yet, and close the file; never raises, so the
+        file is closed even when the disk refuses (that is logged).
+        """
+        writer = self._writer
+        if writer is None:
             return
         if self._pending_sync is not None:
             self._pending_sync.cancel()
             self._pending_sync = None
+        self._writer = None
+        self._current = None
+        if self._dirty:
+            try:
+                os.fsync(writer.fileno())
+                self._dirty = False
+            except OSError as e:
+                _log.error(
+                    "fsync of {path} failed at close; its newest events may be lost"
+                    " if the machine stops: {error}",
+                    path=writer.path,
+                    error=e,
+                )
         try:
-            if self._dirty:
-                self.flush()
-        finally:
-            self._writer.close()
-            self._writer = None
-            self._current = None
+            writer.close()
+        except OSError as e:
+            _log.error("Closing {path} failed: {error}", path=writer.path, error=e)
 
     def remove(self) -> None:
         """

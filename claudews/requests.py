@@ -48,7 +48,7 @@ class Requests:
     def _project(self, message: dict) -> Any:
         return self.factory.registry.get(_field(message, "path", str))
 
-    def handle_server_info(self, message: dict) -> defer.Deferred:
+    def handle_server_info(self, message: dict) -> dict:
         return self.factory.server_info()
 
     def handle_project_create(self, message: dict) -> dict:

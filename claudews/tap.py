@@ -6,11 +6,13 @@ This is the only module that touches the global reactor.
 
 import os
 import secrets
+import stat
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import defer, endpoints, utils
+from twisted.internet import defer, endpoints, error, protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from claudews import config, options
 from claudews.registry import Registry
@@ -29,8 +31,31 @@ MIN_TOKEN_CHARS = 32
 
 _log = Logger()
 
-#: Seconds to wait for C{claude --version}.
+#: Seconds C{claude --version} may take before it is killed.
 VERSION_TIMEOUT = 30.0
+
+#: What of C{claude --version}'s output is kept (server.info trims to 200).
+_VERSION_BYTES = 4096
+
+
+def make_data_private(path: str) -> None:
+    """
+    Create the data directory mode 0700, or make an existing one so.
+
+    It holds the token and every project's history; C{makedirs} leaves the
+    mode of a directory that exists alone (a clone's own C{data/}, 0755),
+    and creates missing parents 0755 whatever it is told.
+    """
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o077:
+        os.chmod(path, 0o700)
+        _log.warn(
+            "The data directory {dir} was open to other users (mode {mode});"
+            " it is now mode 0700",
+            dir=path,
+            mode="%04o" % (mode,),
+        )
 
 
 def load_token(settings: Any) -> tuple[str | None, bool]:
@@ -45,7 +70,7 @@ def load_token(settings: Any) -> tuple[str | None, bool]:
         return None, False
     if settings.token:
         return settings.token, False
-    os.makedirs(settings.data, mode=0o700, exist_ok=True)
+    make_data_private(settings.data)
     path = os.path.join(settings.data, TOKEN_FILE)
     try:
         with open(path, encoding="ascii") as f:
@@ -72,6 +97,37 @@ def load_token(settings: Any) -> tuple[str | None, bool]:
     return token, True
 
 
+class _VersionProtocol(protocol.ProcessProtocol):
+    """
+    C{claude --version}: C{exited} fires once the process is gone; C{ended}
+    fires with what it printed (C{None} when it printed nothing or failed)
+    and why it ended, once its pipes are closed too (a child it left may
+    hold them longer).
+    """
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.exited: defer.Deferred = defer.Deferred()
+        self.ended: defer.Deferred = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        if len(self.output) < _VERSION_BYTES:
+            self.output += data[: _VERSION_BYTES - len(self.output)]
+
+    def errReceived(self, data: bytes) -> None:
+        # Read and dropped: a chatty CLI must never block on a full pipe.
+        pass
+
+    def processExited(self, reason: Failure) -> None:
+        self.exited.callback(None)
+
+    def processEnded(self, reason: Failure) -> None:
+        version = None
+        if reason.check(error.ProcessDone):
+            version = self.output.decode("utf-8", "replace").strip()[:200] or None
+        self.ended.callback((version, reason))
+
+
 class ClaudewsService(service.MultiService):
     """
     Starts the projects, then listens; stops in the order that loses
@@ -85,10 +141,12 @@ class ClaudewsService(service.MultiService):
         super().__init__()
         self._reactor = reactor
         self.settings = settings
+        make_data_private(settings.data)
         self.token, self._token_is_new = load_token(settings)
         self.registry = Registry(settings, reactor)
         self.registry.setServiceParent(self)
-        self._claude_version: defer.Deferred | None = None
+        self._claude_version: str | None = None
+        self._version_probe: _VersionProtocol | None = None
         self.factory = ServerFactory(
             settings=settings,
             registry=self.registry,
@@ -114,13 +172,22 @@ class ClaudewsService(service.MultiService):
         self._port = port
         address = port.getHost()
         host = getattr(address, "host", None)
-        self.factory.listening_on(host, getattr(address, "port", None))
+        port_number = getattr(address, "port", None)
+        self.factory.listening_on(host, port_number)
         scheme = "wss" if self.settings.listen.startswith(("ssl:", "tls:")) else "ws"
         if host in (None, "0.0.0.0", "::"):
             shown = "localhost"
         else:
             shown = "[%s]" % (host,) if ":" in host else host
-        url = "%s://%s:%s/ws" % (scheme, shown, getattr(address, "port", ""))
+        if port_number is None:
+            # A UNIX socket: clients send Host without a port.
+            self._log.info(
+                "Listening on the UNIX socket {socket}",
+                socket=os.fsdecode(address.name),
+            )
+            url = "%s://%s/ws" % (scheme, shown)
+        else:
+            url = "%s://%s:%s/ws" % (scheme, shown, port_number)
         if self.token is not None and len(self.token) < MIN_TOKEN_CHARS:
             self._log.warn(
                 "The token is only {length} characters long and may be guessed;"
@@ -154,42 +221,79 @@ class ClaudewsService(service.MultiService):
         self._log.failure("Cannot listen on {listen}", failure, listen=self.settings.listen)
         self._reactor.stop()
 
-    def claude_version(self) -> defer.Deferred:
+    def claude_version(self) -> str | None:
         """
-        The CLI's C{--version}, asked once (at start); None if it cannot say.
+        What C{claude --version} said, asked once at start; C{None} until it
+        has answered, or when it could not.
         """
-        if self._claude_version is None:
-            self._ask_version()
-        result: defer.Deferred = defer.Deferred()
-        self._claude_version.addBoth(lambda value: (result.callback(value), value)[1])
-        return result
+        return self._claude_version
 
     def _ask_version(self) -> None:
-        d = defer.maybeDeferred(
-            utils.getProcessOutput,
-            self.settings.claude_bin,
-            ["--version"],
-            env=dict(os.environ),
-            reactor=self._reactor,
-        )
-        d.addTimeout(VERSION_TIMEOUT, self._reactor)
-
-        def failed(failure: Any) -> None:
-            self._log.warn(
-                "Could not run {bin} --version: {error}",
-                bin=self.settings.claude_bin,
-                error=failure.getErrorMessage(),
+        """
+        Run C{claude --version}, killing it after L{VERSION_TIMEOUT}: a hung
+        CLI must neither delay anything nor outlive the server.
+        """
+        claude_bin = self.settings.claude_bin
+        probe = _VersionProtocol()
+        try:
+            self._reactor.spawnProcess(
+                probe, claude_bin, [claude_bin, "--version"], env=dict(os.environ)
             )
-            return None
+        except OSError as e:
+            self._log.warn("Could not run {bin} --version: {error}", bin=claude_bin, error=e)
+            return
+        self._version_probe = probe
+        timeout = self._reactor.callLater(VERSION_TIMEOUT, self._version_too_slow)
 
-        d.addCallbacks(
-            lambda output: output.decode("utf-8", "replace").strip()[:200] or None,
-            failed,
+        def ended(result: tuple[str | None, Failure]) -> None:
+            version, reason = result
+            if timeout.active():
+                timeout.cancel()
+            elif timeout.called:
+                # _version_too_slow said so already.
+                return
+            if version is None:
+                self._log.warn(
+                    "Could not run {bin} --version: {error}",
+                    bin=claude_bin,
+                    error=reason.getErrorMessage() if reason.check(error.ProcessTerminated)
+                    else "it printed nothing",
+                )
+                return
+            self._claude_version = version
+            # Tests (and people) wait for this line to know server.info has it.
+            self._log.info("Claude Code CLI: {version}", version=version)
+
+        probe.ended.addCallback(ended).addErrback(
+            lambda f: self._log.failure("Asking the CLI its version failed", f)
         )
-        self._claude_version = d
+
+    def _version_too_slow(self) -> None:
+        self._log.warn(
+            "{bin} --version did not answer within {timeout} s; killed",
+            bin=self.settings.claude_bin,
+            timeout=VERSION_TIMEOUT,
+        )
+        self._end_version_process()
+
+    def _end_version_process(self) -> defer.Deferred:
+        """
+        Kill C{claude --version} if it still runs; fires once it is gone.
+        """
+        probe = self._version_probe
+        if probe is None or probe.exited.called:
+            return defer.succeed(None)
+        try:
+            probe.transport.signalProcess("KILL")
+        except error.ProcessExitedAlready:
+            pass
+        gone: defer.Deferred = defer.Deferred()
+        probe.exited.addBoth(lambda result: (gone.callback(None), result)[1])
+        return gone
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
+        yield self._end_version_process()
         if self._port is not None:
             yield self._port.stopListening()
         yield super().stopService()

@@ -241,13 +241,11 @@ class ServerProtocol(Requests, WebSocketServerProtocol):
         # A prepared message, because Autobahn's sendMessage applies the
         # inbound size limit to outbound messages too: a reply or an event
         # may be far larger than what a client may send.
-        if self._open():
-            self._account(len(line))
+        if self._open() and self._account(len(line)):
             self.sendPreparedMessage(self.factory.prepareMessage(line, isBinary=False))
 
     def send_prepared(self, prepared: Any, size: int) -> None:
-        if self._open():
-            self._account(size)
+        if self._open() and self._account(size):
             self.sendPreparedMessage(prepared)
 
     def backlogged(self) -> bool:
@@ -260,26 +258,30 @@ class ServerProtocol(Requests, WebSocketServerProtocol):
         self._backlog.waiters.append(d)
         return d
 
-    def _account(self, size: int) -> None:
+    def _account(self, size: int) -> bool:
         """
-        Enforce the slow-client rule before queueing C{size} more bytes.
+        Enforce the slow-client rule before queueing C{size} more bytes;
+        whether to send them.
 
         Only what was queued before this message counts against the hard
-        cap: one big event alone never gets a client closed.
+        cap: one big event alone never gets a client closed. A client
+        closed here gets nothing more: no data frame may follow the close
+        frame (RFC 6455 section 5.5.1).
         """
         backlog = self._backlog
         if not backlog.paused:
-            return
+            return True
         settings = self.factory.settings
         unsent = self._unsent()
         if unsent > settings.send_backlog_cap:
             self._close_slow("over %d bytes unsent" % (settings.send_backlog_cap,))
-            return
+            return False
         backlog.unsent += size
         if unsent + size > settings.send_backlog_bytes and self._grace_call is None:
             self._grace_call = self.factory.reactor.callLater(
                 settings.send_backlog_grace, self._grace_over
             )
+        return True
 
     def _unsent(self) -> int:
         """
@@ -456,7 +458,7 @@ class ServerFactory(WebSocketServerFactory):
         token: str | None,
         validate_options: Callable[[Any], dict],
         option_flags: Callable[[dict], list],
-        claude_version: Callable[[], defer.Deferred] = lambda: defer.succeed(None),
+        claude_version: Callable[[], str | None] = lambda: None,
         reactor: Any = None,
     ) -> None:
         if reactor is None:
@@ -498,9 +500,10 @@ class ServerFactory(WebSocketServerFactory):
             maxConnections=settings.max_connections,
         )
 
-    def listening_on(self, host: str | None, port: int) -> None:
+    def listening_on(self, host: str | None, port: int | None) -> None:
         """
-        Tell the factory its listening address, for the Host allow-list.
+        Tell the factory its listening address, for the Host allow-list;
+        C{port} is C{None} on a UNIX socket.
         """
         self.listen_host = host
         self.listen_port = port
@@ -511,6 +514,11 @@ class ServerFactory(WebSocketServerFactory):
             host = self.listen_host
             hosts.add("[%s]" % (host,) if ":" in host else host)
         allowed = set(h.lower() for h in self.settings.allowed_hosts)
+        if self.listen_port is None:
+            # A UNIX socket has no port for a client to name: the loopback
+            # names alone, as clients of one (curl --unix-socket) send them.
+            # Whatever a proxy in front sends goes in allowed-host.
+            return frozenset(allowed | hosts)
         for host in hosts:
             allowed.add("%s:%s" % (host, self.listen_port))
             if self.listen_port in (80, 443):
@@ -525,15 +533,17 @@ class ServerFactory(WebSocketServerFactory):
         for subscriber in subscribers:
             subscriber.send_prepared(prepared, len(line))
 
-    def server_info(self) -> defer.Deferred:
-        return self._claude_version().addCallback(self._info)
-
-    def _info(self, claude_version: str | None) -> dict:
+    def server_info(self) -> dict:
+        """
+        The reply to server.info, at once: the CLI's version is what is
+        known now (C{None} while C{claude --version} still runs), so a slow
+        or hung CLI never holds up this reply or those queued behind it.
+        """
         s = self.settings
         return {
             "version": claudews.__version__,
             "protocol": PROTOCOL_VERSION,
-            "claude": {"bin": s.claude_bin, "version": claude_version},
+            "claude": {"bin": s.claude_bin, "version": self._claude_version()},
             "limits": {
                 "max_message_bytes": s.max_message_bytes,
                 "max_prompt_bytes": s.max_prompt_bytes,

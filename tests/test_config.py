@@ -18,7 +18,6 @@ from claudews.errors import RequestError
 
 EXAMPLE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    "data",
     "claudews.example.toml",
 )
 
@@ -324,6 +323,15 @@ class ValueTests(_TempDirMixin, SynchronousTestCase):
         self.assertIn("every, batch, none", self.assertUsage('fsync = "always"\n'))
         self.assertEqual(self.load('fsync = "none"\n').fsync, "none")
 
+    def test_fsync_choices_are_the_historys_own(self):
+        """The fsync setting accepts exactly what History accepts: one list, in history."""
+        from claudews import config, history
+
+        self.assertIs(config.FSYNC_POLICIES, history.FSYNC_POLICIES)
+        self.assertFalse(hasattr(config, "FSYNC_MODES"))
+        for policy in history.FSYNC_POLICIES:
+            self.assertEqual(self.load('fsync = "%s"\n' % (policy,)).fsync, policy)
+
     def test_listen(self):
         """An endpoint string Twisted cannot parse is refused."""
         self.assertIn("--listen", self.assertUsage(listen="nosuch:1"))
@@ -439,7 +447,7 @@ class ValueTests(_TempDirMixin, SynchronousTestCase):
 
 class ExampleFileTests(_TempDirMixin, SynchronousTestCase):
     """
-    data/claudews.example.toml documents every key and changes nothing.
+    claudews.example.toml documents every key and changes nothing.
     """
 
     def test_loadsToDefaults(self):

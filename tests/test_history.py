@@ -477,6 +477,37 @@ class FsyncTests(HistoryTestCase):
         self.assertEqual(len(calls), 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_closeNeverRaisesWhenFsyncFails(self) -> None:
+        """close with a batch pending on a refusing disk logs the error and closes the file anyway."""
+        h = self.open(fsync="batch")
+        fill(h, 2)
+        handle = h._writer._file
+
+        def fsync(fd):
+            raise OSError(errno.EIO, "I/O error")
+
+        self.patch(history_module.os, "fsync", fsync)
+        h.close()
+        self.assertTrue(handle.closed)
+        self.assertRaises(ValueError, h.append, 3, event(3))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        [error] = [e for e in self.logged if e["log_level"] == LogLevel.error]
+        self.assertEqual(error["error"].errno, errno.EIO)
+
+    def test_closeAfterAFailedFlushDoesNotRaise(self) -> None:
+        """A flush that failed (and was handled) does not make the close after it raise."""
+        h = self.open(fsync="batch")
+        fill(h, 2)
+
+        def fsync(fd):
+            raise OSError(errno.EIO, "I/O error")
+
+        self.patch(history_module.os, "fsync", fsync)
+        self.assertRaises(OSError, h.flush)
+        h.close()
+        self.assertIsNone(h._writer)
+        self.assertEqual(list(h.read_since(0)), [(1, event(1)), (2, event(2))])
+
     def test_flushSyncsNow(self) -> None:
         """flush fsyncs immediately, whatever the policy."""
         calls = self.countFsyncs()

@@ -144,6 +144,10 @@ def pid_tool(fifo_path):
 
 def test_version_is_the_pinned_one(server):
     """server.info reports the pinned CLI version."""
+    # server.info answers at once, with null until `claude --version` has
+    # answered; the server logs the version when it knows it.
+    if not any("Claude Code CLI: " in line for line in server.log):
+        server.wait_log(r"Claude Code CLI: ")
     c = server.connect()
     info = c.ok("server.info")
     assert info["claude"]["version"].split()[0] == realcli.pinned_version()

@@ -20,8 +20,9 @@ import tempfile
 import pytest
 import pytest_twisted
 from twisted.internet import defer, endpoints, protocol
-from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone
+from twisted.internet.address import IPv4Address, UNIXAddress
+from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -164,12 +165,66 @@ class TokenFileTests(SynchronousTestCase):
         self.assertEqual(tap.load_token(self.settings(no_auth=True)), (None, False))
 
 
+class DataDirectoryTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.base = os.path.realpath(tempfile.mkdtemp(prefix="claudews-data-"))
+        self.addCleanup(shutil.rmtree, self.base, True)
+        self.data = os.path.join(self.base, "data")
+        self.reactor = MemoryReactorClock()
+
+    def start(self, **overrides: object) -> LogCapture:
+        log = LogCapture(self)
+        settings = Settings(data=self.data, project_roots=(self.base,), **overrides)
+        tap.ClaudewsService(settings, self.reactor)
+        return log
+
+    def mode(self) -> int:
+        return stat.S_IMODE(os.stat(self.data).st_mode)
+
+    def test_an_open_data_directory_is_made_0700_with_a_warning(self) -> None:
+        """A data directory of mode 0755 (a clone's data/) is set to 0700 at start, and the log says so."""
+        os.makedirs(self.data)
+        os.chmod(self.data, 0o755)
+        log = self.start()
+        self.assertEqual(self.mode(), 0o700)
+        [line] = log.lines("data directory")
+        self.assertIn(self.data, line)
+        self.assertIn("0755", line)
+        self.assertIn("0700", line)
+
+    def test_a_data_directory_open_to_the_group_only_is_made_0700(self) -> None:
+        """Group access alone is too much: mode 0750 becomes 0700 as well."""
+        os.makedirs(self.data)
+        os.chmod(self.data, 0o750)
+        self.start(no_auth=True)
+        self.assertEqual(self.mode(), 0o700)
+
+    def test_a_private_data_directory_is_left_alone_silently(self) -> None:
+        """A data directory of mode 0700 is not touched and nothing is logged about it."""
+        os.makedirs(self.data, mode=0o700)
+        os.chmod(self.data, 0o700)
+        log = self.start()
+        self.assertEqual(self.mode(), 0o700)
+        self.assertEqual(log.lines("data directory"), [])
+
+    def test_a_missing_data_directory_is_created_0700_without_auth_too(self) -> None:
+        """Without a token file to write, the data directory is still created 0700, parents and all."""
+        self.data = os.path.join(self.base, "new", "data")
+        self.start(no_auth=True)
+        self.assertEqual(self.mode(), 0o700)
+
+
 class _Port:
     def __init__(self, port: int) -> None:
         self._address = IPv4Address("TCP", "127.0.0.1", port)
 
     def getHost(self) -> IPv4Address:
         return self._address
+
+
+class _UnixPort:
+    def getHost(self) -> UNIXAddress:
+        return UNIXAddress(b"/run/claudews.sock")
 
 
 class StartupLogTests(SynchronousTestCase):
@@ -198,6 +253,154 @@ class StartupLogTests(SynchronousTestCase):
         self.assertEqual(len(lines), 1)
         self.assertIn("?token=", lines[0])
         self.assertEqual(log.lines("may be guessed"), [])
+
+    def test_unix_socket_allows_the_loopback_hosts_without_a_port(self) -> None:
+        """Listening on a UNIX socket, the Host allow-list has the loopback names, no "None" port."""
+        self.listening_log()
+        log = LogCapture(self)
+        self.service._listening(_UnixPort())
+        hosts = self.service.factory.allowed_hosts()
+        self.assertTrue({"localhost", "127.0.0.1", "[::1]"} <= hosts, hosts)
+        self.assertFalse([h for h in hosts if h.endswith(":none")], hosts)
+        self.assertEqual(len(log.lines("UNIX socket /run/claudews.sock")), 1)
+        self.assertEqual(log.lines(r"localhost:(None)?/ws"), [])
+
+
+class _FakeProcess:
+    """
+    The transport of a process spawned on L{_ProcessReactor}.
+    """
+
+    def __init__(self, protocol: protocol.ProcessProtocol) -> None:
+        self.protocol = protocol
+        self.signals: list[str] = []
+        self.ended = False
+
+    def signalProcess(self, signal: str) -> None:
+        self.signals.append(signal)
+
+    def prints(self, data: bytes) -> None:
+        self.protocol.childDataReceived(1, data)
+
+    def ends(self, code: int | None = 0, signal: int | None = None) -> None:
+        if code == 0:
+            reason = Failure(ProcessDone(0))
+        else:
+            reason = Failure(ProcessTerminated(exitCode=code, signal=signal))
+        self.ended = True
+        self.protocol.processExited(reason)
+        self.protocol.processEnded(reason)
+
+
+class _ProcessReactor(MemoryReactorClock):
+    """
+    A L{MemoryReactorClock} that records the processes it is asked to spawn.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spawned: list[tuple[str, list, _FakeProcess]] = []
+
+    def spawnProcess(self, protocol, executable, args=(), env=None, **kwargs):
+        process = _FakeProcess(protocol)
+        self.spawned.append((executable, list(args), process))
+        protocol.makeConnection(process)
+        return process
+
+
+class ClaudeVersionTests(SynchronousTestCase):
+    """
+    server.info's CLI version, as L{tap.ClaudewsService} asks
+    C{claude --version} once at start.
+    """
+
+    def setUp(self) -> None:
+        base = os.path.realpath(tempfile.mkdtemp(prefix="claudews-version-"))
+        self.addCleanup(shutil.rmtree, base, True)
+        self.reactor = _ProcessReactor()
+        self.log = LogCapture(self)
+        settings = Settings(
+            data=os.path.join(base, "data"), project_roots=(base,), claude_bin="/opt/claude"
+        )
+        self.service = tap.ClaudewsService(settings, self.reactor)
+        wsmemory.clock_timers(self.service.factory, self.reactor)
+        self.service.startService()
+        self.addCleanup(self.stop)
+        [(self.executable, self.args, self.process)] = self.reactor.spawned
+
+    def stop(self) -> None:
+        if self.service.running:
+            d = self.service.stopService()
+            if not self.process.ended:
+                self.process.ends(None, 9)
+            # Past Autobahn's close handshake timeout, for connections left open.
+            self.reactor.advance(10)
+            self.successResultOf(d)
+
+    def info(self) -> dict:
+        c = Connection(self.service.factory, token=self.service.token, host="localhost:8765")
+        self.assertEqual(c.status, 101, c.response)
+        reply = c.request("server.info", 1)
+        self.assertIs(reply["ok"], True, reply)
+        return reply["result"]["claude"]
+
+    def test_the_configured_cli_is_asked(self) -> None:
+        """The version comes from the configured CLI, run as `BIN --version`."""
+        self.assertEqual((self.executable, self.args), ("/opt/claude", ["/opt/claude", "--version"]))
+
+    def test_server_info_does_not_wait_for_the_version(self) -> None:
+        """While `claude --version` runs, server.info is answered at once with version null."""
+        self.assertEqual(self.info(), {"bin": "/opt/claude", "version": None})
+
+    def test_the_version_is_reported_and_logged_once_known(self) -> None:
+        """Once the CLI answered, server.info has its version and the log says it in one line."""
+        self.process.prints(b"2.0.1 (Claude Code)\n")
+        self.assertEqual(self.log.lines("Claude Code CLI:"), [])
+        self.process.ends(0)
+        self.assertEqual(self.info()["version"], "2.0.1 (Claude Code)")
+        self.assertEqual(self.log.lines("Claude Code CLI: "), ["Claude Code CLI: 2.0.1 (Claude Code)"])
+
+    def test_a_failing_cli_leaves_the_version_null(self) -> None:
+        """A CLI that exits non-zero gives no version, and a warning."""
+        self.process.prints(b"oops\n")
+        self.process.ends(1)
+        self.assertIsNone(self.info()["version"])
+        self.assertEqual(len(self.log.lines("Could not run /opt/claude --version")), 1)
+
+    def test_a_hung_cli_is_killed_after_the_timeout(self) -> None:
+        """`claude --version` that never ends is killed after VERSION_TIMEOUT; the version stays null."""
+        self.reactor.advance(tap.VERSION_TIMEOUT - 0.1)
+        self.assertEqual(self.process.signals, [])
+        self.reactor.advance(0.1)
+        self.assertEqual(self.process.signals, ["KILL"])
+        self.process.ends(None, 9)
+        self.assertIsNone(self.info()["version"])
+        self.assertEqual(len(self.log.lines("did not answer within")), 1)
+        self.assertEqual(self.log.lines("Could not run"), [])
+
+    def test_stopping_kills_a_running_cli_and_waits_for_it(self) -> None:
+        """Shutdown kills a `claude --version` still running and finishes once it has ended."""
+        d = self.service.stopService()
+        self.assertEqual(self.process.signals, ["KILL"])
+        self.assertNoResult(d)
+        self.process.ends(None, 9)
+        self.successResultOf(d)
+
+    def test_stopping_does_not_wait_for_pipes_a_killed_cli_left_open(self) -> None:
+        """Once the killed CLI has exited, shutdown goes on, even while a child of it holds its pipes."""
+        d = self.service.stopService()
+        reason = Failure(ProcessTerminated(signal=9))
+        self.process.protocol.processExited(reason)
+        self.successResultOf(d)
+        self.process.ended = True
+        self.process.protocol.processEnded(reason)
+
+    def test_no_timer_is_left_once_the_cli_answered(self) -> None:
+        """The kill timer is cancelled when the CLI answers in time."""
+        self.process.prints(b"2.0.1\n")
+        self.process.ends(0)
+        self.reactor.advance(tap.VERSION_TIMEOUT * 2)
+        self.assertEqual(self.process.signals, [])
 
 
 # -- what the log may hold

@@ -14,7 +14,6 @@ import os
 import shutil
 import tempfile
 
-from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
@@ -67,6 +66,8 @@ class ServerTestCase(SynchronousTestCase):
         )
         values.update(overrides)
         self.settings = settings = Settings(**values)
+        # What server.info says `claude --version` printed.
+        self.claude_version: str | None = "2.0.1 (Claude Code)"
         self.clock = MemoryReactorClock()
         self.registry = Registry(settings, self.clock)
         self.registry.startService()
@@ -79,7 +80,7 @@ class ServerTestCase(SynchronousTestCase):
                 given, settings
             ),
             option_flags=options.option_flags,
-            claude_version=lambda: defer.succeed("2.0.1 (Claude Code)"),
+            claude_version=lambda: self.claude_version,
             reactor=self.clock,
         )
         wsmemory.clock_timers(self.factory, self.clock)
@@ -244,6 +245,25 @@ class HandshakeTests(ServerTestCase):
         self.factory.listening_on("127.0.0.1", 443)
         self.assertEqual(self.connect(host="localhost:443").status, 101)
         self.assertEqual(self.connect(host="localhost").status, 101)
+
+    def test_unix_socket_accepts_the_loopback_names_without_a_port(self) -> None:
+        """On a UNIX socket (no port), localhost, 127.0.0.1 and [::1] are allowed Hosts."""
+        self.factory.listening_on(None, None)
+        for host in ("localhost", "127.0.0.1", "[::1]", "LocalHost"):
+            self.assertEqual(self.connect(host=host).status, 101, host)
+
+    def test_unix_socket_refuses_other_hosts_and_any_port(self) -> None:
+        """On a UNIX socket, a port or another name in Host is refused with 403."""
+        self.factory.listening_on(None, None)
+        for host in ("localhost:8765", "127.0.0.1:80", "[::1]:1", "evil.example"):
+            self.assertEqual(self.connect(host=host).status, 403, host)
+
+    def test_unix_socket_accepts_a_configured_host(self) -> None:
+        """On a UNIX socket, a Host from settings.allowed_hosts is accepted as listed."""
+        self.serve(allowed_hosts=("box.lan",))
+        self.factory.listening_on(None, None)
+        self.assertEqual(self.connect(host="box.lan").status, 101)
+        self.assertEqual(self.connect(host="box.lan:8765").status, 403)
 
     def test_open_handshake_timeout_runs_on_the_factory_reactor(self) -> None:
         """A client that never finishes its handshake is dropped on the factory's clock."""
@@ -440,6 +460,17 @@ class ServerInfoTests(ServerTestCase):
         self.assertEqual(limits["max_queue"], self.settings.max_queue)
         self.assertEqual(limits["history_limit"], 1000)
         self.assertEqual(limits["client_options"], list(self.settings.client_options))
+
+
+    def test_server_info_says_null_while_the_version_is_unknown(self) -> None:
+        """Before `claude --version` has answered, server.info replies at once with version null."""
+        self.claude_version = None
+        c = self.client()
+        self.assertIsNone(c.request("server.info", 1)["result"]["claude"]["version"])
+        self.claude_version = "2.0.2 (Claude Code)"
+        self.assertEqual(
+            c.request("server.info", 2)["result"]["claude"]["version"], "2.0.2 (Claude Code)"
+        )
 
 
 class ProjectTests(ServerTestCase):
@@ -1021,6 +1052,27 @@ class SlowClientTests(ServerTestCase):
         self.assertOpen(self.c)
         self.publish(self.project, "small")
         self.assertClosedWith(self.c, 1008)
+
+    def test_the_event_that_passes_the_cap_is_not_sent_after_the_close(self) -> None:
+        """Closing as slow, the server sends no data frame after its close frame (RFC 6455 5.5.1)."""
+        self.producer.pauseProducing()
+        self.publish(self.project, "x" * 60000)
+        self.publish(self.project, "x" * 60000)
+        self.c.new_frames()
+        self.publish(self.project, "small")
+        frames = self.c.new_frames()
+        self.assertEqual([f.opcode for f in frames], [wsmemory.CLOSE])
+        self.assertEqual(frames[0].close_code, 1008)
+
+    def test_a_reply_that_passes_the_cap_is_not_sent_after_the_close(self) -> None:
+        """A reply hitting the cap closes the connection and is itself not sent."""
+        self.producer.pauseProducing()
+        self.publish(self.project, "x" * 60000)
+        self.publish(self.project, "x" * 60000)
+        self.c.new_frames()
+        self.c.send_json({"type": "server.info", "id": 1})
+        frames = self.c.new_frames()
+        self.assertEqual([f.opcode for f in frames], [wsmemory.CLOSE])
 
     def test_one_event_bigger_than_the_cap_is_sent(self) -> None:
         """A single event over the hard cap is still sent to a client with no backlog."""
