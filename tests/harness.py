@@ -259,6 +259,19 @@ class Client:
         ]
 
 
+def read_pids(path):
+    """The pids the fake CLI recorded in C{path} (FAKE_CLAUDE_PIDFILE)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [int(line) for line in f if line.strip()]
+
+
+def submit(client, path, text, **fields):
+    """Send a prompt and return its id."""
+    return client.ok("prompt", path=path, prompt=text, **fields)["prompt_id"]
+
+
 def is_tool_use(event):
     """
     Whether C{event} is a C{claude} event carrying an assistant tool call

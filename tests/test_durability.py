@@ -29,7 +29,7 @@ from claudews.history import History
 from claudews.project import marker_prefix
 from claudews.registry import Registry
 from claudews.subscribers import REPLAY_BATCH, Subscribers
-from tests.harness import Server, alive
+from tests.harness import Server, alive, read_pids
 from tests.test_project import ProcessReactor, Subscriber
 
 # -- unit tests ------------------------------------------------------------
@@ -376,13 +376,6 @@ class ReplayTests(SynchronousTestCase):
 
 
 # -- a real server, killed ------------------------------------------------
-
-
-def read_pids(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [int(line) for line in f if line.strip()]
 
 
 def descendants(server):

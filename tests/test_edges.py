@@ -16,7 +16,8 @@ import psutil
 import pytest
 import websocket
 
-from tests.harness import DEADLINE, Client, alive, is_tool_use
+from tests.harness import DEADLINE, Client, alive, is_tool_use, read_pids
+from tests.harness import submit as prompt
 
 pytestmark = pytest.mark.integration
 
@@ -36,17 +37,6 @@ def config(tmp_path, **settings):
         for key, value in settings.items():
             f.write("%s = %r\n" % (key.replace("_", "-"), value))
     return ["--config", path]
-
-
-def prompt(client, path, text, **fields):
-    return client.ok("prompt", path=path, prompt=text, **fields)["prompt_id"]
-
-
-def read_pids(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [int(line) for line in f if line.strip()]
 
 
 def clis(server):

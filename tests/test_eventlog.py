@@ -14,7 +14,6 @@ import os
 import shutil
 import tempfile
 
-from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
@@ -23,24 +22,9 @@ from claudews import eventlog
 from claudews.eventlog import STORAGE_RETRY, EventLog
 from claudews.events import timestamp
 from claudews.history import History
+from tests.test_project import Subscriber
 
 NO_SPACE = "cannot store events: [Errno 28] No space left on device"
-
-
-class Subscriber:
-    """A connection that takes everything at once."""
-
-    def __init__(self):
-        self.lines = []
-
-    def send_line(self, line):
-        self.lines.append(line)
-
-    def backlogged(self):
-        return False
-
-    def when_drained(self):
-        return defer.succeed(None)
 
 
 class EventLogTestCase(SynchronousTestCase):

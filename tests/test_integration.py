@@ -9,7 +9,8 @@ import psutil
 import pytest
 import websocket
 
-from tests.harness import Closed, alive, is_tool_use
+from tests.harness import Closed, alive, is_tool_use, read_pids
+from tests.harness import submit as prompt
 
 pytestmark = pytest.mark.integration
 
@@ -17,17 +18,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def server(make_server):
     return make_server("--timeout", "20", "--permission-timeout", "20")
-
-
-def prompt(client, path, text, **fields):
-    return client.ok("prompt", path=path, prompt=text, **fields)["prompt_id"]
-
-
-def read_pids(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [int(line) for line in f if line.strip()]
 
 
 def test_second_prompt_resumes_the_first_conversation(server):
