@@ -450,7 +450,7 @@ class Options(usage.Options):
 
 Settings come from, highest first: these options, the --config TOML file
 (keys are the option names; every setting has a key, see
-claudews.example.toml), the CLAUDEWS_TOKEN environment variable (the token
+data/claudews.example.toml), the CLAUDEWS_TOKEN environment variable (the token
 only), and the defaults. A repeatable option given here replaces the file's
 list. Without a configured token one is generated on first start, stored in
 DATA/auth_token and logged."""

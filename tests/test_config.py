@@ -18,6 +18,7 @@ from claudews.errors import RequestError
 
 EXAMPLE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "data",
     "claudews.example.toml",
 )
 
@@ -447,7 +448,7 @@ class ValueTests(_TempDirMixin, SynchronousTestCase):
 
 class ExampleFileTests(_TempDirMixin, SynchronousTestCase):
     """
-    claudews.example.toml documents every key and changes nothing.
+    data/claudews.example.toml documents every key and changes nothing.
     """
 
     def test_loadsToDefaults(self):
