@@ -416,26 +416,6 @@ def queued_ids(events):
     return [e["prompt_id"] for e in events if e["event"] == "prompt.queued"]
 
 
-@pytest.fixture
-def crashing(tmp_path, make_server):
-    """A server whose fake CLI records its tool pids, and a subscribed client."""
-    pidfile = str(tmp_path / "pids")
-    server = make_server(env={"FAKE_CLAUDE_PIDFILE": pidfile})
-    client = server.connect()
-    path = server.project_dir("app")
-    client.ok("project.create", path=path)
-    client.ok("subscribe", path=path)
-    yield server, client, path, pidfile
-    # A test that failed before its restart leaves the tools of the killed
-    # server running: end them here, whatever happened.
-    server.kill()
-    for pid in alive(read_pids(pidfile)):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-
-
 def restart_after_kill(server, path, before):
     """
     SIGKILL the server, start it again; check that every prompt that was
@@ -457,9 +437,9 @@ def restart_after_kill(server, path, before):
 
 
 @pytest.mark.integration
-def test_sigkill_during_a_tool_run_interrupts_running_and_queued_once(crashing):
+def test_sigkill_during_a_tool_run_interrupts_running_and_queued_once(tool_server):
     """kill -9 mid-prompt: history intact, both prompts interrupted once, no process left."""
-    server, c, path, pidfile = crashing
+    server, c, path, pidfile = tool_server
     first = c.ok("prompt", path=path, prompt="hello")["prompt_id"]
     session = c.finished(first)["session_id"]
     running = c.ok("prompt", path=path, prompt="tool-sleep:600")["prompt_id"]
@@ -480,9 +460,9 @@ def test_sigkill_during_a_tool_run_interrupts_running_and_queued_once(crashing):
 
 
 @pytest.mark.integration
-def test_sigkill_while_many_small_events_stream(crashing):
+def test_sigkill_while_many_small_events_stream(tool_server):
     """A queue of quick prompts streaming events: kill -9 anywhere loses nothing sent."""
-    server, c, path, pidfile = crashing
+    server, c, path, pidfile = tool_server
     ids = [c.ok("prompt", path=path, prompt="quick %d" % i)["prompt_id"] for i in range(60)]
     c.finished(ids[2])
     sent = max(e["seq"] for e in c.events if e.get("type") == "event")
@@ -497,9 +477,9 @@ def test_sigkill_while_many_small_events_stream(crashing):
 
 
 @pytest.mark.integration
-def test_sigkill_while_huge_events_are_written(crashing):
+def test_sigkill_while_huge_events_are_written(tool_server):
     """kill -9 while lines of many MB are stored: the history stays readable."""
-    server, c, path, pidfile = crashing
+    server, c, path, pidfile = tool_server
     c.ok("unsubscribe", path=path)
     for _ in range(3):
         c.ok("prompt", path=path, prompt="huge:3000000")
@@ -514,18 +494,18 @@ def test_sigkill_while_huge_events_are_written(crashing):
 
 
 @pytest.mark.integration
-def test_sigkill_right_after_a_prompt_is_queued(crashing):
+def test_sigkill_right_after_a_prompt_is_queued(tool_server):
     """The reply to prompt came back, the server died: that prompt is interrupted once."""
-    server, c, path, pidfile = crashing
+    server, c, path, pidfile = tool_server
     prompt_id = c.ok("prompt", path=path, prompt="tool-sleep:600")["prompt_id"]
     c, state, events, found = restart_after_kill(server, path, descendants(server))
     assert found[prompt_id] == ["interrupted"]
 
 
 @pytest.mark.integration
-def test_lost_metadata_after_a_crash_is_rebuilt(crashing):
+def test_lost_metadata_after_a_crash_is_rebuilt(tool_server):
     """kill -9, metadata.json gone: the project, its session and its prompts come back."""
-    server, c, path, pidfile = crashing
+    server, c, path, pidfile = tool_server
     first = c.ok("prompt", path=path, prompt="hello")["prompt_id"]
     session = c.finished(first)["session_id"]
     running = c.ok("prompt", path=path, prompt="tool-sleep:600")["prompt_id"]
@@ -546,9 +526,9 @@ def test_lost_metadata_after_a_crash_is_rebuilt(crashing):
 
 
 @pytest.mark.integration
-def test_delete_and_create_again_starts_a_new_epoch(crashing):
+def test_delete_and_create_again_starts_a_new_epoch(tool_server):
     """A since from the old epoch replays the new history from its start."""
-    server, c, path, pidfile = crashing
+    server, c, path, pidfile = tool_server
     c.finished(c.ok("prompt", path=path, prompt="hello")["prompt_id"])
     old = c.ok("project.get", path=path)["project"]
     assert old["last_seq"] > 3

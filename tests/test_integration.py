@@ -74,14 +74,9 @@ def test_prompts_of_a_project_run_in_order_and_projects_side_by_side(server):
     ]
 
 
-def test_cancel_stops_a_running_tool_and_leaves_no_process(tmp_path, make_server):
+def test_cancel_stops_a_running_tool_and_leaves_no_process(tool_server):
     """Cancel during a long tool command ends the command too."""
-    pidfile = str(tmp_path / "pids")
-    server = make_server(env={"FAKE_CLAUDE_PIDFILE": pidfile})
-    c = server.connect()
-    path = server.project_dir("app")
-    c.ok("project.create", path=path)
-    c.ok("subscribe", path=path)
+    server, c, path, pidfile = tool_server
     pid = prompt(c, path, "tool-sleep:600")
     c.wait_event(is_tool_use)
     assert c.ok("cancel", path=path) == {"cancelled": [pid]}
@@ -175,14 +170,9 @@ def test_since_replays_exactly_what_was_missed(server):
     assert [e["seq"] for e in back.events] == list(range(seen + 1, last + 1))
 
 
-def test_shutdown_interrupts_running_and_queued_prompts(tmp_path, make_server):
+def test_shutdown_interrupts_running_and_queued_prompts(tool_server):
     """SIGTERM records interrupted prompts and leaves no CLI behind."""
-    pidfile = str(tmp_path / "pids")
-    server = make_server(env={"FAKE_CLAUDE_PIDFILE": pidfile})
-    c = server.connect()
-    path = server.project_dir("app")
-    c.ok("project.create", path=path)
-    c.ok("subscribe", path=path)
+    server, c, path, pidfile = tool_server
     running = prompt(c, path, "tool-sleep:600")
     queued = prompt(c, path, "later")
     c.wait_event(lambda m: m.get("event") == "prompt.started")
