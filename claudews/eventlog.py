@@ -16,14 +16,14 @@ from typing import Any, Callable
 
 from twisted.logger import Logger
 
-from claudews.events import encode, event, timestamp
+from claudews.events import PROMPT_FINISHED, Event, encode_event, timestamp
 from claudews.subscribers import Subscribers, send_each
 
 #: Events that must reach the history even when storing them fails at
 #: first: they settle what a client relies on (every queued prompt
 #: finishes exactly once). They wait in memory until the disk takes them;
 #: other events that cannot be stored are dropped, and never sent.
-KEPT = frozenset({"prompt.finished", "permission.resolved", "session.reset"})
+KEPT = frozenset({PROMPT_FINISHED, "permission.resolved", "session.reset"})
 
 #: Seconds between two attempts to store the events that wait.
 STORAGE_RETRY = 5.0
@@ -76,8 +76,8 @@ class EventLog:
         self._finish_stored = finish_stored
         #: Why the last write failed, while storing events fails.
         self._storage_error: OSError | None = None
-        #: Events of L{KEPT} kinds that wait for the disk: (time, kind, fields).
-        self._waiting: deque[tuple[float, str, dict]] = deque()
+        #: Events of L{KEPT} kinds that wait for the disk, with their times.
+        self._waiting: deque[tuple[float, Event]] = deque()
         self._flushing = False
         self._dropped = 0
         self._retry_call: Any = None
@@ -101,7 +101,7 @@ class EventLog:
         """
         return len(self._waiting)
 
-    def publish(self, kind: str, fields: dict) -> bool:
+    def publish(self, event: Event) -> bool:
         """
         Store an event in the history, then send it to every subscriber;
         whether it was stored.
@@ -115,24 +115,24 @@ class EventLog:
             # A process of a deleted project, still dying, may print on.
             self._log.debug(
                 "Dropped a {kind} event of {path}: its history is closed",
-                kind=kind,
+                kind=event.kind,
                 path=self._path,
             )
             return False
         now = self._now()
         if self._waiting and (self._flushing or not self._flush()):
-            self._hold(now, kind, fields)
+            self._hold(now, event)
             return False
-        if self._store(now, kind, fields):
+        if self._store(now, event):
             if self._storage_error is not None:
                 self._storage_works()
             return True
-        self._hold(now, kind, fields)
+        self._hold(now, event)
         return False
 
-    def _store(self, now: float, kind: str, fields: dict) -> bool:
+    def _store(self, now: float, event: Event) -> bool:
         seq = self._history.last_seq + 1
-        line = encode(event(self._path, seq, timestamp(now), kind, fields))
+        line = encode_event(self._path, seq, timestamp(now), event)
         try:
             self._history.append(seq, line)
         except OSError as e:
@@ -141,9 +141,9 @@ class EventLog:
         self.subscribers.publish(line)
         return True
 
-    def _hold(self, now: float, kind: str, fields: dict) -> None:
-        if kind in KEPT and len(self._waiting) < MAX_WAITING:
-            self._waiting.append((now, kind, fields))
+    def _hold(self, now: float, event: Event) -> None:
+        if event.kind in KEPT and len(self._waiting) < MAX_WAITING:
+            self._waiting.append((now, event))
         else:
             self._dropped += 1
 
@@ -154,12 +154,12 @@ class EventLog:
         self._flushing = True
         try:
             while self._waiting:
-                now, kind, fields = self._waiting[0]
-                if not self._store(now, kind, fields):
+                now, event = self._waiting[0]
+                if not self._store(now, event):
                     return False
                 self._waiting.popleft()
-                if kind == "prompt.finished":
-                    self._finish_stored(fields["prompt_id"])
+                if event.kind == PROMPT_FINISHED and event.prompt_id is not None:
+                    self._finish_stored(event.prompt_id)
         finally:
             self._flushing = False
         self._storage_works()

@@ -1,31 +1,141 @@
 """
 Shapes shared by every room: wire encoding, replies and events.
 
-Events are encoded once, stored as that exact line in the project's
-history and sent as that exact frame to every subscriber, so a replayed
-event is byte-for-byte the one that went out live.
+Every project event is built here, by one constructor per kind, so the
+fields of an event are written down once. Events are encoded once,
+stored as that exact line in the project's history and sent as that
+exact frame to every subscriber, so a replayed event is byte-for-byte the
+one that went out live. Reading a stored line back (L{decode},
+L{kind_of}) lives here too, beside the encoder whose layout it knows.
 """
 
 import json
+import re
 import time
-from typing import Any
+from typing import Any, Iterable, Mapping
+
+import attrs
+
+PROMPT_QUEUED = "prompt.queued"
+PROMPT_STARTED = "prompt.started"
+CLAUDE = "claude"
+OUTPUT = "output"
+PROMPT_FINISHED = "prompt.finished"
+SESSION_RESET = "session.reset"
+PERMISSION_REQUEST = "permission.request"
+PERMISSION_RESOLVED = "permission.resolved"
 
 #: Every value of an event's ``event`` field (PROTOCOL.md, "Events").
 KINDS = frozenset(
     {
-        "prompt.queued",
-        "prompt.started",
-        "claude",
-        "output",
-        "prompt.finished",
-        "session.reset",
-        "permission.request",
-        "permission.resolved",
+        PROMPT_QUEUED,
+        PROMPT_STARTED,
+        CLAUDE,
+        OUTPUT,
+        PROMPT_FINISHED,
+        SESSION_RESET,
+        PERMISSION_REQUEST,
+        PERMISSION_RESOLVED,
     }
 )
 
+COMPLETED = "completed"
+FAILED = "failed"
+CANCELLED = "cancelled"
+TIMEOUT = "timeout"
+INTERRUPTED = "interrupted"
+
 #: Values of ``status`` in ``prompt.finished``.
-STATUSES = frozenset({"completed", "failed", "cancelled", "timeout", "interrupted"})
+STATUSES = frozenset({COMPLETED, FAILED, CANCELLED, TIMEOUT, INTERRUPTED})
+
+#: Who settled a permission request (``by`` in ``permission.resolved``).
+RESOLVERS = frozenset({"client", "timeout", "cancel"})
+
+
+@attrs.frozen
+class Event:
+    """
+    One project event before it is numbered: its kind and its fields.
+    """
+
+    kind: str = attrs.field(validator=attrs.validators.in_(KINDS))
+    fields: Mapping[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def prompt_id(self) -> str | None:
+        value = self.fields.get("prompt_id")
+        return value if isinstance(value, str) else None
+
+
+def prompt_queued(prompt_id: str, prompt: str, options: Mapping[str, Any], position: int) -> Event:
+    return Event(
+        PROMPT_QUEUED,
+        {"prompt_id": prompt_id, "prompt": prompt, "options": options, "position": position},
+    )
+
+
+def prompt_started(prompt_id: str, session_id: str | None) -> Event:
+    return Event(PROMPT_STARTED, {"prompt_id": prompt_id, "session_id": session_id})
+
+
+def claude(prompt_id: str | None, message: Mapping[str, Any]) -> Event:
+    return Event(CLAUDE, {"prompt_id": prompt_id, "message": message})
+
+
+def output(prompt_id: str | None, stream: str, text: str) -> Event:
+    return Event(OUTPUT, {"prompt_id": prompt_id, "stream": stream, "text": text})
+
+
+def prompt_finished(
+    prompt_id: str,
+    status: str,
+    *,
+    session_id: str | None,
+    exit_code: int | None = None,
+    cost_usd: float | None = None,
+    duration_ms: int | None = None,
+    num_turns: int | None = None,
+    error: str | None = None,
+) -> Event:
+    if status not in STATUSES:
+        raise ValueError("not a prompt status: %r" % (status,))
+    return Event(
+        PROMPT_FINISHED,
+        {
+            "prompt_id": prompt_id,
+            "status": status,
+            "exit_code": exit_code,
+            "session_id": session_id,
+            "cost_usd": cost_usd,
+            "duration_ms": duration_ms,
+            "num_turns": num_turns,
+            "error": error,
+        },
+    )
+
+
+def session_reset() -> Event:
+    return Event(SESSION_RESET, {})
+
+
+def permission_request(prompt_id: str, request_id: str, request: Mapping[str, Any]) -> Event:
+    """
+    The CLI's C{can_use_tool} request: its own fields (tool_name, input,
+    display_name, permission_suggestions, ...) pass through, under ours.
+    """
+    fields = {k: v for k, v in request.items() if k != "subtype"}
+    fields["prompt_id"] = prompt_id
+    fields["request_id"] = request_id
+    return Event(PERMISSION_REQUEST, fields)
+
+
+def permission_resolved(request_id: str, behavior: str, by: str) -> Event:
+    if by not in RESOLVERS:
+        raise ValueError("not a resolver: %r" % (by,))
+    return Event(PERMISSION_RESOLVED, {"request_id": request_id, "behavior": behavior, "by": by})
+
+
+# -- encoding
 
 
 def encode(obj: Any) -> bytes:
@@ -37,9 +147,7 @@ def encode(obj: Any) -> bytes:
     the frame is always valid text.
     """
     try:
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode(
-            "utf-8"
-        )
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(obj, separators=(",", ":")).encode("ascii")
 
@@ -54,28 +162,106 @@ def timestamp(now: float | None = None) -> str:
     millis = int(round((now - whole) * 1000))
     if millis == 1000:
         whole, millis = whole + 1, 0
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + ".%03dZ" % (
-        millis,
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + ".%03dZ" % (millis,)
+
+
+def encode_event(path: str, seq: int, ts: str, event: Event) -> bytes:
+    """
+    The wire (and stored) form of one numbered project event. The envelope
+    comes first, which L{kind_of} relies on.
+    """
+    message: dict[str, Any] = {"type": "event", "path": path, "seq": seq, "ts": ts, "event": event.kind}
+    message.update(event.fields)
+    return encode(message)
+
+
+@attrs.frozen
+class Stored:
+    """
+    A stored event read back: its number, its time, its path and the event.
+    """
+
+    seq: int
+    ts: str | None
+    path: str | None
+    event: Event
+
+
+def decode(line: bytes) -> Stored | None:
+    """
+    A stored line read back, or C{None} when it is not an event of ours.
+    """
+    try:
+        message = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(message, dict) or message.get("type") != "event":
+        return None
+    seq, kind = message.pop("seq", None), message.pop("event", None)
+    if type(seq) is not int or kind not in KINDS:
+        return None
+    ts, path = message.pop("ts", None), message.pop("path", None)
+    del message["type"]
+    return Stored(
+        seq=seq,
+        ts=ts if isinstance(ts, str) else None,
+        path=path if isinstance(path, str) else None,
+        event=Event(kind, message),
     )
 
 
-def event(path: str, seq: int, ts: str, kind: str, fields: dict) -> dict:
-    """
-    The wire form of one project event.
-    """
-    message = {"type": "event", "path": path, "seq": seq, "ts": ts, "event": kind}
-    message.update(fields)
-    return message
+#: The envelope L{encode_event} writes, up to the kind. Only the head of a
+#: line is searched: a CLI message can quote anything further on.
+_KIND = re.compile(rb'\{"type":"event","path":"(?:[^"\\]|\\.)*","seq":\d+,"ts":"[^"]*","event":"([a-z.]+)"')
+_HEAD = 8192
 
 
-def reply(request_id: Any, result: dict) -> dict:
+def kind_of(line: bytes) -> str | None:
+    """
+    The kind of a stored event without decoding the whole line (which can
+    be many MB): for scans that look for a few kinds among many lines.
+    C{None} when the head does not have the envelope's shape; L{decode}
+    then tells for sure.
+    """
+    match = _KIND.match(line, 0, _HEAD)
+    if match is None:
+        return None
+    kind = match.group(1).decode("ascii")
+    return kind if kind in KINDS else None
+
+
+# -- replies
+
+
+def reply(request_id: Any, result: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "result", "id": request_id, "ok": True, "result": result}
 
 
-def error_reply(request_id: Any, code: str, message: str) -> dict:
+def error_reply(request_id: Any, code: str, message: str) -> dict[str, Any]:
     return {
         "type": "result",
         "id": request_id,
         "ok": False,
         "error": {"code": code, "message": message},
     }
+
+
+def history_reply(request_id: Any, lines: Iterable[bytes], first_seq: int, has_more: bool) -> bytes:
+    """
+    The reply to C{history}: the stored lines go in as they are (they are
+    JSON objects already; parsing and encoding them again would cost as
+    much as the page is big), the rest is encoded.
+    """
+    return b"".join(
+        (
+            b'{"type":"result","id":',
+            encode(request_id),
+            b',"ok":true,"result":{"events":[',
+            b",".join(lines),
+            b'],"first_seq":',
+            encode(first_seq),
+            b',"has_more":',
+            encode(has_more),
+            b"}}",
+        )
+    )

@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from claudews import metadata, proctree
 from claudews.errors import RequestError
 from claudews.eventlog import EventLog
-from claudews.events import timestamp
+from claudews.events import Event, timestamp
 from claudews.permissions import PermissionBroker
 from claudews.runner import ClaudeProcess, build_argv, build_env
 from claudews.subscribers import send_each
@@ -216,7 +216,7 @@ class Project:
         Store an event in the history, then send it to every subscriber;
         whether it was stored (L{EventLog.publish}).
         """
-        return self._events.publish(kind, fields)
+        return self._events.publish(Event(kind, fields))
 
     def storage_problem(self) -> str | None:
         """
@@ -268,6 +268,21 @@ class Project:
             "running": self._current.id if self._current else None,
             "pending_permissions": self.permissions.pending(),
         }
+
+    def unsubscribe(self, subscriber: Any) -> None:
+        self.subscribers.remove(subscriber)
+
+    def respond_permission(
+        self,
+        request_id: str,
+        behavior: str,
+        message: str | None = None,
+        updated_input: dict | None = None,
+    ) -> None:
+        """
+        A client's answer to a pending permission request (the first wins).
+        """
+        self.permissions.respond(request_id, behavior, message, updated_input)
 
     def history_page(self, before: int | None, limit: int) -> tuple[list[bytes], bool]:
         return self._events.page(before, limit)

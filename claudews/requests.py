@@ -12,7 +12,7 @@ from typing import Any, Callable
 from twisted.internet import defer
 
 from claudews.errors import RequestError
-from claudews.events import encode, reply
+from claudews.events import history_reply
 
 
 def _field(message: dict, name: str, kind: type, optional: bool = False) -> Any:
@@ -77,7 +77,7 @@ class Requests:
     def handle_unsubscribe(self, message: dict) -> dict:
         project = self._project(message)
         self._subscribed.pop(project.path, None)
-        project.subscribers.remove(self)
+        project.unsubscribe(self)
         return {}
 
     def handle_history(self, message: dict) -> bytes:
@@ -89,10 +89,7 @@ class Requests:
         if not 1 <= limit <= 1000:
             raise RequestError("bad_request", "limit must be between 1 and 1000")
         lines, has_more = project.history_page(before, limit)
-        # Stored events are already encoded: splice them in, do not re-parse.
-        head = encode(reply(message.get("id"), {}))[:-3]
-        tail = encode({"first_seq": project.first_seq, "has_more": has_more})[1:]
-        return head + b'{"events":[' + b",".join(lines) + b"]," + tail + b"}"
+        return history_reply(message.get("id"), lines, project.first_seq, has_more)
 
     def handle_prompt(self, message: dict) -> dict:
         project = self._project(message)
@@ -116,7 +113,7 @@ class Requests:
 
     def handle_permission_respond(self, message: dict) -> dict:
         project = self._project(message)
-        project.permissions.respond(
+        project.respond_permission(
             _field(message, "request_id", str),
             _field(message, "behavior", str),
             _field(message, "message", str, optional=True),

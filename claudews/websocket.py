@@ -226,7 +226,7 @@ class ServerProtocol(Requests, WebSocketServerProtocol):
     def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
         self.factory.connections.discard(self)
         for project in self._subscribed.values():
-            project.subscribers.remove(self)
+            project.unsubscribe(self)
         self._subscribed.clear()
         if self._grace_call is not None and self._grace_call.active():
             self._grace_call.cancel()

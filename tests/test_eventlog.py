@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from claudews import eventlog
 from claudews.eventlog import STORAGE_RETRY, EventLog
-from claudews.events import timestamp
+from claudews.events import Event, timestamp
 from claudews.history import History
 from tests.test_project import Subscriber
 
@@ -69,7 +69,7 @@ class EventLogTestCase(SynchronousTestCase):
 class PublishTests(EventLogTestCase):
     def test_an_event_is_stored_then_sent_as_the_same_line(self):
         """The subscriber gets byte for byte the line the history holds."""
-        self.assertTrue(self.log.publish("output", {"prompt_id": "p-1", "text": "hi"}))
+        self.assertTrue(self.log.publish(Event("output", {"prompt_id": "p-1", "text": "hi"})))
         [(seq, line)] = self.history.read_since(0)
         self.assertEqual(self.subscriber.lines, [line])
         event = json.loads(line)
@@ -82,13 +82,13 @@ class PublishTests(EventLogTestCase):
     def test_event_times_come_from_the_reactor_once_it_tells_wall_clock_time(self):
         """A reactor past 2001 gives each event's ts; a test Clock at 0 does not."""
         self.clock.advance(1_800_000_000.25)
-        self.log.publish("output", {"text": "x"})
+        self.log.publish(Event("output", {"text": "x"}))
         self.assertEqual(self.stored()[0]["ts"], timestamp(1_800_000_000.25))
 
     def test_a_subscriber_with_a_seq_beyond_the_history_replays_it_all(self):
         """A since from an earlier, longer history of the path starts at 0."""
         for i in range(3):
-            self.log.publish("output", {"text": str(i)})
+            self.log.publish(Event("output", {"text": str(i)}))
         late = Subscriber()
         self.log.subscribe(late, 10)
         self.clock.advance(0)
@@ -97,7 +97,7 @@ class PublishTests(EventLogTestCase):
     def test_a_page_is_the_newest_stored_events_oldest_first(self):
         """page(None, 2) gives the last two and says older ones exist."""
         for i in range(3):
-            self.log.publish("output", {"text": str(i)})
+            self.log.publish(Event("output", {"text": str(i)}))
         lines, more = self.log.page(None, 2)
         self.assertEqual(([json.loads(line)["seq"] for line in lines], more), ([2, 3], True))
 
@@ -106,7 +106,7 @@ class StorageFailureTests(EventLogTestCase):
     def test_an_event_that_cannot_be_stored_is_not_sent(self):
         """publish says False; subscribers see nothing; the problem names the OS error."""
         self.full = True
-        self.assertFalse(self.log.publish("output", {"text": "lost"}))
+        self.assertFalse(self.log.publish(Event("output", {"text": "lost"})))
         self.assertEqual((self.subscriber.lines, self.stored()), ([], []))
         self.assertEqual(self.log.problem(), NO_SPACE)
         self.assertEqual(self.calls, [("broken", NO_SPACE)])
@@ -114,12 +114,12 @@ class StorageFailureTests(EventLogTestCase):
     def test_kept_kinds_wait_and_are_stored_first_once_the_disk_takes_them(self):
         """A held prompt.finished comes before the next event; other kinds are dropped."""
         self.full = True
-        self.log.publish("output", {"text": "dropped"})
-        self.log.publish("prompt.finished", self.finished("p-1"))
-        self.log.publish("session.reset", {})
+        self.log.publish(Event("output", {"text": "dropped"}))
+        self.log.publish(Event("prompt.finished", self.finished("p-1")))
+        self.log.publish(Event("session.reset", {}))
         self.assertEqual(self.log.waiting, 2)
         self.full = False
-        self.assertTrue(self.log.publish("output", {"text": "after"}))
+        self.assertTrue(self.log.publish(Event("output", {"text": "after"})))
         kinds = [e["event"] for e in self.stored()]
         self.assertEqual(kinds, ["prompt.finished", "session.reset", "output"])
         self.assertEqual(self.sent(), self.stored())
@@ -132,7 +132,7 @@ class StorageFailureTests(EventLogTestCase):
     def test_the_retry_timer_stores_what_waits_without_a_new_event(self):
         """Every STORAGE_RETRY seconds the waiting events are tried again."""
         self.full = True
-        self.log.publish("prompt.finished", self.finished("p-1"))
+        self.log.publish(Event("prompt.finished", self.finished("p-1")))
         self.clock.advance(STORAGE_RETRY)
         self.assertEqual(self.stored(), [])
         self.full = False
@@ -144,8 +144,8 @@ class StorageFailureTests(EventLogTestCase):
     def test_events_published_while_others_wait_keep_their_order(self):
         """The disk is still full when a new kept event comes: it waits behind the others."""
         self.full = True
-        self.log.publish("prompt.finished", self.finished("p-1"))
-        self.log.publish("prompt.finished", self.finished("p-2"))
+        self.log.publish(Event("prompt.finished", self.finished("p-1")))
+        self.log.publish(Event("prompt.finished", self.finished("p-2")))
         self.full = False
         self.clock.advance(STORAGE_RETRY)
         self.assertEqual([e["prompt_id"] for e in self.stored()], ["p-1", "p-2"])
@@ -155,7 +155,7 @@ class StorageFailureTests(EventLogTestCase):
         self.patch(eventlog, "MAX_WAITING", 2)
         self.full = True
         for i in range(4):
-            self.log.publish("prompt.finished", self.finished("p-%d" % (i,)))
+            self.log.publish(Event("prompt.finished", self.finished("p-%d" % (i,))))
         self.assertEqual(self.log.waiting, 2)
         self.full = False
         self.clock.advance(STORAGE_RETRY)
@@ -165,10 +165,10 @@ class StorageFailureTests(EventLogTestCase):
         """One error when writes start failing, one notice counting what was lost."""
         with capturedLogs() as logged:
             self.full = True
-            self.log.publish("output", {"text": "a"})
-            self.log.publish("output", {"text": "b"})
+            self.log.publish(Event("output", {"text": "a"}))
+            self.log.publish(Event("output", {"text": "b"}))
             self.full = False
-            self.log.publish("output", {"text": "c"})
+            self.log.publish(Event("output", {"text": "c"}))
         texts = [e["log_format"] for e in logged]
         self.assertEqual(len([t for t in texts if t.startswith("Cannot store")]), 1)
         [works] = [e for e in logged if "works again" in e["log_format"]]
@@ -179,7 +179,7 @@ class StopTests(EventLogTestCase):
     def test_stop_gives_what_waits_a_last_chance(self):
         """A disk that works again at stop stores what waited: everything stored."""
         self.full = True
-        self.log.publish("prompt.finished", self.finished("p-1"))
+        self.log.publish(Event("prompt.finished", self.finished("p-1")))
         self.full = False
         self.assertTrue(self.log.stop())
         self.assertEqual([e["prompt_id"] for e in self.stored()], ["p-1"])
@@ -187,14 +187,14 @@ class StopTests(EventLogTestCase):
     def test_stop_on_a_broken_disk_says_events_were_lost_and_stops_retrying(self):
         """False while something waits; the retry timer is cancelled; subscribers dropped."""
         self.full = True
-        self.log.publish("prompt.finished", self.finished("p-1"))
+        self.log.publish(Event("prompt.finished", self.finished("p-1")))
         self.assertFalse(self.log.stop())
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(len(self.log.subscribers), 0)
 
     def test_close_closes_the_history_even_when_fsync_fails(self):
         """An fsync error is logged, not raised, and the history is closed."""
-        self.log.publish("output", {"text": "x"})
+        self.log.publish(Event("output", {"text": "x"}))
 
         def failing_flush():
             raise OSError(errno.EIO, "Input/output error")
@@ -212,6 +212,6 @@ class ClosedTests(SynchronousTestCase):
         directory = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, directory, True)
         log = EventLog(path="/w/app", history=History(directory), reactor=Clock())
-        self.assertTrue(log.publish("output", {"text": "before"}))
+        self.assertTrue(log.publish(Event("output", {"text": "before"})))
         log.close()
-        self.assertFalse(log.publish("output", {"text": "after"}))
+        self.assertFalse(log.publish(Event("output", {"text": "after"})))

@@ -1,0 +1,103 @@
+"""
+The contracts between rooms: what a collaborator that is passed in must
+offer. Each is implemented once in production (named below) and faked in
+the tests; code that takes one is typed against these, never against the
+concrete class, so it can be swapped without reading its other users.
+"""
+
+from typing import Any, Callable, Hashable, Iterator, Protocol, Sequence
+
+from twisted.internet.defer import Deferred
+
+
+class EventStore(Protocol):
+    """
+    One project's stored events, numbered from 1 with no gaps.
+    Implemented by L{claudews.history.History}.
+    """
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the newest stored event; 0 when there is none."""
+
+    @property
+    def first_seq(self) -> int:
+        """The seq of the oldest stored event; C{last_seq + 1} when empty."""
+
+    def append(self, seq: int, line: bytes) -> None:
+        """Store event C{seq} (C{last_seq + 1}); raises L{OSError} when the disk refuses."""
+
+    def read_since(self, since: int, upto: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """C{(seq, line)} for every stored event after C{since} (up to C{upto}), in order."""
+
+    def page(self, before: int | None, limit: int) -> tuple[list[bytes], bool]:
+        """The newest C{limit} events before C{before}, oldest first, and whether older ones exist."""
+
+    def lines_backwards(self) -> Iterator[bytes]:
+        """Every stored line, newest first, unparsed."""
+
+    def flush(self) -> None:
+        """Write what is buffered to disk; raises L{OSError}."""
+
+    def close(self) -> None:
+        """Flush and close; never raises."""
+
+
+class Subscriber(Protocol):
+    """
+    One connection's view of a project.
+    Implemented by L{claudews.websocket.ServerProtocol}.
+    """
+
+    def send_line(self, line: bytes) -> None:
+        """Send one encoded event or reply."""
+
+    def send_prepared(self, prepared: Any, size: int) -> None:
+        """Send a frame the fan-out prepared once for every subscriber."""
+
+    def backlogged(self) -> bool:
+        """True while the connection cannot take more without buffering."""
+
+    def when_drained(self) -> Deferred[None]:
+        """Fires when the connection can take more."""
+
+
+#: C{fanout(line, subscribers)}: send one stored event to many subscribers,
+#: framing it once. Implemented by L{claudews.websocket.ServerFactory.fanout}.
+Fanout = Callable[[bytes, Sequence[Subscriber]], None]
+
+
+def send_each(line: bytes, subscribers: Sequence[Subscriber]) -> None:
+    """
+    The plainest fan-out, for tests and tools: one send per subscriber.
+    """
+    for subscriber in subscribers:
+        subscriber.send_line(line)
+
+
+class SlotOwner(Hashable, Protocol):
+    """
+    What the supervisor needs from a project.
+    """
+
+    def close_process(self) -> None:
+        """End the live CLI process; call L{ProcessSlots.exited} once it is gone."""
+
+
+class ProcessSlots(Protocol):
+    """
+    The global cap on live CLI processes.
+    Implemented by L{claudews.supervisor.Supervisor}.
+    """
+
+    def acquire(self, owner: SlotOwner) -> Deferred[None]:
+        """Fires when C{owner} may run its process for a prompt; cancellable."""
+
+    def release(self, owner: SlotOwner) -> None:
+        """C{owner}'s prompt finished; its process stays alive, idle."""
+
+    def exited(self, owner: SlotOwner) -> None:
+        """C{owner}'s process is gone: its slot is free."""
+
+    def forget(self, owner: SlotOwner) -> None:
+        """C{owner} is deleted: take it out of the line."""
