@@ -63,7 +63,7 @@ class Subscriber(Protocol):
 
 
 #: C{fanout(line, subscribers)}: send one stored event to many subscribers,
-#: framing it once. Implemented by L{claudews.websocket.ServerFactory.fanout}.
+#: framing it once. Implemented by L{claudews.websocket.fanout}.
 Fanout = Callable[[bytes, Sequence[Subscriber]], None]
 
 

@@ -29,7 +29,7 @@ from claudews.errors import RequestError
 from claudews.events import timestamp
 from claudews.history import History
 from claudews.project import Project, ProjectConfig
-from claudews.subscribers import send_each
+from claudews.interfaces import Fanout, send_each
 from claudews.supervisor import Supervisor
 
 
@@ -52,9 +52,7 @@ class Registry(service.Service):
 
     _log = Logger()
 
-    def __init__(self, settings: Any, reactor: Any = None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor
+    def __init__(self, settings: Any, reactor: Any, fanout: Fanout = send_each) -> None:
         self._reactor = reactor
         self._settings = settings
         self._config = project_config(settings)
@@ -66,8 +64,8 @@ class Registry(service.Service):
         self._recoveries: list[defer.Deferred] = []
         #: Deletions whose process has not ended yet.
         self._deleting: set[defer.Deferred] = set()
-        #: Set by the WebSocket factory: how events reach subscribers.
-        self.fanout: Callable[[bytes, list], None] = send_each
+        #: How events reach subscribers (the WebSocket fan-out).
+        self._fanout = fanout
 
     # -- service
 
@@ -176,7 +174,7 @@ class Registry(service.Service):
             history=history,
             supervisor=self.supervisor,
             config=self._config,
-            fanout=lambda line, subs: self.fanout(line, subs),
+            fanout=self._fanout,
             reactor=self._reactor,
         )
 

@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 
 from claudews import config, options
 from claudews.registry import Registry
-from claudews.websocket import ServerFactory
+from claudews.websocket import ServerFactory, fanout
 
 Options = config.Options
 
@@ -143,7 +143,7 @@ class ClaudewsService(service.MultiService):
         self.settings = settings
         make_data_private(settings.data)
         self.token, self._token_is_new = load_token(settings)
-        self.registry = Registry(settings, reactor)
+        self.registry = Registry(settings, reactor, fanout)
         self.registry.setServiceParent(self)
         self._claude_version: str | None = None
         self._version_probe: _VersionProtocol | None = None
@@ -158,7 +158,6 @@ class ClaudewsService(service.MultiService):
             claude_version=self.claude_version,
             reactor=reactor,
         )
-        self.registry.fanout = self.factory.fanout
         self._port: Any = None
 
     def startService(self) -> None:

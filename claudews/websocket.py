@@ -19,9 +19,10 @@ is closed with 1008. docs/security.rst says why each of these exists.
 
 import hmac
 import json
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -30,6 +31,7 @@ from twisted.python.failure import Failure
 import claudews
 from claudews import limits
 from claudews.errors import RequestError
+from claudews.interfaces import Subscriber
 from claudews.events import encode, error_reply, reply
 from claudews.requests import HANDLERS, Requests
 
@@ -419,6 +421,16 @@ class ServerProtocol(Requests, WebSocketServerProtocol):
 
 
 
+def fanout(line: bytes, subscribers: Sequence[Subscriber]) -> None:
+    """
+    Frame one event once and send that frame to every subscriber (a
+    server's frames are not masked).
+    """
+    prepared = PreparedMessage(line, False, False, False)
+    for subscriber in subscribers:
+        subscriber.send_prepared(prepared, len(line))
+
+
 class _Call:
     def __init__(self, call: Any) -> None:
         self._call = call
@@ -524,14 +536,6 @@ class ServerFactory(WebSocketServerFactory):
             if self.listen_port in (80, 443):
                 allowed.add(host)
         return frozenset(allowed)
-
-    def fanout(self, line: bytes, subscribers: list) -> None:
-        """
-        Frame one event once and send that frame to every subscriber.
-        """
-        prepared = self.prepareMessage(line, isBinary=False)
-        for subscriber in subscribers:
-            subscriber.send_prepared(prepared, len(line))
 
     def server_info(self) -> dict:
         """

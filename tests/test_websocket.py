@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from claudews import options
 from claudews.config import Settings
 from claudews.registry import Registry
-from claudews.websocket import ServerFactory
+from claudews.websocket import ServerFactory, fanout
 from tests import wsmemory
 from tests.wsmemory import PONG, Connection
 
@@ -69,7 +69,7 @@ class ServerTestCase(SynchronousTestCase):
         # What server.info says `claude --version` printed.
         self.claude_version: str | None = "2.0.1 (Claude Code)"
         self.clock = MemoryReactorClock()
-        self.registry = Registry(settings, self.clock)
+        self.registry = Registry(settings, self.clock, fanout)
         self.registry.startService()
         self.addCleanup(self._stop, self.registry)
         self.factory = ServerFactory(
@@ -84,7 +84,6 @@ class ServerTestCase(SynchronousTestCase):
             reactor=self.clock,
         )
         wsmemory.clock_timers(self.factory, self.clock)
-        self.registry.fanout = self.factory.fanout
         self.factory.listening_on("127.0.0.1", 8765)
         self.token = token
 
