@@ -101,3 +101,32 @@ class ProcessSlots(Protocol):
 
     def forget(self, owner: SlotOwner) -> None:
         """C{owner} is deleted: take it out of the line."""
+
+
+class DelayedCall(Protocol):
+    """
+    A pending timed call, as C{callLater} returns it.  Twisted's own
+    C{IDelayedCall} is a zope interface, which C{mypy} cannot check
+    without a plugin; this is the part of it claudews uses.
+    """
+
+    def active(self) -> bool:
+        """Whether the call is still to happen."""
+
+    def cancel(self) -> None:
+        """Stop the call from happening; only while L{active}."""
+
+
+class ReactorTime(Protocol):
+    """
+    The reactor's clock, injected everywhere so tests can pass a
+    L{twisted.internet.task.Clock}.  Implemented by the reactor.
+    """
+
+    def seconds(self) -> float:
+        """The current time, in seconds."""
+
+    def callLater(
+        self, delay: float, callable: Callable[..., object], *args: object, **kw: object
+    ) -> DelayedCall:
+        """Call C{callable(*args, **kw)} after C{delay} seconds."""
