@@ -15,7 +15,9 @@ from twisted.logger import Logger, LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
 from claudews import history as history_module
-from claudews.history import LATEST, History
+from claudews import jsonlfile, segment
+from claudews.history import History
+from claudews.jsonlfile import LATEST
 
 # 2026-11-26 10:27:06 UTC
 T0 = 1795688826.0
@@ -50,7 +52,9 @@ class HistoryTestCase(SynchronousTestCase):
         self.clock = Clock()
         self.time = T0
         self.logged: list[dict] = []
-        self.patch(history_module, "_log", Logger(observer=self.logged.append))
+        logger = Logger(observer=self.logged.append)
+        for module in (history_module, jsonlfile, segment):
+            self.patch(module, "_log", logger)
 
     def open(self, **kw) -> History:
         kw.setdefault("fsync", "none")
@@ -65,6 +69,20 @@ class HistoryTestCase(SynchronousTestCase):
 
     def path(self, name: str) -> str:
         return os.path.join(self.dir, name)
+
+    def openFiles(self) -> list[str]:
+        """
+        The files in the history's directory this process holds open.
+        """
+        held = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(os.path.join("/proc/self/fd", fd))
+            except OSError:
+                continue
+            if target.startswith(self.dir + os.sep):
+                held.append(target)
+        return held
 
 
 class AppendAndReadTests(HistoryTestCase):
@@ -126,7 +144,7 @@ class AppendAndReadTests(HistoryTestCase):
 
     def test_badFsyncPolicyRaises(self) -> None:
         """Only every, batch and none are fsync policies."""
-        self.assertRaises(ValueError, History, self.dir, fsync="sometimes")
+        self.assertRaises(ValueError, History, self.dir, fsync="sometimes", reactor=self.clock)
 
 
 class RotationTests(HistoryTestCase):
@@ -481,14 +499,14 @@ class FsyncTests(HistoryTestCase):
         """close with a batch pending on a refusing disk logs the error and closes the file anyway."""
         h = self.open(fsync="batch")
         fill(h, 2)
-        handle = h._writer._file
+        self.assertEqual(len(self.openFiles()), 1)
 
         def fsync(fd):
             raise OSError(errno.EIO, "I/O error")
 
         self.patch(history_module.os, "fsync", fsync)
         h.close()
-        self.assertTrue(handle.closed)
+        self.assertEqual(self.openFiles(), [])
         self.assertRaises(ValueError, h.append, 3, event(3))
         self.assertEqual(self.clock.getDelayedCalls(), [])
         [error] = [e for e in self.logged if e["log_level"] == LogLevel.error]
@@ -505,7 +523,8 @@ class FsyncTests(HistoryTestCase):
         self.patch(history_module.os, "fsync", fsync)
         self.assertRaises(OSError, h.flush)
         h.close()
-        self.assertIsNone(h._writer)
+        self.assertEqual(self.openFiles(), [])
+        self.assertRaises(ValueError, h.append, 3, event(3))
         self.assertEqual(list(h.read_since(0)), [(1, event(1)), (2, event(2))])
 
     def test_flushSyncsNow(self) -> None:
@@ -591,9 +610,9 @@ class IndexTests(HistoryTestCase):
         h = self.open(rotate_bytes=2**30)
         fill(h, 20000)
         self.assertEqual(seqs(h.read_since(0))[-1], 20000)
-        (segment,) = h._segments
-        self.assertLessEqual(segment.index_size, 20)
-        self.assertGreaterEqual(segment.index_size, 10)
+        self.assertEqual(len(messages(self.dir)), 1)
+        self.assertLessEqual(h.index_size, 20)
+        self.assertGreaterEqual(h.index_size, 10)
 
 
 class RemoveTests(HistoryTestCase):
@@ -619,7 +638,7 @@ class LinesBackwardsTests(HistoryTestCase):
         """A line spanning many read chunks is joined exactly, its neighbours intact."""
         h = self.open()
         h.append(1, event(1))
-        big = event(2, pad=5 * history_module._CHUNK + 7)
+        big = event(2, pad=5 * jsonlfile.CHUNK + 7)
         h.append(2, big)
         h.append(3, event(3))
         self.assertEqual(list(h.lines_backwards()), [event(3), big, event(1)])
