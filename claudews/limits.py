@@ -15,6 +15,8 @@ from urllib.parse import quote, quote_plus
 
 from twisted.logger import Logger
 
+from claudews.config import Settings
+
 #: L{RequestBudget.spend} verdicts.
 OK = "ok"
 REFUSE = "refuse"
@@ -223,7 +225,7 @@ class Gate:
     LOG_LINES = 20
     LOG_PERIOD = 60.0
 
-    def __init__(self, settings: Any, token: str | None, seconds: Callable[[], float]) -> None:
+    def __init__(self, settings: Settings, token: str | None, seconds: Callable[[], float]) -> None:
         self.token = token
         self.peers = AddressCounter()
         self.guard = HandshakeGuard(
@@ -241,7 +243,7 @@ class Gate:
         """
         return redact(text, self.token)
 
-    def refused(self, address: str | None, peer: str, code: int, why: str) -> None:
+    def refused(self, address: str | None, peer: str | None, code: int, why: str) -> None:
         """
         Count and log a refused handshake (HTTP status C{code}); block its
         address once it failed too often.

@@ -3,19 +3,145 @@ The requests of protocol version 1, one method each.
 
 A handler takes the decoded request and returns its C{result} (a dict, a
 Deferred of one, or the already-encoded reply) or raises L{RequestError};
-L{claudews.websocket} does the rest. Handlers run as methods of the
-connection, for its C{factory} (settings, registry) and its subscriptions.
+L{claudews.websocket} does the rest. Handlers run on one connection's
+L{Requests}, which holds what they need: the L{Server} (settings, the
+projects) and the connection's subscriptions.
 """
 
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, Sequence
 
 from twisted.internet import defer
 
+import claudews
+from claudews.config import Settings
 from claudews.errors import RequestError
 from claudews.events import history_reply
+from claudews.interfaces import Subscriber
+
+PROTOCOL_VERSION = 1
+
+#: The most events one C{history} page may ask for.
+MAX_HISTORY_LIMIT = 1000
+
+DEFAULT_HISTORY_LIMIT = 100
 
 
-def _field(message: dict, name: str, kind: type, optional: bool = False) -> Any:
+class Project(Protocol):
+    """
+    What requests do with one project.
+    Implemented by L{claudews.project.Project}.
+    """
+
+    @property
+    def path(self) -> str:
+        """The canonical path, the project's name in requests."""
+
+    @property
+    def first_seq(self) -> int:
+        """The oldest stored event."""
+
+    def describe(self) -> dict[str, Any]:
+        """The project object of the protocol."""
+
+    def subscribe(self, subscriber: Subscriber, since: int | None, epoch: Any = None) -> dict[str, Any]:
+        """Add C{subscriber}, replaying after C{since}; the reply."""
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Send C{subscriber} no more events."""
+
+    def history_page(self, before: int | None, limit: int) -> tuple[list[bytes], bool]:
+        """Stored lines before C{before}, and whether older ones exist."""
+
+    def submit(self, text: str, options: dict[str, Any], flags: Any) -> dict[str, Any]:
+        """Queue a prompt; the reply."""
+
+    def cancel(self, prompt_id: str | None) -> list[str]:
+        """Cancel a prompt (the running one without C{prompt_id})."""
+
+    def reset_session(self) -> None:
+        """Start the next prompt in a new conversation."""
+
+    def respond_permission(
+        self,
+        request_id: str,
+        behavior: str,
+        message: str | None = None,
+        updated_input: dict[str, Any] | None = None,
+    ) -> None:
+        """A client's answer to a pending permission request."""
+
+
+class Projects(Protocol):
+    """
+    All projects. Implemented by L{claudews.registry.Registry}.
+    """
+
+    def get(self, path: str) -> Project:
+        """The project at C{path}; raises L{RequestError} C{project_not_found}."""
+
+    def create(self, path: str) -> Project:
+        """A new project at C{path}; raises L{RequestError}."""
+
+    def list(self) -> Sequence[Project]:
+        """Every project, by path."""
+
+    def delete(self, project: Project) -> defer.Deferred[Any]:
+        """Forget C{project} and its history; fires when done."""
+
+
+class Server(Protocol):
+    """
+    What handlers need of the server. Implemented by
+    L{claudews.websocket.ServerFactory}.
+    """
+
+    @property
+    def settings(self) -> Settings:
+        """The server's settings."""
+
+    @property
+    def registry(self) -> Projects:
+        """The projects."""
+
+    def validate_options(self, given: object) -> dict[str, Any]:
+        """A prompt's checked options; raises L{RequestError}."""
+
+    def option_flags(self, options: dict[str, Any]) -> Any:
+        """The CLI flags for checked options."""
+
+    def claude_version(self) -> str | None:
+        """What C{claude --version} said, C{None} while unknown."""
+
+
+def server_info(settings: Settings, claude_version: str | None) -> dict[str, Any]:
+    """
+    The reply to server.info, at once: the CLI's version is what is known
+    now (C{None} while C{claude --version} still runs), so a slow or hung
+    CLI never holds up this reply or those queued behind it.
+    """
+    s = settings
+    return {
+        "version": claudews.__version__,
+        "protocol": PROTOCOL_VERSION,
+        "claude": {"bin": s.claude_bin, "version": claude_version},
+        "limits": {
+            "max_message_bytes": s.max_message_bytes,
+            "max_prompt_bytes": s.max_prompt_bytes,
+            "max_queue": s.max_queue,
+            "max_projects": s.max_projects,
+            "max_running": s.max_running,
+            "timeout": s.timeout,
+            "idle_timeout": s.idle_timeout,
+            "permission_timeout": s.permission_timeout,
+            "request_rate": s.request_rate,
+            "request_burst": s.request_burst,
+            "history_limit": MAX_HISTORY_LIMIT,
+            "client_options": list(s.client_options),
+        },
+    }
+
+
+def _field(message: dict[str, Any], name: str, kind: type, optional: bool = False) -> Any:
     value = message.get(name)
     if value is None:
         if optional:
@@ -29,8 +155,8 @@ def _field(message: dict, name: str, kind: type, optional: bool = False) -> Any:
     return value
 
 
-def _seq(message: dict, name: str) -> int | None:
-    value = _field(message, name, int, optional=True)
+def _seq(message: dict[str, Any], name: str) -> int | None:
+    value: int | None = _field(message, name, int, optional=True)
     if value is not None and value < 0:
         raise RequestError("bad_request", "field %r must not be negative" % (name,))
     return value
@@ -38,80 +164,106 @@ def _seq(message: dict, name: str) -> int | None:
 
 class Requests:
     """
-    Mixed into the WebSocket protocol: C{self.factory} and
-    C{self._subscribed} come from there.
+    One connection's requests: C{server} answers them, C{connection}
+    receives the events of the projects it subscribes to.
     """
 
-    factory: Any
-    _subscribed: dict
+    def __init__(self, server: Server, connection: Subscriber) -> None:
+        self._server = server
+        self._connection = connection
+        self._subscribed: dict[str, Project] = {}
 
-    def _project(self, message: dict) -> Any:
-        return self.factory.registry.get(_field(message, "path", str))
+    def unsubscribe_all(self) -> None:
+        """
+        The connection is closed: it leaves every project it subscribed to.
+        """
+        for project in self._subscribed.values():
+            project.unsubscribe(self._connection)
+        self._subscribed.clear()
 
-    def handle_server_info(self, message: dict) -> dict:
-        return self.factory.server_info()
+    def dispatch(self, message: dict[str, Any]) -> Any:
+        """
+        Run the handler of C{message}'s type: its result, or a Deferred of
+        it; raises L{RequestError}.
+        """
+        kind = message.get("type")
+        if not isinstance(kind, str):
+            raise RequestError("bad_request", "missing field 'type'")
+        handler = HANDLERS.get(kind)
+        if handler is None:
+            raise RequestError("unknown_type", "unknown request type %r" % (kind[:100],))
+        return handler(self, message)
 
-    def handle_project_create(self, message: dict) -> dict:
-        project = self.factory.registry.create(_field(message, "path", str))
+    def _project(self, message: dict[str, Any]) -> Project:
+        return self._server.registry.get(_field(message, "path", str))
+
+    def handle_server_info(self, message: dict[str, Any]) -> dict[str, Any]:
+        server = self._server
+        return server_info(server.settings, server.claude_version())
+
+    def handle_project_create(self, message: dict[str, Any]) -> dict[str, Any]:
+        project = self._server.registry.create(_field(message, "path", str))
         return {"project": project.describe()}
 
-    def handle_project_list(self, message: dict) -> dict:
-        return {"projects": [p.describe() for p in self.factory.registry.list()]}
+    def handle_project_list(self, message: dict[str, Any]) -> dict[str, Any]:
+        return {"projects": [p.describe() for p in self._server.registry.list()]}
 
-    def handle_project_get(self, message: dict) -> dict:
+    def handle_project_get(self, message: dict[str, Any]) -> dict[str, Any]:
         return {"project": self._project(message).describe()}
 
-    def handle_project_delete(self, message: dict) -> defer.Deferred:
+    def handle_project_delete(self, message: dict[str, Any]) -> defer.Deferred[Any]:
         project = self._project(message)
-        d = self.factory.registry.delete(project)
+        d = self._server.registry.delete(project)
         d.addCallback(lambda _: {})
         return d
 
-    def handle_subscribe(self, message: dict) -> dict:
+    def handle_subscribe(self, message: dict[str, Any]) -> dict[str, Any]:
         project = self._project(message)
         since = _seq(message, "since")
         epoch = _field(message, "epoch", int, optional=True)
         self._subscribed[project.path] = project
-        return project.subscribe(self, since, epoch)
+        return project.subscribe(self._connection, since, epoch)
 
-    def handle_unsubscribe(self, message: dict) -> dict:
+    def handle_unsubscribe(self, message: dict[str, Any]) -> dict[str, Any]:
         project = self._project(message)
         self._subscribed.pop(project.path, None)
-        project.unsubscribe(self)
+        project.unsubscribe(self._connection)
         return {}
 
-    def handle_history(self, message: dict) -> bytes:
+    def handle_history(self, message: dict[str, Any]) -> bytes:
         project = self._project(message)
         before = _seq(message, "before")
         limit = _field(message, "limit", int, optional=True)
         if limit is None:
-            limit = 100
-        if not 1 <= limit <= 1000:
-            raise RequestError("bad_request", "limit must be between 1 and 1000")
+            limit = DEFAULT_HISTORY_LIMIT
+        if not 1 <= limit <= MAX_HISTORY_LIMIT:
+            raise RequestError(
+                "bad_request", "limit must be between 1 and %d" % (MAX_HISTORY_LIMIT,)
+            )
         lines, has_more = project.history_page(before, limit)
         return history_reply(message.get("id"), lines, project.first_seq, has_more)
 
-    def handle_prompt(self, message: dict) -> dict:
+    def handle_prompt(self, message: dict[str, Any]) -> dict[str, Any]:
         project = self._project(message)
-        text = _field(message, "prompt", str)
-        limit = self.factory.settings.max_prompt_bytes
+        text: str = _field(message, "prompt", str)
+        limit = self._server.settings.max_prompt_bytes
         if len(text.encode("utf-8", "surrogatepass")) > limit:
             raise RequestError("too_large", "the prompt is over %d bytes" % (limit,))
         if not text.strip():
             raise RequestError("bad_request", "the prompt is empty")
-        options = self.factory.validate_options(message.get("options", {}))
-        return project.submit(text, options, self.factory.option_flags(options))
+        options = self._server.validate_options(message.get("options", {}))
+        return project.submit(text, options, self._server.option_flags(options))
 
-    def handle_cancel(self, message: dict) -> dict:
+    def handle_cancel(self, message: dict[str, Any]) -> dict[str, Any]:
         project = self._project(message)
         prompt_id = _field(message, "prompt_id", str, optional=True)
         return {"cancelled": project.cancel(prompt_id)}
 
-    def handle_session_reset(self, message: dict) -> dict:
+    def handle_session_reset(self, message: dict[str, Any]) -> dict[str, Any]:
         self._project(message).reset_session()
         return {}
 
-    def handle_permission_respond(self, message: dict) -> dict:
+    def handle_permission_respond(self, message: dict[str, Any]) -> dict[str, Any]:
         project = self._project(message)
         project.respond_permission(
             _field(message, "request_id", str),
@@ -122,7 +274,7 @@ class Requests:
         return {}
 
 
-HANDLERS: dict[str, Callable[[Requests, dict], Any]] = {
+HANDLERS: dict[str, Callable[[Requests, dict[str, Any]], Any]] = {
     "server.info": Requests.handle_server_info,
     "project.create": Requests.handle_project_create,
     "project.list": Requests.handle_project_list,

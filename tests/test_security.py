@@ -323,7 +323,6 @@ class ClaudeVersionTests(SynchronousTestCase):
             data=os.path.join(base, "data"), project_roots=(base,), claude_bin="/opt/claude"
         )
         self.service = tap.ClaudewsService(settings, self.reactor)
-        wsmemory.clock_timers(self.service.factory, self.reactor)
         self.service.startService()
         self.addCleanup(self.stop)
         [(self.executable, self.args, self.process)] = self.reactor.spawned

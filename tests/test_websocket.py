@@ -83,7 +83,6 @@ class ServerTestCase(SynchronousTestCase):
             claude_version=lambda: self.claude_version,
             reactor=self.clock,
         )
-        wsmemory.clock_timers(self.factory, self.clock)
         self.factory.listening_on("127.0.0.1", 8765)
         self.token = token
 

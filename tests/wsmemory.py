@@ -18,7 +18,6 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from txaio._common import _BatchedTimer
 
 TEXT = 0x1
 BINARY = 0x2
@@ -177,21 +176,6 @@ class MemoryTransport(StringTransport):
     def unregisterProducer(self) -> None:
         self.producer = None
         self.streaming = None
-
-
-def clock_timers(factory: Any, clock: Any) -> None:
-    """
-    Make Autobahn's timers (handshake and ping timeouts) run on C{clock}.
-
-    Autobahn builds them on txaio's global loop, whatever reactor the
-    factory was given.
-    """
-    factory._batched_timer = _BatchedTimer(
-        200.0,
-        1000,
-        seconds_provider=clock.seconds,
-        delayed_call_creator=clock.callLater,
-    )
 
 
 class Connection:
