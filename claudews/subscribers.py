@@ -9,38 +9,20 @@ live in the same reactor turn in which its cursor reaches the newest
 stored event. Nothing is sent twice and nothing is skipped.
 """
 
-from typing import Any, Callable, Iterator, Protocol
+from typing import Callable, Iterator
 
-from twisted.internet import defer
 from twisted.logger import Logger
+
+from claudews import interfaces
+from claudews.interfaces import Fanout, ReactorTime, Subscriber
 
 #: Stored events sent to one subscriber per reactor turn while replaying,
 #: so a long replay does not starve other connections.
 REPLAY_BATCH = 500
 
-
-class Subscriber(Protocol):
-    """
-    One connection's view of a project; L{claudews.websocket} implements it.
-    """
-
-    def send_line(self, line: bytes) -> None:
-        """Send one encoded event."""
-
-    def backlogged(self) -> bool:
-        """True while the connection cannot take more without buffering."""
-
-    def when_drained(self) -> defer.Deferred:
-        """Fires when the connection can take more."""
-
-
-def send_each(line: bytes, subscribers: list[Subscriber]) -> None:
-    """
-    The default fan-out; the WebSocket factory replaces it with one that
-    frames the event once for all subscribers.
-    """
-    for subscriber in subscribers:
-        subscriber.send_line(line)
+#: Kept while project.py and eventlog.py still import it from here; it
+#: lives in L{claudews.interfaces}.
+send_each = interfaces.send_each
 
 
 class _Replay:
@@ -51,9 +33,13 @@ class _Replay:
 
 class Subscribers:
     """
-    @param read_since: C{History.read_since}.
+    The subscribers of one project, live or catching up.
+
+    @param read_since: L{claudews.interfaces.EventStore.read_since} of the
+        project's history.
     @param last_seq: returns the seq of the newest stored event.
-    @param fanout: C{fanout(line, subscribers)} sends one event to many.
+    @param fanout: sends one event to many subscribers.
+    @param reactor: paces the replay, one batch per turn.
     """
 
     _log = Logger()
@@ -62,11 +48,9 @@ class Subscribers:
         self,
         read_since: Callable[[int], Iterator[tuple[int, bytes]]],
         last_seq: Callable[[], int],
-        fanout: Callable[[bytes, list], None] = send_each,
-        reactor: Any = None,
+        fanout: Fanout,
+        reactor: ReactorTime,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor
         self._reactor = reactor
         self._read_since = read_since
         self._last_seq = last_seq
@@ -95,12 +79,18 @@ class Subscribers:
         self._reactor.callLater(0, self._step, subscriber)
 
     def remove(self, subscriber: Subscriber) -> None:
+        """
+        Unsubscribe; a replay under way stops and closes its reader.
+        """
         self._live.pop(subscriber, None)
         replay = self._replaying.pop(subscriber, None)
         if replay is not None and replay.reader is not None:
             _close(replay.reader)
 
     def clear(self) -> None:
+        """
+        Unsubscribe everyone: the project is going away.
+        """
         for subscriber in list(self._replaying):
             self.remove(subscriber)
         self._live.clear()
@@ -168,7 +158,7 @@ class Subscribers:
         return replay.cursor >= self._last_seq()
 
 
-def _close(reader: Iterator) -> None:
+def _close(reader: Iterator[tuple[int, bytes]]) -> None:
     close = getattr(reader, "close", None)
     if close is not None:
         close()

@@ -2,8 +2,9 @@
 Durability: what survives a crash, a lost metadata file, a full disk and
 a long history.
 
-The first half drives L{Registry}, L{Project} and L{Subscribers} on a
-L{Clock} with the fake process reactor of C{tests.test_project}; the
+The first half drives L{Registry} and L{Project} on a L{Clock} with the
+fake process reactor of C{tests.test_project} (the replay to subscribers
+is in C{tests.test_subscribers}); the
 second half kills real twistd processes with SIGKILL and restarts them on
 the same data (see C{tests.harness}).
 """
@@ -15,11 +16,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import tracemalloc
 
 import psutil
 import pytest
-from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from claudews import metadata, proctree
@@ -28,7 +27,6 @@ from claudews.config import Settings
 from claudews.history import History
 from claudews.project import marker_prefix
 from claudews.registry import Registry
-from claudews.subscribers import REPLAY_BATCH, Subscribers
 from tests.harness import Server, alive, read_pids
 from tests.test_project import ProcessReactor, Subscriber
 
@@ -37,7 +35,7 @@ from tests.test_project import ProcessReactor, Subscriber
 
 def stored(project):
     """Every stored event of a project, decoded, checked gap-free."""
-    events = [json.loads(line) for _, line in project._history.read_since(0)]
+    events = [json.loads(line) for _, line in project.history.read_since(0)]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     return events
 
@@ -78,7 +76,7 @@ class RegistryRecoveryTests(SynchronousTestCase):
     def crash(self, registry):
         """The server dies: nothing is shut down, files stay as they are."""
         for project in registry.list():
-            project._history.close()
+            project.history.close()
 
     def run_then_crash(self, reset=False):
         """
@@ -143,13 +141,13 @@ class RegistryRecoveryTests(SynchronousTestCase):
         project = self.restart()
         ts = stored(project)[0]["ts"]
         epoch = project.epoch
-        self.assertEqual(recovery_module._millis(ts), epoch)
+        self.assertEqual(recovery_module.millis(ts), epoch)
         self.assertEqual(ts[20:23], "%03d" % (epoch % 1000,))
         self.crash_and_forget(project)
         self.assertEqual(self.restart().epoch, epoch)
 
     def crash_and_forget(self, project):
-        project._history.close()
+        project.history.close()
         os.remove(self.meta_file(project))
 
     def test_seq_continues_after_a_rebuild(self):
@@ -257,122 +255,6 @@ class MetadataWriteTests(SynchronousTestCase):
         marker = cli.env[proctree.MARKER_ENV]
         self.assertTrue(marker.startswith(marker_prefix(directory)))
         self.assertEqual(metadata.read(directory)["markers"], [marker])
-
-
-def line_of(seq, size=0):
-    return json.dumps({"type": "event", "seq": seq, "event": "output",
-                       "prompt_id": "p", "text": "x" * size}).encode()
-
-
-class SlowSubscriber:
-    """A connection that backs up every C{every} events until drained."""
-
-    def __init__(self, every):
-        self.every = every
-        self.seqs = []
-        self.waiting = None
-        self._since_drain = 0
-
-    def send_line(self, line):
-        assert self.waiting is None or not self.waiting.called
-        self.seqs.append(json.loads(line)["seq"])
-        self._since_drain += 1
-
-    def backlogged(self):
-        return self._since_drain >= self.every
-
-    def when_drained(self):
-        self.waiting = defer.Deferred()
-        return self.waiting
-
-    def drain(self):
-        self._since_drain = 0
-        waiting, self.waiting = self.waiting, None
-        if waiting is not None:
-            waiting.callback(None)
-
-
-class ReplayTests(SynchronousTestCase):
-    """Replay from disk: in order, bounded per turn, never mixed with live events."""
-
-    def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="claudews-replay-")
-        self.addCleanup(shutil.rmtree, self.dir, True)
-        self.clock = ProcessReactor()
-        # Small files: the replay crosses many of them.
-        self.history = History(self.dir, fsync="none", reactor=self.clock,
-                               rotate_bytes=64 * 1024)
-        self.addCleanup(self.history.close)
-        self.subscribers = Subscribers(self.history.read_since,
-                                       lambda: self.history.last_seq, reactor=self.clock)
-
-    def publish(self, n, size=0):
-        for _ in range(n):
-            seq = self.history.last_seq + 1
-            line = line_of(seq, size)
-            self.history.append(seq, line)
-            self.subscribers.publish(line)
-
-    def test_live_events_during_a_replay_come_after_it_in_seq_order(self):
-        """Events published while a slow client replays: no gap, no duplicate, in order."""
-        self.publish(5000)
-        slow = SlowSubscriber(every=70)
-        self.subscribers.add(slow, 10)
-        for _ in range(500):
-            self.clock.advance(0)
-            self.publish(3)
-            slow.drain()
-        self.clock.advance(0)
-        self.publish(3)
-        self.assertEqual(slow.seqs, list(range(11, self.history.last_seq + 1)))
-
-    def test_a_backlogged_client_gets_nothing_until_it_drains(self):
-        """While the connection is backed up the replay waits, whatever the reactor does."""
-        self.publish(2000)
-        slow = SlowSubscriber(every=100)
-        self.subscribers.add(slow, 0)
-        self.clock.advance(0)
-        self.assertEqual(len(slow.seqs), 100)
-        for _ in range(10):
-            self.clock.advance(1)
-        self.publish(10)
-        self.assertEqual(len(slow.seqs), 100)
-        slow.drain()
-        self.assertEqual(slow.seqs, list(range(1, 201)))
-
-    def test_a_fast_client_gets_one_batch_per_reactor_turn(self):
-        """REPLAY_BATCH events per turn, so other connections get their turn."""
-        self.publish(REPLAY_BATCH * 3)
-        fast = SlowSubscriber(every=10**9)
-        # Clock.advance runs what each call schedules at once: a turn is
-        # one _step, and each step schedules the next.
-        turns = []
-        call_later = self.clock.callLater
-
-        def scheduled(delay, f, *args, **kwargs):
-            turns.append(len(fast.seqs))
-            return call_later(delay, f, *args, **kwargs)
-
-        self.patch(self.clock, "callLater", scheduled)
-        self.subscribers.add(fast, 0)
-        self.clock.advance(0)
-        self.assertEqual(turns, [0, REPLAY_BATCH, 2 * REPLAY_BATCH])
-        self.assertEqual(fast.seqs, list(range(1, 3 * REPLAY_BATCH + 1)))
-
-    def test_replaying_a_big_history_holds_little_memory(self):
-        """20 MB replayed to a client that drains slowly: the server holds ~nothing of it."""
-        self.publish(20000, size=1000)
-        slow = SlowSubscriber(every=50)
-        slow.send_line = lambda line: (slow.seqs.append(len(line)),
-                                       setattr(slow, "_since_drain", slow._since_drain + 1))
-        self.subscribers.add(slow, 0)
-        tracemalloc.start()
-        self.addCleanup(tracemalloc.stop)
-        while len(slow.seqs) < 20000:
-            self.clock.advance(0)
-            slow.drain()
-        _, peak = tracemalloc.get_traced_memory()
-        self.assertLess(peak, 4 * 2**20)
 
 
 # -- a real server, killed ------------------------------------------------
@@ -640,7 +522,7 @@ class UnreadableProjectTests(SynchronousTestCase):
         a = registry.create(os.path.join(base, "work", "a"))
         registry.create(os.path.join(base, "work", "b"))
         for project in registry.list():
-            project._history.close()
+            project.history.close()
         real = History.__init__
 
         def failing(history, directory, **kwargs):
@@ -653,4 +535,4 @@ class UnreadableProjectTests(SynchronousTestCase):
         again.startService()
         self.assertEqual([p.path for p in again.list()], [os.path.join(base, "work", "b")])
         for project in again.list():
-            project._history.close()
+            project.history.close()
