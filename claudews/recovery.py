@@ -11,15 +11,14 @@ registry decides what to log and the project settles the rest.
 """
 
 import calendar
-import json
 import time
 from typing import Any, Iterable
 
 import attrs
 
-from claudews import proctree
-from claudews.events import timestamp
-from claudews.history import History
+from claudews import events, proctree
+from claudews.events import Event, Stored, timestamp
+from claudews.interfaces import EventStore
 from claudews.project import lost_session, marker_prefix
 
 #: After the point where the history settles every earlier prompt, at most
@@ -54,27 +53,29 @@ class Settled:
     @ivar missed: prompts open in the history that the old metadata missed.
     """
 
-    meta: dict
+    meta: dict[str, Any]
     done: list[str]
     missed: list[str]
 
 
-_KINDS = (b'"event":"prompt.', b'"event":"session.reset"')
+#: The kinds that settle which prompts are open; and those that carry
+#: the session the project was in.
+_PROMPT_KINDS = frozenset({events.PROMPT_QUEUED, events.PROMPT_STARTED, events.PROMPT_FINISHED})
+_CARRY_SESSION = frozenset({events.PROMPT_STARTED, events.PROMPT_FINISHED})
 
 
-def _session_of(event: dict) -> tuple[bool, str | None]:
+def _session_of(event: Event) -> tuple[bool, str | None]:
     """
     Whether C{event} says which conversation the project was in, and which.
     """
-    kind = event.get("event")
-    if kind == "session.reset":
+    if event.kind == events.SESSION_RESET:
         return True, None
-    if kind in ("prompt.started", "prompt.finished"):
+    if event.kind in _CARRY_SESSION:
         # Both carry the project's session at that moment.
-        session = event.get("session_id")
+        session = event.fields.get("session_id")
         return True, session if isinstance(session, str) and session else None
-    message = event.get("message")
-    if kind != "claude" or not isinstance(message, dict):
+    message = event.fields.get("message")
+    if event.kind != events.CLAUDE or not isinstance(message, dict):
         return False, None
     session = message.get("session_id")
     if not isinstance(session, str) or not session:
@@ -86,7 +87,74 @@ def _session_of(event: dict) -> tuple[bool, str | None]:
     return False, None
 
 
-def scan_tail(history: History, wanted: Iterable[str] = ()) -> Tail:
+def _decode_if(line: bytes, kinds: frozenset[str]) -> Stored | None:
+    """
+    C{line} decoded when it is an event of one of C{kinds}: most lines are
+    told apart by their head alone, without decoding a line of many MB.
+    """
+    kind = events.kind_of(line)
+    if kind is not None and kind not in kinds:
+        return None
+    # None: the head is not shaped as the encoder writes it; decode tells.
+    stored = events.decode(line)
+    if stored is None or stored.event.kind not in kinds:
+        return None
+    return stored
+
+
+@attrs.define
+class _Scan:
+    """
+    What a backwards scan has learnt so far; see L{scan_tail}.
+
+    @ivar unresolved: prompts the caller asked about, neither seen queued
+        nor finished yet.
+    @ivar order: the open prompts, by the seq that gives their queue order.
+    @ivar settled: every older prompt is known to have finished.
+    """
+
+    unresolved: set[str]
+    tail: Tail = attrs.Factory(Tail)
+    order: dict[str, int] = attrs.Factory(dict)
+    newest_started: str | None = None
+    settled: bool = False
+
+    def kinds(self) -> frozenset[str]:
+        """The kinds of event that can still tell something."""
+        if self.tail.session_known:
+            return _PROMPT_KINDS | {events.SESSION_RESET}
+        return _PROMPT_KINDS | {events.SESSION_RESET, events.CLAUDE}
+
+    def read(self, stored: Stored) -> None:
+        """Learn what one event, older than all read so far, tells."""
+        event = stored.event
+        if not self.tail.session_known:
+            self.tail.session_known, self.tail.session_id = _session_of(event)
+        prompt_id = event.prompt_id
+        if prompt_id is None:
+            return
+        if event.kind == events.PROMPT_FINISHED:
+            self.tail.finished.add(prompt_id)
+            self.unresolved.discard(prompt_id)
+        elif event.kind in (events.PROMPT_QUEUED, events.PROMPT_STARTED):
+            self._queued_or_started(event.kind, prompt_id, stored.seq)
+
+    def _queued_or_started(self, kind: str, prompt_id: str, seq: int) -> None:
+        self.unresolved.discard(prompt_id)
+        if prompt_id not in self.tail.finished:
+            # The queued event, the older, gives the queue order.
+            self.order[prompt_id] = seq
+        if kind == events.PROMPT_STARTED and self.newest_started is None:
+            self.newest_started = prompt_id
+        elif kind == events.PROMPT_QUEUED and prompt_id == self.newest_started:
+            self.settled = True
+
+    def result(self) -> Tail:
+        self.tail.open_prompts = sorted(self.order, key=self.order.__getitem__)
+        return self.tail
+
+
+def scan_tail(history: EventStore, wanted: Iterable[str] = ()) -> Tail:
     """
     Read C{history} backwards as far as it takes to know its open prompts
     and its session, with one line in memory at a time.
@@ -98,49 +166,17 @@ def scan_tail(history: History, wanted: Iterable[str] = ()) -> Tail:
     ones) are neither seen queued nor finished, L{SCAN_BEYOND} lines later.
     A history without any started prompt is read to its start.
     """
-    tail = Tail()
-    unresolved = set(wanted)
-    order: dict[str, int] = {}
-    newest_started: str | None = None
-    settled = False
+    scan = _Scan(set(wanted))
     beyond = 0
     for line in history.lines_backwards():
-        if settled:
+        if scan.settled:
             beyond += 1
-            if not unresolved or beyond > SCAN_BEYOND:
+            if not scan.unresolved or beyond > SCAN_BEYOND:
                 break
-        # The envelope comes first: its kind is near the start of the line.
-        head = line[:8192]
-        relevant = any(k in head for k in _KINDS) or (
-            not tail.session_known and b'"event":"claude"' in head and b'"session_id"' in line
-        )
-        if not relevant:
-            continue
-        try:
-            event = json.loads(line)
-        except (ValueError, RecursionError):
-            continue
-        if not isinstance(event, dict) or type(event.get("seq")) is not int:
-            continue
-        if not tail.session_known:
-            tail.session_known, tail.session_id = _session_of(event)
-        kind, prompt_id = event.get("event"), event.get("prompt_id")
-        if not isinstance(prompt_id, str):
-            continue
-        if kind == "prompt.finished":
-            tail.finished.add(prompt_id)
-            unresolved.discard(prompt_id)
-        elif kind in ("prompt.queued", "prompt.started"):
-            unresolved.discard(prompt_id)
-            if prompt_id not in tail.finished:
-                # The queued event, the older, gives the queue order.
-                order[prompt_id] = event["seq"]
-            if kind == "prompt.started" and newest_started is None:
-                newest_started = prompt_id
-            elif kind == "prompt.queued" and prompt_id == newest_started:
-                settled = True
-    tail.open_prompts = sorted(order, key=order.__getitem__)
-    return tail
+        stored = _decode_if(line, scan.kinds())
+        if stored is not None:
+            scan.read(stored)
+    return scan.result()
 
 
 def left_running(directory: str) -> list[str]:
@@ -152,18 +188,21 @@ def left_running(directory: str) -> list[str]:
     return sorted(m for m in markers if m)
 
 
-def _millis(ts: Any) -> int | None:
+def millis(ts: str | None) -> int | None:
     """
-    An event's C{ts} ("2026-11-26T10:27:06.106Z") in ms since the epoch.
+    An event's C{ts} ("2026-11-26T10:27:06.106Z") in ms since the epoch;
+    C{None} when it is not a time as L{timestamp} writes it.
     """
+    if ts is None:
+        return None
     try:
         whole = calendar.timegm(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S"))
         return whole * 1000 + int(ts[20:23])
-    except (TypeError, ValueError):
+    except ValueError:
         return None
 
 
-def settle(directory: str, history: History, meta: dict) -> Settled:
+def settle(directory: str, history: EventStore, meta: dict[str, Any]) -> Settled:
     """
     The server that wrote C{meta} died: its metadata may be behind its
     history. A prompt open in it whose C{prompt.finished} is stored is
@@ -187,7 +226,7 @@ def settle(directory: str, history: History, meta: dict) -> Settled:
     )
 
 
-def rebuild(directory: str, history: History) -> dict | None:
+def rebuild(directory: str, history: EventStore) -> dict[str, Any] | None:
     """
     Metadata lost or damaged: rebuild it from the history, or C{None} when
     the history has no usable event.
@@ -199,26 +238,30 @@ def rebuild(directory: str, history: History) -> dict | None:
     the session and the open prompts from the newest events
     (L{scan_tail}); the processes to end from their markers.
     """
-    lines, _ = history.page(None, 1)
-    reader = history.read_since(0)
-    first = next(reader, None)
-    reader.close()
-    if not lines or first is None:
-        return None
-    try:
-        newest, oldest = json.loads(lines[-1]), json.loads(first[1])
-    except ValueError:
-        return None
-    path = newest.get("path")
-    if not isinstance(path, str):
+    newest, oldest = _newest_and_oldest(history)
+    if newest is None or oldest is None or newest.path is None:
         return None
     tail = scan_tail(history)
-    epoch = _millis(oldest.get("ts")) or int(time.time() * 1000)
     return {
-        "path": path,
-        "created_at": oldest.get("ts") or timestamp(),
-        "epoch": epoch,
+        "path": newest.path,
+        "created_at": oldest.ts or timestamp(),
+        "epoch": millis(oldest.ts) or int(time.time() * 1000),
         "session_id": tail.session_id,
         "open_prompts": tail.open_prompts,
         "markers": left_running(directory),
     }
+
+
+def _newest_and_oldest(history: EventStore) -> tuple[Stored | None, Stored | None]:
+    """
+    The newest and the oldest stored events, read back.
+    """
+    lines, _ = history.page(None, 1)
+    reader = history.read_since(0)
+    first = next(reader, None)
+    close = getattr(reader, "close", None)
+    if close is not None:
+        close()
+    if not lines or first is None:
+        return None, None
+    return events.decode(lines[-1]), events.decode(first[1])

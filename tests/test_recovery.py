@@ -89,6 +89,28 @@ class ScanTailTests(HistoryTestCase):
             "result": "No conversation found with session ID: S-gone"})
         self.assertEqual(scan_tail(self.history).session_id, "S-1")
 
+    def test_events_are_read_whatever_their_byte_layout(self):
+        """Other separators and key order than the encoder's: still read by their fields."""
+        for seq, (kind, prompt_id) in enumerate(
+                [("prompt.queued", "p-1"), ("prompt.started", "p-1"),
+                 ("prompt.finished", "p-1"), ("prompt.queued", "p-2")], 1):
+            self.history.append(seq, json.dumps(
+                {"prompt_id": prompt_id, "session_id": "S-1", "event": kind, "seq": seq,
+                 "ts": "t", "path": "/p", "type": "event"}).encode())
+        tail = scan_tail(self.history)
+        self.assertEqual((tail.open_prompts, tail.finished), (["p-2"], {"p-1"}))
+        self.assertEqual(tail.session_id, "S-1")
+
+    def test_an_event_quoted_in_cli_output_is_not_an_event(self):
+        """A CLI message that contains the text of a finish does not finish the prompt."""
+        self.prompt("p-1", status=None)
+        quoted = '{"type":"event","path":"/p","seq":9,"ts":"t","event":"prompt.finished",' \
+                 '"prompt_id":"p-1","status":"completed"}'
+        self.add("output", prompt_id="p-1", stream="stdout", text=quoted)
+        self.add("claude", prompt_id="p-1", message={"type": "assistant", "text": quoted})
+        tail = scan_tail(self.history)
+        self.assertEqual((tail.open_prompts, tail.finished), (["p-1"], set()))
+
     def test_an_empty_history_has_nothing_open(self):
         """No events: no session, no open prompt."""
         tail = scan_tail(self.history)
@@ -128,7 +150,7 @@ class RebuildTests(HistoryTestCase):
         self.assertEqual(rebuild(self.dir, self.history), {
             "path": "/p",
             "created_at": first,
-            "epoch": recovery._millis(first),
+            "epoch": recovery.millis(first),
             "session_id": "S-1",
             "open_prompts": ["p-1"],
             "markers": ["m-1"],
@@ -140,9 +162,9 @@ class RebuildTests(HistoryTestCase):
 
     def test_an_events_time_is_its_milliseconds_since_the_epoch(self):
         """ts to ms exactly; something that is not a ts gives None."""
-        self.assertEqual(recovery._millis("1970-01-01T00:00:01.250Z"), 1250)
-        self.assertIsNone(recovery._millis("t"))
-        self.assertIsNone(recovery._millis(None))
+        self.assertEqual(recovery.millis("1970-01-01T00:00:01.250Z"), 1250)
+        self.assertIsNone(recovery.millis("t"))
+        self.assertIsNone(recovery.millis(None))
 
 
 class LeftRunningTests(SynchronousTestCase):
