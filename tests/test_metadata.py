@@ -1,0 +1,124 @@
+"""
+Tests for L{claudews.metadata}: an atomic, durable write and a read that
+forgives a missing or damaged file.
+
+(A write that fails for a full disk is in C{tests.test_durability}.)
+"""
+
+import errno
+import json
+import os
+import shutil
+import stat
+import tempfile
+
+from twisted.logger import LogLevel, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from claudews import metadata
+
+
+class MetadataTestCase(SynchronousTestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="claudews-metadata-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.file = os.path.join(self.dir, metadata.FILENAME)
+        self.warnings = []
+
+        def observe(event):
+            if event.get("log_namespace") == "claudews.metadata" and event["log_level"] == LogLevel.warn:
+                self.warnings.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+
+
+class WriteTests(MetadataTestCase):
+    def test_a_write_reads_back(self):
+        """What is written is what is read, as a private, readable JSON file."""
+        data = {"path": "/w/app", "open_prompts": ["p-1"], "epoch": 1, "session_id": None}
+        metadata.write(self.dir, data)
+        self.assertEqual(metadata.read(self.dir), data)
+        self.assertEqual(stat.S_IMODE(os.stat(self.file).st_mode), 0o600)
+        with open(self.file, "rb") as f:
+            self.assertEqual(f.read(), json.dumps(data, indent=2, sort_keys=True).encode() + b"\n")
+
+    def test_a_write_replaces_the_old_file_leaving_nothing_else(self):
+        """The new metadata takes the old one's place; no temporary file stays."""
+        metadata.write(self.dir, {"path": "/old"})
+        metadata.write(self.dir, {"path": "/new"})
+        self.assertEqual(metadata.read(self.dir), {"path": "/new"})
+        self.assertEqual(os.listdir(self.dir), [metadata.FILENAME])
+
+    def test_the_file_and_then_its_rename_are_made_durable(self):
+        """The data is fsynced before the rename, the directory after it."""
+        calls = []
+        real_fsync, real_replace = os.fsync, os.replace
+
+        def fsync(fd):
+            calls.append(("fsync", stat.S_ISDIR(os.fstat(fd).st_mode)))
+            real_fsync(fd)
+
+        def replace(src, dst):
+            calls.append(("replace", os.path.basename(dst)))
+            real_replace(src, dst)
+
+        self.patch(os, "fsync", fsync)
+        self.patch(os, "replace", replace)
+        metadata.write(self.dir, {"path": "/w/app"})
+        self.assertEqual(calls, [("fsync", False), ("replace", metadata.FILENAME), ("fsync", True)])
+
+    def test_a_failed_rename_keeps_the_old_file_and_leaves_no_temporary(self):
+        """The rename refused: the error is raised, the old metadata stays in force."""
+        metadata.write(self.dir, {"path": "/old"})
+
+        def replace(src, dst):
+            raise OSError(errno.EIO, "I/O error")
+
+        self.patch(os, "replace", replace)
+        self.assertRaises(OSError, metadata.write, self.dir, {"path": "/new"})
+        self.assertEqual(metadata.read(self.dir), {"path": "/old"})
+        self.assertEqual(os.listdir(self.dir), [metadata.FILENAME])
+
+    def test_a_failed_directory_fsync_is_raised_after_the_rename(self):
+        """The new file is in place, but the caller learns it may not survive a crash."""
+        real_fsync = os.fsync
+
+        def fsync(fd):
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                raise OSError(errno.EIO, "I/O error")
+            real_fsync(fd)
+
+        self.patch(os, "fsync", fsync)
+        self.assertRaises(OSError, metadata.write, self.dir, {"path": "/new"})
+        self.assertEqual(metadata.read(self.dir), {"path": "/new"})
+
+
+class ReadTests(MetadataTestCase):
+    def test_a_missing_file_is_none_without_a_warning(self):
+        """No metadata yet is ordinary: None, nothing logged."""
+        self.assertIsNone(metadata.read(self.dir))
+        self.assertEqual(self.warnings, [])
+
+    def test_a_damaged_file_is_none_with_a_warning(self):
+        """Half a JSON document (or none at all): None, and a warning naming the file."""
+        for damaged in (b'{"path": "/w', b"", b"\xff\xfe"):
+            with open(self.file, "wb") as f:
+                f.write(damaged)
+            self.assertIsNone(metadata.read(self.dir))
+        self.assertEqual(len(self.warnings), 3)
+        self.assertEqual({w["file"] for w in self.warnings}, {self.file})
+
+    def test_json_that_is_not_an_object_is_none_with_a_warning(self):
+        """A list or a number is not metadata."""
+        for value in ([], 3, "path"):
+            with open(self.file, "w") as f:
+                json.dump(value, f)
+            self.assertIsNone(metadata.read(self.dir))
+        self.assertEqual(len(self.warnings), 3)
+
+    def test_an_unreadable_file_is_none_with_a_warning(self):
+        """An I/O error reading it (here: a directory in its place) is not raised."""
+        os.mkdir(self.file)
+        self.assertIsNone(metadata.read(self.dir))
+        self.assertEqual(len(self.warnings), 1)
