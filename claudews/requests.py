@@ -8,6 +8,7 @@ L{Requests}, which holds what they need: the L{Server} (settings, the
 projects) and the connection's subscriptions.
 """
 
+import json
 from typing import Any, Callable, Protocol, Sequence
 
 from twisted.internet import defer
@@ -139,6 +140,25 @@ def server_info(settings: Settings, claude_version: str | None) -> dict[str, Any
             "client_options": list(s.client_options),
         },
     }
+
+
+def _no_constant(name: str) -> None:
+    # NaN and Infinity are Python's extensions, not JSON.
+    raise ValueError("not JSON: " + name)
+
+
+def parse(payload: bytes) -> dict[str, Any]:
+    """
+    The request in a text frame; raises L{RequestError} C{bad_request} when
+    it is not strict JSON, or not an object.
+    """
+    try:
+        message = json.loads(payload, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        raise RequestError("bad_request", "not valid JSON")
+    if not isinstance(message, dict):
+        raise RequestError("bad_request", "a request must be a JSON object")
+    return message
 
 
 def _field(message: dict[str, Any], name: str, kind: type, optional: bool = False) -> Any:

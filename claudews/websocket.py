@@ -19,7 +19,6 @@ what it is sent is closed with 1008 too (L{claudews.backlog}).
 docs/security.rst says why each of these exists.
 """
 
-import json
 from typing import Any, Callable, Sequence
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -32,13 +31,14 @@ from twisted.python.failure import Failure
 
 import claudews
 from claudews import handshake, limits
+from claudews.autobahntimers import ReactorTimers
 from claudews.backlog import SendBacklog, unsent_in_twisted
 from claudews.config import Settings
 from claudews.errors import RequestError
 from claudews.events import encode, error_reply, reply
 from claudews.handshake import MAX_HANDSHAKE_BYTES, OPEN_HANDSHAKE_TIMEOUT
-from claudews.interfaces import DelayedCall, ReactorTime, Subscriber
-from claudews.requests import HANDLERS, PROTOCOL_VERSION, Projects, Requests
+from claudews.interfaces import ReactorTime, Subscriber
+from claudews.requests import HANDLERS, PROTOCOL_VERSION, Projects, Requests, parse
 
 __all__ = [
     "HANDLERS",
@@ -55,11 +55,6 @@ __all__ = [
 GOING_AWAY = 1001
 UNSUPPORTED_DATA = 1003
 POLICY_VIOLATION = 1008
-
-
-def _no_constant(name: str) -> None:
-    # NaN and Infinity are Python's extensions, not JSON.
-    raise ValueError("not JSON: " + name)
 
 
 class ServerProtocol(WebSocketServerProtocol):
@@ -277,14 +272,10 @@ class ServerProtocol(WebSocketServerProtocol):
         if it is not one.
         """
         try:
-            message = json.loads(payload, parse_constant=_no_constant)
-        except (ValueError, RecursionError):
-            self._error(None, "bad_request", "not valid JSON")
+            return parse(payload)
+        except RequestError as e:
+            self._error(None, e.code, e.message)
             return None
-        if not isinstance(message, dict):
-            self._error(None, "bad_request", "a request must be a JSON object")
-            return None
-        return message
 
     def _serve(self, request_id: Any, message: dict[str, Any]) -> None:
         try:
@@ -329,33 +320,6 @@ def fanout(line: bytes, subscribers: Sequence[Subscriber]) -> None:
         subscriber.send_prepared(prepared, len(line))
 
 
-class _Call:
-    def __init__(self, call: DelayedCall) -> None:
-        self._call = call
-
-    def cancel(self) -> None:
-        # Autobahn may cancel a timer that has already fired.
-        if self._call.active():
-            self._call.cancel()
-
-
-class _Timers:
-    """
-    The part of txaio's batched timer that Autobahn uses, on our reactor.
-
-    Autobahn builds its timers (handshake, ping, close timeouts) on the
-    factory's C{_batched_timer}, which txaio puts on its global loop,
-    whatever reactor the factory was given; replacing it is the one way to
-    keep them off the global reactor, and on a test's clock.
-    """
-
-    def __init__(self, reactor: ReactorTime) -> None:
-        self._reactor = reactor
-
-    def call_later(self, delay: float, func: Callable[..., object], *args: Any, **kwargs: Any) -> _Call:
-        return _Call(self._reactor.callLater(delay, func, *args, **kwargs))
-
-
 class ServerFactory(WebSocketServerFactory):
     """
     The server's connections, as L{claudews.requests.Server} for their
@@ -383,7 +347,8 @@ class ServerFactory(WebSocketServerFactory):
             server="claudews/" + claudews.__version__, reactor=reactor
         )
         self.reactor = reactor
-        self._batched_timer = _Timers(reactor)
+        # Autobahn's timers, on this reactor rather than txaio's global one.
+        self._batched_timer = ReactorTimers(reactor)
         self.settings = settings
         self.registry = registry
         self.token = token
