@@ -61,13 +61,11 @@ class EventLog:
         path: str,
         history: Any,
         fanout: Callable[[bytes, list], None] = send_each,
-        reactor: Any = None,
+        reactor: Any,
         broken: Callable[[str], None] = _ignore,
         works_again: Callable[[], None] = _ignore,
         finish_stored: Callable[[str], None] = _ignore,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor
         self._reactor = reactor
         self._path = path
         self._history = history
@@ -229,6 +227,9 @@ class EventLog:
             # The client's seq belongs to an earlier history of this path.
             since = 0
         self.subscribers.add(subscriber, since)
+
+    def unsubscribe(self, subscriber: Any) -> None:
+        self.subscribers.remove(subscriber)
 
     def page(self, before: int | None, limit: int) -> tuple[list[bytes], bool]:
         """

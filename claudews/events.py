@@ -123,9 +123,17 @@ def permission_request(prompt_id: str, request_id: str, request: Mapping[str, An
     The CLI's C{can_use_tool} request: its own fields (tool_name, input,
     display_name, permission_suggestions, ...) pass through, under ours.
     """
-    fields = {k: v for k, v in request.items() if k != "subtype"}
-    fields["prompt_id"] = prompt_id
-    fields["request_id"] = request_id
+    fields: dict[str, Any] = {
+        "prompt_id": prompt_id,
+        "request_id": request_id,
+        "tool_name": request.get("tool_name"),
+        "input": request.get("input", {}),
+    }
+    for key, value in request.items():
+        # Our own keys win: a CLI field named like one of them must not
+        # redirect the answer to another request.
+        if key != "subtype" and key not in fields:
+            fields[key] = value
     return Event(PERMISSION_REQUEST, fields)
 
 

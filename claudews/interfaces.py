@@ -130,3 +130,21 @@ class ReactorTime(Protocol):
         self, delay: float, callable: Callable[..., object], *args: object, **kw: object
     ) -> DelayedCall:
         """Call C{callable(*args, **kw)} after C{delay} seconds."""
+
+
+class ProcessTrees(Protocol):
+    """
+    Looking at and ending the process trees of CLI processes (see
+    L{claudews.proctree}). Implemented by L{claudews.proctree.SystemTrees}.
+    """
+
+    def tree(self, pid: int | None, marker: str | None) -> list[Any]:
+        """Every live process of the tree of C{pid} and C{marker}."""
+
+    def end(
+        self, pid: int | None, marker: str | None, *, grace: float, exclude: Sequence[Any] = ()
+    ) -> Deferred[list[Any]]:
+        """End that tree: TERM, then KILL after C{grace}; always fires."""
+
+    def session_of(self, process: Any) -> int | None:
+        """The session id of C{process}, C{None} once it is gone."""

@@ -20,14 +20,16 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from attrs import define
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from claudews import events
 from claudews.errors import RequestError
+from claudews.events import Event
 
 _log = Logger()
 
-Publish = Callable[[str, dict], None]
+Publish = Callable[[Event], object]
 Answer = Callable[[dict], None]
 
 CANCELLED_MESSAGE = "The prompt was cancelled"
@@ -47,14 +49,11 @@ class PermissionBroker:
     """
     Publishes the CLI's permission requests and routes the first answer back.
 
-    @param publish: C{publish(kind, fields)} records and fans out a project
-        event; the caller adds C{seq} and the rest of the envelope.
+    @param publish: records and fans out a project event.
     @param timeout: seconds after which an unanswered request is denied.
     """
 
-    def __init__(self, publish: Publish, timeout: float = 120.0, reactor=None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor
+    def __init__(self, publish: Publish, *, timeout: float, reactor: IReactorTime) -> None:
         self._reactor = reactor
         self._publish = publish
         self._timeout = timeout
@@ -88,25 +87,15 @@ class PermissionBroker:
                 },
             )
             return
-        fields: dict[str, Any] = {
-            "prompt_id": prompt_id,
-            "request_id": request_id,
-            "tool_name": request.get("tool_name"),
-            "input": request.get("input", {}),
-        }
-        for key, value in request.items():
-            # Our own keys win: a CLI field named like one of them must not
-            # redirect the answer to another request.
-            if key != "subtype" and key not in fields:
-                fields[key] = value
-        pending = _Pending(prompt_id, request_id, fields, answer)
+        event = events.permission_request(prompt_id, request_id, request)
+        pending = _Pending(prompt_id, request_id, dict(event.fields), answer)
         # Remembered before publishing: a client may answer synchronously
         # from inside the fan-out.
         self._pending[request_id] = pending
         pending.timer = self._reactor.callLater(
             self._timeout, self._expire, request_id
         )
-        self._publish("permission.request", dict(fields))
+        self._publish(event)
 
     def respond(
         self,
@@ -224,10 +213,7 @@ class PermissionBroker:
             )
 
     def _resolved(self, request_id: str, behavior: str, by: str) -> None:
-        self._publish(
-            "permission.resolved",
-            {"request_id": request_id, "behavior": behavior, "by": by},
-        )
+        self._publish(events.permission_resolved(request_id, behavior, by))
 
 
 def _cancel(pending: _Pending) -> None:

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import psutil
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 _log = Logger()
@@ -229,7 +230,7 @@ def end_tree(
     marker: str | None,
     *,
     grace: float = 5.0,
-    reactor: Any = None,
+    reactor: IReactorTime,
     exclude: Iterable[Any] = (),
     kill_timeout: float = 5.0,
     interval: float = 0.1,
@@ -255,10 +256,6 @@ def end_tree(
         C{kill_timeout} seconds (uninterruptible sleep), an error is logged
         and it fires anyway.  Cancelling it stops the polling.
     """
-    if reactor is None:
-        from twisted.internet import reactor as _reactor
-
-        reactor = _reactor
     ending = _Ending(
         pid,
         marker,
@@ -270,6 +267,34 @@ def end_tree(
         table=SystemProcessTable() if table is None else table,
     )
     return ending.start()
+
+
+class SystemTrees:
+    """
+    The process trees of this machine, for a project on C{reactor}: what
+    L{claudews.interfaces.ProcessTrees} asks, on the real process table.
+    """
+
+    def __init__(self, reactor: IReactorTime, table: ProcessTable | None = None) -> None:
+        self._reactor = reactor
+        self._table = SystemProcessTable() if table is None else table
+
+    def tree(self, pid: int | None, marker: str | None) -> list[Any]:
+        root = self._table.lookup(pid) if pid is not None else None
+        return self._table.scan([root] if root is not None else [], pid, marker)
+
+    def end(
+        self, pid: int | None, marker: str | None, *, grace: float, exclude: Iterable[Any] = ()
+    ) -> Deferred[list[Any]]:
+        return end_tree(
+            pid, marker, grace=grace, reactor=self._reactor, exclude=exclude, table=self._table
+        )
+
+    def session_of(self, process: Any) -> int | None:
+        try:
+            return os.getsid(process.pid)
+        except OSError:
+            return None
 
 
 class _Ending:

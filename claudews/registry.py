@@ -30,6 +30,7 @@ from claudews.events import timestamp
 from claudews.history import History
 from claudews.project import Project, ProjectConfig
 from claudews.interfaces import Fanout, send_each
+from claudews.proctree import SystemTrees
 from claudews.supervisor import Supervisor
 
 
@@ -66,6 +67,7 @@ class Registry(service.Service):
         self._deleting: set[defer.Deferred] = set()
         #: How events reach subscribers (the WebSocket fan-out).
         self._fanout = fanout
+        self._trees = SystemTrees(reactor)
 
     # -- service
 
@@ -175,6 +177,7 @@ class Registry(service.Service):
             supervisor=self.supervisor,
             config=self._config,
             fanout=self._fanout,
+            trees=self._trees,
             reactor=self._reactor,
         )
 
@@ -274,7 +277,7 @@ class Registry(service.Service):
         doomed = project.directory + ".deleted-" + uuid.uuid4().hex[:8]
         try:
             os.rename(project.directory, doomed)
-            project.directory = doomed
+            project.moved_to(doomed)
         except OSError as e:
             self._log.error("Could not move {dir} aside: {error}", dir=project.directory, error=e)
         d = project.shutdown("cancelled")

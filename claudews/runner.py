@@ -18,10 +18,12 @@ import uuid
 from typing import Any, Protocol
 
 from twisted.internet import defer, error, protocol
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from claudews import proctree
 from claudews.events import encode
+from claudews.interfaces import ProcessTrees
 
 #: Flags every CLI process gets; options of a prompt add more.
 BASE_ARGS = (
@@ -102,13 +104,13 @@ class ClaudeProcess(protocol.ProcessProtocol):
         self,
         listener: Listener,
         *,
-        flags: tuple = (),
+        trees: ProcessTrees,
+        reactor: IReactorTime,
+        flags: tuple[str, ...] = (),
         max_line_bytes: int = 256 * 1024 * 1024,
-        reactor: Any = None,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor
         self._reactor = reactor
+        self._trees = trees
         self._listener = listener
         self.flags = tuple(flags)
         self.marker = uuid.uuid4().hex
@@ -166,12 +168,7 @@ class ClaudeProcess(protocol.ProcessProtocol):
         self.close_stdin()
         # Once reaped, the pid may name another process: the marker alone
         # then finds what is left.
-        done = proctree.end_tree(
-            None if self.reaped else self.pid,
-            self.marker,
-            grace=grace,
-            reactor=self._reactor,
-        )
+        done = self._trees.end(None if self.reaped else self.pid, self.marker, grace=grace)
         done.addErrback(
             lambda f: self._log.failure("Ending process tree failed", f)
         )

@@ -238,6 +238,8 @@ class MetadataWriteTests(SynchronousTestCase):
 
     def test_spawned_processes_carry_the_projects_marker_prefix(self):
         """The marker a CLI inherits starts with the prefix of its data directory."""
+        from claudews.interfaces import send_each
+        from claudews.proctree import SystemTrees
         from claudews.project import Project, ProjectConfig
         from claudews.supervisor import Supervisor
 
@@ -248,7 +250,8 @@ class MetadataWriteTests(SynchronousTestCase):
         self.addCleanup(history.close)
         project = Project(path=directory, project_id="x", directory=directory, meta={},
                           history=history, supervisor=Supervisor(1, 60.0, reactor=reactor),
-                          config=ProjectConfig(), reactor=reactor, environ={})
+                          config=ProjectConfig(), fanout=send_each,
+                          trees=SystemTrees(reactor), reactor=reactor, environ={})
         project.submit("hello", {}, ())
         reactor.advance(0)
         [cli] = reactor.spawned

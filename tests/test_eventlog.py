@@ -211,7 +211,8 @@ class ClosedTests(SynchronousTestCase):
         """A dying process of a deleted project may print on: nothing breaks."""
         directory = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, directory, True)
-        log = EventLog(path="/w/app", history=History(directory), reactor=Clock())
+        clock = Clock()
+        log = EventLog(path="/w/app", history=History(directory, reactor=clock), reactor=clock)
         self.assertTrue(log.publish(Event("output", {"text": "before"})))
         log.close()
         self.assertFalse(log.publish(Event("output", {"text": "after"})))

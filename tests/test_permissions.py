@@ -26,8 +26,8 @@ class Recorder:
         self.events = []
         self.answers = {}
 
-    def publish(self, kind, fields):
-        self.events.append((kind, fields))
+    def publish(self, event):
+        self.events.append((event.kind, dict(event.fields)))
 
     def answer_for(self, request_id):
         def answer(response):
@@ -122,11 +122,11 @@ class RequestTests(BrokerTestCase):
         """A client answering from inside the fan-out finds the request."""
         answers = []
 
-        def publish(kind, fields):
-            if kind == "permission.request":
-                broker.respond(fields["request_id"], "allow")
+        def publish(event):
+            if event.kind == "permission.request":
+                broker.respond(event.fields["request_id"], "allow")
 
-        broker = PermissionBroker(publish, reactor=self.clock)
+        broker = PermissionBroker(publish, timeout=120.0, reactor=self.clock)
         broker.request("p", "r1", can_use_tool(), answers.append)
         self.assertEqual(answers, [{"behavior": "allow", "updatedInput": {"command": "ls"}}])
         self.assertEqual(self.clock.getDelayedCalls(), [])

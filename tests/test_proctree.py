@@ -323,7 +323,7 @@ def _ended(pid, marker, **kw):
     """L{end_tree} on the real reactor, failing rather than hanging on a bug."""
     from twisted.internet import reactor
 
-    return end_tree(pid, marker, **kw).addTimeout(30, reactor)
+    return end_tree(pid, marker, reactor=reactor, **kw).addTimeout(30, reactor)
 
 
 def _gone(process):

@@ -29,6 +29,8 @@ from claudews.errors import RequestError
 from claudews.eventlog import STORAGE_RETRY
 from claudews.history import History
 from claudews.project import Project, ProjectConfig
+from claudews.interfaces import send_each
+from claudews.proctree import SystemTrees
 from claudews.supervisor import Supervisor
 
 #: Above pid_max (at most 2**22 on Linux): no real process has these.
@@ -318,13 +320,24 @@ class EndTreeCall:
 
 
 class EndTreeRecorder:
-    """Stands in for L{proctree.end_tree}: records, signals nothing."""
+    """Stands in for ending process trees: records, signals nothing."""
 
     def __init__(self):
         self.calls = []
 
-    def __call__(self, pid, marker, *, grace=5.0, reactor=None, exclude=(), **kwargs):
-        self.calls.append(EndTreeCall(pid, marker, grace, list(exclude)))
+
+class Trees(SystemTrees):
+    """
+    The real process table (the fake pids are in none of its trees),
+    whose endings a test may record instead of running.
+    """
+
+    recorder = None
+
+    def end(self, pid, marker, *, grace, exclude=()):
+        if self.recorder is None:
+            return super().end(pid, marker, grace=grace, exclude=exclude)
+        self.recorder.calls.append(EndTreeCall(pid, marker, grace, list(exclude)))
         return defer.succeed([])
 
 
@@ -372,6 +385,7 @@ class ProjectTestCase(SynchronousTestCase):
         self.addCleanup(shutil.rmtree, self.root, True)
         self.reactor = ProcessReactor()
         self.supervisor = Supervisor(max_running=4, idle_timeout=600.0, reactor=self.reactor)
+        self.trees = Trees(self.reactor)
 
     def make(self, name="app", meta=None, config=CONFIG, supervisor=None, directory=None):
         workdir = os.path.join(self.root, name, "work")
@@ -388,6 +402,8 @@ class ProjectTestCase(SynchronousTestCase):
             history=history,
             supervisor=supervisor or self.supervisor,
             config=config,
+            fanout=send_each,
+            trees=self.trees,
             reactor=self.reactor,
             environ=ENVIRON,
         )
@@ -402,8 +418,7 @@ class ProjectTestCase(SynchronousTestCase):
         return reply["prompt_id"]
 
     def end_tree(self):
-        recorder = EndTreeRecorder()
-        self.patch(proctree, "end_tree", recorder)
+        recorder = self.trees.recorder = EndTreeRecorder()
         return recorder
 
     def complete(self, cli, session_id="S-1", total=0.03):
@@ -1487,11 +1502,11 @@ class IdleTests(ProjectTestCase):
         ending = defer.Deferred()
         calls = []
 
-        def end_tree(pid, marker, **kwargs):
+        def end(pid, marker, **kwargs):
             calls.append((pid, marker))
             return ending
 
-        self.patch(proctree, "end_tree", end_tree)
+        self.trees.end = end
         self.submit(fx)
         [cli] = self.reactor.spawned
         cli.result("S-1")

@@ -12,6 +12,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from claudews import proctree, runner
+from claudews.proctree import SystemTrees
 from claudews.runner import ClaudeProcess
 
 
@@ -48,7 +49,10 @@ class ProcessTransport(StringTransport):
 
 def connected(max_line_bytes=1024 * 1024):
     listener = Recorder()
-    process = ClaudeProcess(listener, max_line_bytes=max_line_bytes, reactor=Clock())
+    clock = Clock()
+    process = ClaudeProcess(
+        listener, trees=SystemTrees(clock), reactor=clock, max_line_bytes=max_line_bytes
+    )
     transport = ProcessTransport()
     process.makeConnection(transport)
     return process, listener, transport

@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from claudews import options
 from claudews.config import Settings
 from claudews.registry import Registry
+from claudews import events
 from claudews.websocket import ServerFactory, fanout
 from tests import wsmemory
 from tests.wsmemory import PONG, Connection
@@ -117,9 +118,7 @@ class ServerTestCase(SynchronousTestCase):
         """
         The project emits an C{output} event, as if the CLI printed C{text}.
         """
-        self.registry.get(path).publish(
-            "output", {"prompt_id": None, "stream": "stdout", "text": text}
-        )
+        self.registry.get(path).publish(events.output(None, "stdout", text))
 
     def assertError(self, reply: dict, code: str, request_id: object = None) -> None:
         self.assertEqual(reply["type"], "result")
@@ -887,9 +886,9 @@ class SubscribeTests(ServerTestCase):
         """A connection that goes away is no longer a subscriber."""
         self.c.request("subscribe", path=self.project)
         project = self.registry.get(self.project)
-        self.assertEqual(len(project.subscribers), 1)
+        self.assertEqual(project.subscriber_count, 1)
         self.c.lose()
-        self.assertEqual(len(project.subscribers), 0)
+        self.assertEqual(project.subscriber_count, 0)
         self.publish(self.project, "nobody listens")
 
     def test_subscribe_since_replays_before_live_events(self) -> None:

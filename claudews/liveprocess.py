@@ -1,0 +1,271 @@
+"""
+A project's one live CLI process: its slot under the global cap, starting
+it, replacing it, closing it when idle, and ending what it leaves behind.
+
+Never two processes of one project at once: a process being replaced (its
+prompt needs other start-up flags, or the conversation was reset) is ended
+first, and the next one starts once it is gone, keeping the slot.
+
+Every process carries an environment marker (L{proctree.MARKER_ENV})
+that its tools inherit. The markers of processes that may still have
+something running are on record in the project's metadata, so a server
+that dies leaves its successor a way to end them.
+"""
+
+from typing import Any, Callable
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from claudews.interfaces import ProcessSlots, ProcessTrees, SlotOwner
+from claudews.runner import ClaudeProcess, Listener, build_argv, build_env
+
+
+class LiveProcess:
+    """
+    @param owner: the project, as the supervisor knows it.
+    @param listener: what the processes report to (the project).
+    @param markers: the markers on record (in the project's metadata);
+        C{save} writes them.
+    @param session_id: the conversation a new process resumes.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        marker_prefix: str,
+        owner: SlotOwner,
+        listener: Listener,
+        slots: ProcessSlots,
+        trees: ProcessTrees,
+        reactor: Any,
+        claude_bin: str,
+        kill_grace: float,
+        max_line_bytes: int,
+        env: dict[str, str],
+        environ: dict[str, str],
+        markers: list[str],
+        save: Callable[[], object],
+        session_id: Callable[[], str | None],
+    ) -> None:
+        self._path = path
+        self._prefix = marker_prefix
+        self._owner = owner
+        self._listener = listener
+        self._slots = slots
+        self._trees = trees
+        self._reactor = reactor
+        self._claude_bin = claude_bin
+        self._grace = kill_grace
+        self._max_line = max_line_bytes
+        self._env = env
+        self._environ = environ
+        self.markers = markers
+        self._save = save
+        self._session_id = session_id
+        self._proc: ClaudeProcess | None = None
+        #: Fires when a process being replaced has ended.
+        self._retiring: defer.Deferred[None] | None = None
+        #: The live process runs an abandoned conversation.
+        self._stale = False
+        #: A prompt holds the slot.
+        self._busy = False
+        self._close_call: IDelayedCall | None = None
+        #: Endings of what processes that exited by themselves left.
+        self._ending: set[defer.Deferred[Any]] = set()
+
+    @property
+    def current(self) -> ClaudeProcess | None:
+        return self._proc
+
+    # -- the slot and the process, for a prompt
+
+    def acquire(self) -> defer.Deferred[None]:
+        d = self._slots.acquire(self._owner)
+
+        def granted(_: None) -> None:
+            self._busy = True
+
+        return d.addCallback(granted)
+
+    def ready(self, flags: tuple[str, ...]) -> defer.Deferred[ClaudeProcess]:
+        """
+        A live process started with C{flags}: the one there is, or a new
+        one once the one there is (other flags, abandoned conversation)
+        has ended. Fails with L{OSError} when none can be started.
+        """
+        proc = self._proc
+        if proc is not None and (proc.flags != flags or self._stale):
+            self._retire(proc)
+        if self._retiring is not None:
+            waiting: defer.Deferred[None] = defer.Deferred()
+            self._retiring.addBoth(lambda _: waiting.called or waiting.callback(None))
+            return waiting.addCallback(lambda _: self.ready(flags))
+        if proc is None:
+            try:
+                proc = self._spawn(flags)
+            except OSError as e:
+                return defer.fail(e)
+        return defer.succeed(proc)
+
+    def _spawn(self, flags: tuple[str, ...]) -> ClaudeProcess:
+        proc = ClaudeProcess(
+            self._listener,
+            trees=self._trees,
+            reactor=self._reactor,
+            flags=flags,
+            max_line_bytes=self._max_line,
+        )
+        proc.marker = self._prefix + proc.marker
+        argv = build_argv(self._claude_bin, self._session_id(), flags)
+        env = build_env(self._environ, self._env, proc.marker)
+        # Record the marker first: a server that dies from here on leaves
+        # its successor a way to find this process tree.
+        self.markers.append(proc.marker)
+        self._save()
+        proc.spawn(argv, self._path, env)
+        self._proc = proc
+        self._stale = False
+        return proc
+
+    def _retire(self, proc: ClaudeProcess) -> None:
+        self._proc = None
+        retiring = self._retiring = proc.terminate(self._grace)
+
+        def retired(_: object) -> None:
+            if self._retiring is retiring:
+                self._retiring = None
+            if not self._busy:
+                # Nobody took over the slot this process held.
+                self._slots.exited(self._owner)
+
+        retiring.addBoth(retired)
+
+    def snapshot(self, process: ClaudeProcess) -> list[Any]:
+        return self._trees.tree(process.pid, process.marker)
+
+    def end_tools(self, process: ClaudeProcess, spare: list[Any]) -> None:
+        """
+        End what a stopped prompt's tools started in sessions of their own;
+        what runs in the CLI's own session (an MCP server, say) is the
+        CLI's to keep, and so is what ran before the prompt (C{spare}).
+        """
+        keep = spare + [
+            p
+            for p in self._trees.tree(None, process.marker)
+            if self._trees.session_of(p) == process.pid
+        ]
+        tools = self._trees.end(None, process.marker, grace=self._grace, exclude=keep)
+        tools.addErrback(lambda f: self._log.failure("Ending tools failed", f))
+
+    def escalate(self, process: ClaudeProcess) -> None:
+        if process is self._proc:
+            # Detached like a replaced process: a result it prints while
+            # dying must not hand it to the next prompt.
+            self._retire(process)
+        else:
+            process.terminate(self._grace)
+
+    def prompt_done(self, process: ClaudeProcess | None, held: bool) -> None:
+        if process is not None and not process.ended and process is self._proc:
+            self._slots.release(self._owner)
+        elif held and self._busy and self._proc is None and self._retiring is None:
+            # The slot was granted but no process is left to keep it.
+            self._slots.exited(self._owner)
+        if held:
+            self._busy = False
+
+    def abandon(self, idle: bool) -> None:
+        """
+        The conversation was reset: the live process must not serve
+        another prompt; closed at once when C{idle}.
+        """
+        if self._proc is not None:
+            if idle:
+                self.close_process()
+            self._stale = True
+
+    # -- the supervisor's side
+
+    def close_process(self) -> None:
+        """
+        Close the idle process: end its input, then escalate.
+        """
+        proc = self._proc
+        if proc is None or proc.ended:
+            return
+        proc.close_stdin()
+        self._close_call = self._reactor.callLater(
+            self._grace, lambda: None if proc.ended else proc.terminate(self._grace)
+        )
+
+    # -- the end of a process
+
+    def exited(self, process: ClaudeProcess) -> bool:
+        """
+        C{process} is gone: end what it left; whether it was the live one
+        (whose slot is then free).
+        """
+        self.end_leftovers(process.marker)
+        if process is not self._proc:
+            return False
+        # First forget the process: the slot's next holder must not be
+        # handed a dead one.
+        self._proc = None
+        if self._close_call is not None and self._close_call.active():
+            self._close_call.cancel()
+        self._busy = False
+        self._slots.exited(self._owner)
+        return True
+
+    def end_leftovers(self, marker: str) -> None:
+        """
+        A CLI that exits by itself (its input closed, a crash) leaves what
+        its tools started in sessions of their own running: end it too.
+        The marker stays on record until that is done, so that a server
+        that dies meanwhile leaves its successor a way to find them.
+        """
+        ending = self._trees.end(None, marker, grace=self._grace)
+        self._ending.add(ending)
+
+        def ended(result: object) -> None:
+            self._ending.discard(ending)
+            if marker in self.markers:
+                self.markers.remove(marker)
+                self._save()
+            if isinstance(result, Failure):
+                self._log.failure("Ending what a CLI left failed", result)
+
+        ending.addBoth(ended)
+
+    def recover(self) -> defer.Deferred[Any]:
+        """
+        End whatever carries a marker on record (a dead server's processes).
+        """
+        for marker in list(self.markers):
+            self.end_leftovers(marker)
+        return defer.DeferredList(list(self._ending), consumeErrors=True)
+
+    def shutdown(self) -> defer.Deferred[None]:
+        """
+        End the live process, one being replaced, and what exited ones
+        left; always fires.
+        """
+        self._slots.forget(self._owner)
+        ends: list[defer.Deferred[Any]] = list(self._ending)
+        if self._retiring is not None:
+            ends.append(self._retiring)
+        if self._proc is not None:
+            ends.append(self._proc.terminate(self._grace))
+        done = defer.DeferredList(ends, consumeErrors=True)
+        # What processes that ended meanwhile left behind is ended too.
+        done.addCallback(lambda _: defer.DeferredList(list(self._ending), consumeErrors=True))
+        return done.addCallback(lambda _: None)
+
+    def __repr__(self) -> str:
+        return "<LiveProcess of %s>" % (self._path,)

@@ -1,0 +1,452 @@
+"""
+One prompt's life, as an explicit state machine::
+
+    queued --start--> waiting --granted--> starting --launched--> running
+                         (a process slot)     (the process)         |
+                                                            stop    |
+                                               stopping <-----------+
+                                                  |                 |
+                                   result/exited  v    result/exited|
+                                               finished <-----------+
+
+Every state goes to C{finished} on C{stop} (before the CLI has the
+prompt), C{shutdown} or C{crashed}, and C{finished} is reached exactly
+once: that is where the C{prompt.finished} event is published, the
+timers are cancelled and the process slot is handed back. Inputs that
+can arrive late (a result after a cancel finished the prompt, a second
+cancel) are named as ignored in the states where they mean nothing, so
+an input no state expects fails loudly instead of being lost.
+"""
+
+from typing import Any, Callable, Protocol
+
+import attrs
+from automat import TypeMachineBuilder
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from claudews import events
+from claudews.clisession import exit_error, outcome
+from claudews.events import CANCELLED, FAILED, TIMEOUT, Event
+from claudews.runner import ClaudeProcess
+
+_log = Logger()
+
+
+class PromptHost(Protocol):
+    """
+    What a prompt needs from its project.
+    """
+
+    @property
+    def session_id(self) -> str | None:
+        """The conversation the project is in."""
+
+    @property
+    def session_generation(self) -> int:
+        """How many times that conversation was reset: a result of an
+        older one must not set the session."""
+
+    def publish(self, event: Event) -> bool:
+        """Store, then send, an event; whether it was stored."""
+
+    def storage_problem(self) -> str | None:
+        """Why events cannot be stored now, or C{None}."""
+
+    def settled(self, prompt_id: str) -> None:
+        """The prompt's C{prompt.finished} is stored: it is no longer open."""
+
+    def resume_failed(self, detail: str) -> str:
+        """The CLI lost the conversation: reset it; the error to report."""
+
+    def cancel_permissions(self, prompt_id: str) -> None:
+        """Deny what the prompt still waits on (L{PermissionBroker.cancel})."""
+
+
+class ProcessRoom(Protocol):
+    """
+    What a prompt needs from the project's live CLI process
+    (L{claudews.liveprocess.LiveProcess}).
+    """
+
+    def acquire(self) -> defer.Deferred[None]:
+        """Fires when the project may run a process; cancellable."""
+
+    def ready(self, flags: tuple[str, ...]) -> defer.Deferred[ClaudeProcess]:
+        """Fires with a live process started with C{flags}; cancellable."""
+
+    def snapshot(self, process: ClaudeProcess) -> list[Any]:
+        """What runs in C{process}'s tree now (spared when tools are ended)."""
+
+    def end_tools(self, process: ClaudeProcess, spare: list[Any]) -> None:
+        """End what the prompt's tools left running, sparing C{spare}."""
+
+    def escalate(self, process: ClaudeProcess) -> None:
+        """C{process} ignored an interrupt: end it."""
+
+    def prompt_done(self, process: ClaudeProcess | None, held: bool) -> None:
+        """The prompt finished: the slot it C{held}, if it did, goes back."""
+
+
+class Lifecycle(Protocol):
+    """
+    What can happen to a prompt: the inputs of its state machine.
+    """
+
+    def start(self) -> None:
+        "Its turn came: wait for a process slot."
+
+    def granted(self) -> None:
+        "The project may run a process."
+
+    def launched(self, process: ClaudeProcess) -> None:
+        "A live process with the prompt's flags is there."
+
+    def cannot_start(self, error: str) -> None:
+        "No process could be started for it."
+
+    def result(self, message: dict[str, Any]) -> None:
+        "The CLI printed the C{result} that ends the prompt."
+
+    def exited(self, exit_code: int | None, signal: int | None, stderr_tail: str) -> None:
+        "Its process is gone before a C{result}."
+
+    def stop(self, status: str, error: str | None) -> None:
+        "Cancel, time out or fail it."
+
+    def escalate(self) -> None:
+        "The CLI did not answer the interrupt in time."
+
+    def storage_lost(self, problem: str) -> None:
+        "Some of its events could not be stored."
+
+    def shutdown(self, status: str, error: str | None) -> None:
+        "The project goes away: it ends as C{status} at once."
+
+    def crashed(self, failure: Failure) -> None:
+        "A bug: it fails rather than hang the queue."
+
+
+@attrs.define(eq=False)
+class Run:
+    """
+    The data of one prompt, and what its transitions do with it.
+    """
+
+    id: str
+    text: str
+    options: dict[str, Any]
+    flags: tuple[str, ...]
+    host: PromptHost
+    room: ProcessRoom
+    reactor: IReactorTime
+    timeout: float
+    kill_grace: float
+    #: The session generation of the project when it was queued or started.
+    session_generation: int
+    machine: Lifecycle | None = None
+    process: ClaudeProcess | None = None
+    #: What it waits on (a slot, a process), cancelled when it stops.
+    pending: defer.Deferred[Any] | None = None
+    #: Whether it was granted the project's process slot.
+    held: bool = False
+    started: float | None = None
+    stop_status: str | None = None
+    stop_error: str | None = None
+    #: Why some of its events are not stored, if some are not.
+    lost: str | None = None
+    finished: bool = False
+    cost_base: float = 0.0
+    baseline: list[Any] = attrs.Factory(list)
+    timeout_call: IDelayedCall | None = None
+    escalate_call: IDelayedCall | None = None
+    done: defer.Deferred[None] = attrs.Factory(defer.Deferred)
+
+    @property
+    def inputs(self) -> Lifecycle:
+        assert self.machine is not None
+        return self.machine
+
+    def wait_for(self, d: defer.Deferred[Any], then: Callable[[Any], None]) -> None:
+        """
+        Wait, cancellably, for C{d}; a cancel is the prompt's own doing and
+        ends nothing, an L{OSError} means no process could be started, any
+        other failure fails the prompt.
+        """
+        self.pending = d
+        d.addCallbacks(then, self._not_there)
+
+    def _not_there(self, failure: Failure) -> None:
+        if failure.check(defer.CancelledError):
+            return
+        if failure.check(OSError):
+            self.inputs.cannot_start("cannot start the CLI: %s" % (failure.value,))
+            return
+        self.inputs.crashed(failure)
+
+    def cancel_pending(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.cancel()
+
+    # -- what the transitions do
+
+    def acquire(self) -> None:
+        self.wait_for(self.room.acquire(), lambda _: self.inputs.granted())
+
+    def get_process(self) -> None:
+        self.held = True
+        self.wait_for(self.room.ready(self.flags), self.inputs.launched)
+
+    def launch(self, process: ClaudeProcess) -> None:
+        """
+        Bind C{process}, tell the clients, hand the CLI the text.
+        """
+        self.pending = None
+        self.process = process
+        self.session_generation = self.host.session_generation
+        self.cost_base = process.total_cost
+        self.started = self.reactor.seconds()
+        self.baseline = self.room.snapshot(process)
+        if not self.host.publish(events.prompt_started(self.id, self.host.session_id)):
+            # A prompt that would run off the record does not run.
+            self.inputs.cannot_start(self.host.storage_problem() or "cannot store events")
+            return
+        if not process.send_prompt(self.text):
+            self.inputs.cannot_start("the CLI process is gone")
+            return
+        self.timeout_call = self.reactor.callLater(
+            self.timeout, self.inputs.stop, TIMEOUT, None
+        )
+
+    def interrupt(self, status: str, error: str | None) -> None:
+        """
+        Ask the CLI to stop; end its process if it does not answer.
+        """
+        self.stop_status, self.stop_error = status, error
+        self.host.cancel_permissions(self.id)
+        assert self.process is not None
+        if not self.process.interrupt():
+            self.inputs.escalate()
+            return
+        self.escalate_call = self.reactor.callLater(self.kill_grace, self.inputs.escalate)
+
+    def escalate(self) -> None:
+        self.escalate_call = None
+        _log.info("Prompt {id} did not stop when interrupted; ending its process", id=self.id)
+        assert self.process is not None
+        self.room.escalate(self.process)
+
+    def finish_from_result(self, result: dict[str, Any]) -> None:
+        ended = outcome(result)
+        cost = None
+        if ended.cost_total is not None:
+            cost = round(ended.cost_total - self.cost_base, 10)
+        if self.stop_status is not None:
+            status, error = self.stop_status, self.stop_error
+        else:
+            status, error = ended.status, ended.error
+            if ended.resume_failed and error is not None:
+                error = self.host.resume_failed(error)
+        self.finish(
+            status,
+            error,
+            cost_usd=cost,
+            duration_ms=ended.duration_ms,
+            num_turns=ended.num_turns,
+        )
+
+    def finish_from_exit(self, exit_code: int | None, signal: int | None, tail: str) -> None:
+        if self.stop_status is not None:
+            self.finish(self.stop_status, self.stop_error, exit_code=exit_code)
+            return
+        tail = tail.strip()
+        if "No conversation found" in tail:
+            error = self.host.resume_failed(tail)
+        else:
+            error = exit_error(exit_code, signal, tail)
+        self.finish(FAILED, error, exit_code=exit_code)
+
+    def finish(
+        self,
+        status: str,
+        error: str | None,
+        *,
+        exit_code: int | None = None,
+        cost_usd: float | None = None,
+        duration_ms: int | None = None,
+        num_turns: int | None = None,
+    ) -> None:
+        """
+        The one end of every prompt: publish C{prompt.finished}, end what
+        its tools left when it was stopped, hand the slot back.
+        """
+        self.finished = True
+        if self.lost is not None and status != events.INTERRUPTED:
+            status, error = FAILED, self.lost
+        for call in (self.timeout_call, self.escalate_call):
+            if call is not None and call.active():
+                call.cancel()
+        self.cancel_pending()
+        self.host.cancel_permissions(self.id)
+        if duration_ms is None and self.started is not None:
+            duration_ms = int((self.reactor.seconds() - self.started) * 1000)
+        finished = events.prompt_finished(
+            self.id,
+            status,
+            session_id=self.host.session_id,
+            exit_code=exit_code,
+            cost_usd=cost_usd,
+            duration_ms=duration_ms,
+            num_turns=num_turns,
+            error=error,
+        )
+        if self.host.publish(finished):
+            self.host.settled(self.id)
+        # Otherwise it stays open on record until its event is stored: a
+        # server that dies meanwhile has it interrupted by its successor.
+        process = self.process
+        stopped = status in (CANCELLED, TIMEOUT) or self.stop_status == status
+        if stopped and process is not None and not process.ended:
+            # The interrupt stops the CLI, not always what its tools
+            # started in sessions of their own (the Bash tool does that).
+            self.room.end_tools(process, self.baseline)
+        self.room.prompt_done(process, self.held)
+        self.done.callback(None)
+
+
+def _build() -> Callable[[Run], Lifecycle]:
+    builder = TypeMachineBuilder(Lifecycle, Run)
+    queued = builder.state("queued")
+    waiting = builder.state("waiting")
+    starting = builder.state("starting")
+    running = builder.state("running")
+    stopping = builder.state("stopping")
+    finished = builder.state("finished")
+    alive = (queued, waiting, starting, running, stopping)
+
+    @queued.upon(Lifecycle.start).to(waiting)
+    def _acquire(inputs: Lifecycle, run: Run) -> None:
+        run.acquire()
+
+    @waiting.upon(Lifecycle.granted).to(starting)
+    def _get_process(inputs: Lifecycle, run: Run) -> None:
+        run.get_process()
+
+    @starting.upon(Lifecycle.launched).to(running)
+    def _launch(inputs: Lifecycle, run: Run, process: ClaudeProcess) -> None:
+        run.launch(process)
+
+    @starting.upon(Lifecycle.cannot_start).to(finished)
+    @running.upon(Lifecycle.cannot_start).to(finished)
+    def _cannot_start(inputs: Lifecycle, run: Run, error: str) -> None:
+        run.finish(FAILED, error)
+
+    for state in (queued, waiting, starting):
+
+        @state.upon(Lifecycle.stop).to(finished)
+        def _never_ran(inputs: Lifecycle, run: Run, status: str, error: str | None) -> None:
+            run.finish(status, error)
+
+    @running.upon(Lifecycle.stop).to(stopping)
+    def _interrupt(inputs: Lifecycle, run: Run, status: str, error: str | None) -> None:
+        run.interrupt(status, error)
+
+    @stopping.upon(Lifecycle.escalate).to(stopping)
+    def _escalate(inputs: Lifecycle, run: Run) -> None:
+        run.escalate()
+
+    for state in (running, stopping):
+
+        @state.upon(Lifecycle.result).to(finished)
+        def _result(inputs: Lifecycle, run: Run, message: dict[str, Any]) -> None:
+            run.finish_from_result(message)
+
+        @state.upon(Lifecycle.exited).to(finished)
+        def _exited(inputs: Lifecycle, run: Run, code: int | None, signal: int | None, tail: str) -> None:
+            run.finish_from_exit(code, signal, tail)
+
+    @running.upon(Lifecycle.storage_lost).to(running)
+    def _lost(inputs: Lifecycle, run: Run, problem: str) -> None:
+        # Part of what it did is not on record: it must not go on, nor
+        # finish as if nothing happened. Not stopped from inside the write
+        # that failed: stopping publishes too.
+        if run.lost is None:
+            run.lost = problem
+            run.reactor.callLater(0, inputs.stop, FAILED, problem)
+
+    for state in alive:
+
+        @state.upon(Lifecycle.shutdown).to(finished)
+        def _shutdown(inputs: Lifecycle, run: Run, status: str, error: str | None) -> None:
+            if run.process is not None:
+                run.process.interrupt()
+            run.finish(status, error)
+
+        @state.upon(Lifecycle.crashed).to(finished)
+        def _crashed(inputs: Lifecycle, run: Run, failure: Failure) -> None:
+            _log.failure("Prompt {id} failed", failure, id=run.id)
+            run.finish(FAILED, "internal error: %s" % (failure.value,))
+
+    # What may still arrive once it no longer matters.
+    stopping.upon(Lifecycle.stop).loop().returns(None)
+    stopping.upon(Lifecycle.storage_lost).loop().returns(None)
+    for state in (queued, waiting, starting):
+        state.upon(Lifecycle.storage_lost).loop().returns(None)
+    for name in ("stop", "escalate", "result", "exited", "storage_lost", "shutdown", "crashed"):
+        finished.upon(getattr(Lifecycle, name)).loop().returns(None)
+    return builder.build()
+
+
+_machine = _build()
+
+
+class Prompt:
+    """
+    One prompt of a project: its data and its state machine.
+    """
+
+    def __init__(self, **data: Any) -> None:
+        self._run = run = Run(**data)
+        run.machine = self._inputs = _machine(run)
+
+    @property
+    def id(self) -> str:
+        return self._run.id
+
+    @property
+    def finished(self) -> bool:
+        return self._run.finished
+
+    @property
+    def process(self) -> ClaudeProcess | None:
+        return self._run.process
+
+    @property
+    def session_generation(self) -> int:
+        return self._run.session_generation
+
+    @property
+    def done(self) -> defer.Deferred[None]:
+        """Fires once it has finished."""
+        return self._run.done
+
+    def start(self) -> None:
+        self._inputs.start()
+
+    def stop(self, status: str, error: str | None = None) -> None:
+        self._inputs.stop(status, error)
+
+    def result(self, message: dict[str, Any]) -> None:
+        self._inputs.result(message)
+
+    def exited(self, exit_code: int | None, signal: int | None, stderr_tail: str) -> None:
+        self._inputs.exited(exit_code, signal, stderr_tail)
+
+    def storage_lost(self, problem: str) -> None:
+        self._inputs.storage_lost(problem)
+
+    def shutdown(self, status: str, error: str | None) -> None:
+        self._inputs.shutdown(status, error)
