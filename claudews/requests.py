@@ -86,8 +86,11 @@ class Projects(Protocol):
     def list(self) -> Sequence[Project]:
         """Every project, by path."""
 
-    def delete(self, project: Project) -> defer.Deferred[Any]:
-        """Forget C{project} and its history; fires when done."""
+    def delete(self, project: Any) -> defer.Deferred[Any]:
+        """
+        Forget C{project} (one this registry gave) and its history; fires
+        when done.
+        """
 
 
 class Server(Protocol):

@@ -7,7 +7,7 @@ This is the only module that touches the global reactor.
 import os
 import secrets
 import stat
-from typing import Any
+from typing import Any, Mapping, Protocol, Sequence, cast
 
 from twisted.application import service
 from twisted.internet import defer, endpoints, error, protocol
@@ -15,6 +15,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from claudews import config, options
+from claudews.config import Settings
+from claudews.interfaces import ReactorTime
 from claudews.registry import Registry
 from claudews.websocket import ServerFactory, fanout
 
@@ -58,7 +60,7 @@ def make_data_private(path: str) -> None:
         )
 
 
-def load_token(settings: Any) -> tuple[str | None, bool]:
+def load_token(settings: Settings) -> tuple[str | None, bool]:
     """
     The token clients must present, and whether it was generated just now.
 
@@ -97,6 +99,24 @@ def load_token(settings: Any) -> tuple[str | None, bool]:
     return token, True
 
 
+class Reactor(ReactorTime, Protocol):
+    """
+    What the service needs of the reactor, beyond its clock.
+    """
+
+    def spawnProcess(
+        self,
+        processProtocol: protocol.ProcessProtocol,
+        executable: str,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Start a process; its transport."""
+
+    def stop(self) -> None:
+        """Stop the reactor."""
+
+
 class _VersionProtocol(protocol.ProcessProtocol):
     """
     C{claude --version}: C{exited} fires once the process is gone; C{ended}
@@ -107,8 +127,8 @@ class _VersionProtocol(protocol.ProcessProtocol):
 
     def __init__(self) -> None:
         self.output = b""
-        self.exited: defer.Deferred = defer.Deferred()
-        self.ended: defer.Deferred = defer.Deferred()
+        self.exited: defer.Deferred[None] = defer.Deferred()
+        self.ended: defer.Deferred[tuple[str | None, Failure]] = defer.Deferred()
 
     def outReceived(self, data: bytes) -> None:
         if len(self.output) < _VERSION_BYTES:
@@ -123,9 +143,109 @@ class _VersionProtocol(protocol.ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         version = None
-        if reason.check(error.ProcessDone):
+        if isinstance(reason.value, error.ProcessDone):
             version = self.output.decode("utf-8", "replace").strip()[:200] or None
         self.ended.callback((version, reason))
+
+
+class VersionProbe:
+    """
+    Asks C{claude --version} once, killing it after L{VERSION_TIMEOUT}: a
+    hung CLI must neither delay anything nor outlive the server.
+
+    @ivar version: what it said; C{None} until it has answered, or when it
+        could not.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Reactor, claude_bin: str) -> None:
+        self._reactor = reactor
+        self._bin = claude_bin
+        self._process: _VersionProtocol | None = None
+        self.version: str | None = None
+
+    def start(self) -> None:
+        process = _VersionProtocol()
+        try:
+            self._reactor.spawnProcess(
+                process, self._bin, [self._bin, "--version"], env=dict(os.environ)
+            )
+        except OSError as e:
+            self._log.warn("Could not run {bin} --version: {error}", bin=self._bin, error=e)
+            return
+        self._process = process
+        timeout = self._reactor.callLater(VERSION_TIMEOUT, self._too_slow)
+
+        def ended(result: tuple[str | None, Failure]) -> None:
+            if timeout.active():
+                timeout.cancel()
+                self._ended(*result)
+            # Otherwise _too_slow said so already.
+
+        process.ended.addCallback(ended).addErrback(
+            lambda f: self._log.failure("Asking the CLI its version failed", f)
+        )
+
+    def _ended(self, version: str | None, reason: Failure) -> None:
+        if version is None:
+            self._log.warn(
+                "Could not run {bin} --version: {error}",
+                bin=self._bin,
+                error=reason.getErrorMessage()
+                if isinstance(reason.value, error.ProcessTerminated)
+                else "it printed nothing",
+            )
+            return
+        self.version = version
+        # Tests (and people) wait for this line to know server.info has it.
+        self._log.info("Claude Code CLI: {version}", version=version)
+
+    def _too_slow(self) -> None:
+        self._log.warn(
+            "{bin} --version did not answer within {timeout} s; killed",
+            bin=self._bin,
+            timeout=VERSION_TIMEOUT,
+        )
+        self.stop()
+
+    def stop(self) -> defer.Deferred[None]:
+        """
+        Kill C{claude --version} if it still runs; fires once it is gone.
+        """
+        process = self._process
+        if process is None or process.exited.called:
+            return defer.succeed(None)
+        transport: Any = process.transport
+        try:
+            transport.signalProcess("KILL")
+        except error.ProcessExitedAlready:
+            pass
+        gone: defer.Deferred[None] = defer.Deferred()
+
+        def exited(result: object) -> object:
+            gone.callback(None)
+            return result
+
+        process.exited.addBoth(exited)
+        return gone
+
+
+def _url(settings: Settings, address: Any) -> str:
+    """
+    The URL clients connect to, for the listening C{address}.
+    """
+    scheme = "wss" if settings.listen.startswith(("ssl:", "tls:")) else "ws"
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host in (None, "0.0.0.0", "::"):
+        shown = "localhost"
+    else:
+        shown = "[%s]" % (host,) if ":" in host else host
+    if port is None:
+        # A UNIX socket: clients send Host without a port.
+        return "%s://%s/ws" % (scheme, shown)
+    return "%s://%s:%s/ws" % (scheme, shown, port)
 
 
 class ClaudewsService(service.MultiService):
@@ -137,16 +257,15 @@ class ClaudewsService(service.MultiService):
 
     _log = Logger()
 
-    def __init__(self, settings: Any, reactor: Any) -> None:
-        super().__init__()
+    def __init__(self, settings: Settings, reactor: Reactor) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
         self._reactor = reactor
         self.settings = settings
         make_data_private(settings.data)
         self.token, self._token_is_new = load_token(settings)
         self.registry = Registry(settings, reactor, fanout)
-        self.registry.setServiceParent(self)
-        self._claude_version: str | None = None
-        self._version_probe: _VersionProtocol | None = None
+        self.registry.setServiceParent(self)  # type: ignore[no-untyped-call]
+        self._version = VersionProbe(reactor, settings.claude_bin)
         self.factory = ServerFactory(
             settings=settings,
             registry=self.registry,
@@ -161,40 +280,38 @@ class ClaudewsService(service.MultiService):
         self._port: Any = None
 
     def startService(self) -> None:
-        super().startService()
-        endpoint = endpoints.serverFromString(self._reactor, self.settings.listen)
+        super().startService()  # type: ignore[no-untyped-call]
+        endpoint = endpoints.serverFromString(  # type: ignore[no-untyped-call]
+            self._reactor, self.settings.listen
+        )
         d = endpoint.listen(self.factory)
         d.addCallbacks(self._listening, self._cannot_listen)
-        self._ask_version()
+        self._version.start()
 
     def _listening(self, port: Any) -> None:
         self._port = port
         address = port.getHost()
-        host = getattr(address, "host", None)
-        port_number = getattr(address, "port", None)
-        self.factory.listening_on(host, port_number)
-        scheme = "wss" if self.settings.listen.startswith(("ssl:", "tls:")) else "ws"
-        if host in (None, "0.0.0.0", "::"):
-            shown = "localhost"
-        else:
-            shown = "[%s]" % (host,) if ":" in host else host
-        if port_number is None:
-            # A UNIX socket: clients send Host without a port.
+        self.factory.listening_on(
+            getattr(address, "host", None), getattr(address, "port", None)
+        )
+        if getattr(address, "port", None) is None:
             self._log.info(
                 "Listening on the UNIX socket {socket}",
                 socket=os.fsdecode(address.name),
             )
-            url = "%s://%s/ws" % (scheme, shown)
-        else:
-            url = "%s://%s:%s/ws" % (scheme, shown, port_number)
-        if self.token is not None and len(self.token) < MIN_TOKEN_CHARS:
+        self._log_url(_url(self.settings, address))
+
+    def _log_url(self, url: str) -> None:
+        token = self.token
+        if token is not None and len(token) < MIN_TOKEN_CHARS:
             self._log.warn(
                 "The token is only {length} characters long and may be guessed;"
                 " use at least {least} random ones",
-                length=len(self.token),
+                length=len(token),
                 least=MIN_TOKEN_CHARS,
             )
-        if self.token is None:
+        token_file = os.path.join(self.settings.data, TOKEN_FILE)
+        if token is None:
             self._log.warn("Authentication is OFF (--no-auth): anyone who can connect can run commands")
             self._log.info("claudews listening on {url}", url=url)
         elif self._token_is_new:
@@ -202,21 +319,17 @@ class ClaudewsService(service.MultiService):
             self._log.info(
                 "claudews listening; connect to {url}?token={token} (token stored in {file})",
                 url=url,
-                token=self.token,
-                file=os.path.join(self.settings.data, TOKEN_FILE),
+                token=token,
+                file=token_file,
             )
         elif self.settings.token:
             self._log.info(
                 "claudews listening on {url} (token from the configuration)", url=url
             )
         else:
-            self._log.info(
-                "claudews listening on {url} (token in {file})",
-                url=url,
-                file=os.path.join(self.settings.data, TOKEN_FILE),
-            )
+            self._log.info("claudews listening on {url} (token in {file})", url=url, file=token_file)
 
-    def _cannot_listen(self, failure: Any) -> None:
+    def _cannot_listen(self, failure: Failure) -> None:
         self._log.failure("Cannot listen on {listen}", failure, listen=self.settings.listen)
         self._reactor.stop()
 
@@ -225,81 +338,18 @@ class ClaudewsService(service.MultiService):
         What C{claude --version} said, asked once at start; C{None} until it
         has answered, or when it could not.
         """
-        return self._claude_version
-
-    def _ask_version(self) -> None:
-        """
-        Run C{claude --version}, killing it after L{VERSION_TIMEOUT}: a hung
-        CLI must neither delay anything nor outlive the server.
-        """
-        claude_bin = self.settings.claude_bin
-        probe = _VersionProtocol()
-        try:
-            self._reactor.spawnProcess(
-                probe, claude_bin, [claude_bin, "--version"], env=dict(os.environ)
-            )
-        except OSError as e:
-            self._log.warn("Could not run {bin} --version: {error}", bin=claude_bin, error=e)
-            return
-        self._version_probe = probe
-        timeout = self._reactor.callLater(VERSION_TIMEOUT, self._version_too_slow)
-
-        def ended(result: tuple[str | None, Failure]) -> None:
-            version, reason = result
-            if timeout.active():
-                timeout.cancel()
-            elif timeout.called:
-                # _version_too_slow said so already.
-                return
-            if version is None:
-                self._log.warn(
-                    "Could not run {bin} --version: {error}",
-                    bin=claude_bin,
-                    error=reason.getErrorMessage() if reason.check(error.ProcessTerminated)
-                    else "it printed nothing",
-                )
-                return
-            self._claude_version = version
-            # Tests (and people) wait for this line to know server.info has it.
-            self._log.info("Claude Code CLI: {version}", version=version)
-
-        probe.ended.addCallback(ended).addErrback(
-            lambda f: self._log.failure("Asking the CLI its version failed", f)
-        )
-
-    def _version_too_slow(self) -> None:
-        self._log.warn(
-            "{bin} --version did not answer within {timeout} s; killed",
-            bin=self.settings.claude_bin,
-            timeout=VERSION_TIMEOUT,
-        )
-        self._end_version_process()
-
-    def _end_version_process(self) -> defer.Deferred:
-        """
-        Kill C{claude --version} if it still runs; fires once it is gone.
-        """
-        probe = self._version_probe
-        if probe is None or probe.exited.called:
-            return defer.succeed(None)
-        try:
-            probe.transport.signalProcess("KILL")
-        except error.ProcessExitedAlready:
-            pass
-        gone: defer.Deferred = defer.Deferred()
-        probe.exited.addBoth(lambda result: (gone.callback(None), result)[1])
-        return gone
+        return self._version.version
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
-        yield self._end_version_process()
+        yield self._version.stop()
         if self._port is not None:
             yield self._port.stopListening()
-        yield super().stopService()
+        yield super().stopService()  # type: ignore[no-untyped-call]
         yield self.factory.close_all()
 
 
-def makeService(options: Any) -> service.IService:
+def makeService(options: Any) -> ClaudewsService:
     from twisted.internet import reactor
 
-    return ClaudewsService(options.settings, reactor)
+    return ClaudewsService(options.settings, cast(Reactor, reactor))

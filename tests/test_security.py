@@ -1,59 +1,35 @@
 """
 Tests for the security properties of claudews (docs/security.rst): the
-token, the Origin and Host allow-lists, the limits on connections, failed
-handshakes and requests, what the log may hold, TCP_NODELAY, and the
-hygiene of the CLI's argv and environment.
+Origin and Host allow-lists, the limits on connections, failed handshakes
+and requests, what the log may hold, TCP_NODELAY, and the hygiene of the
+CLI's argv and environment. The token file and the start-up log are in
+L{tests.test_tap}; the limiters themselves in L{tests.test_limits}.
 
 Most run in memory (L{tests.wsmemory}, a L{MemoryReactorClock}); a few
 need a real socket (the real reactor, through pytest-twisted) or a real
 twistd (L{tests.harness.Server}).
 """
 
-import base64
 import os
 import re
-import shutil
 import socket
-import stat
-import tempfile
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer, endpoints, protocol
-from twisted.internet.address import IPv4Address, UNIXAddress
-from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
-from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from claudews import limits, runner, tap, websocket
+from claudews import limits, runner, websocket
 from claudews.config import Settings
 from claudews.options import validate_prompt_options
 from claudews.errors import RequestError
 from tests import wsmemory
+from tests.logcapture import LogCapture
 from tests.test_websocket import TOKEN, ServerTestCase
 from tests.wsmemory import PONG, Connection
-
-
-class LogCapture:
-    """
-    Every log event published while a test runs, formatted.
-    """
-
-    def __init__(self, testcase: SynchronousTestCase) -> None:
-        self.events: list[dict] = []
-        self._observer = self.events.append
-        globalLogPublisher.addObserver(self._observer)
-        testcase.addCleanup(globalLogPublisher.removeObserver, self._observer)
-
-    def lines(self, pattern: str = "") -> list[str]:
-        formatted = [formatEvent(e) or "" for e in self.events]
-        return [line for line in formatted if re.search(pattern, line)]
-
-    def text(self) -> str:
-        # Every field too: an observer may print those.
-        return "\n".join(self.lines()) + "\n" + "\n".join(repr(e) for e in self.events)
 
 
 class SecureServerTestCase(ServerTestCase):
@@ -88,345 +64,6 @@ class SecureServerTestCase(ServerTestCase):
         transport.protocol = self.factory.buildProtocol(address)
         transport.protocol.makeConnection(transport)
         return transport
-
-
-# -- the token
-
-
-class TokenFileTests(SynchronousTestCase):
-    def setUp(self) -> None:
-        self.base = os.path.realpath(tempfile.mkdtemp(prefix="claudews-token-"))
-        self.addCleanup(shutil.rmtree, self.base, True)
-        self.data = os.path.join(self.base, "data")
-        self.file = os.path.join(self.data, tap.TOKEN_FILE)
-
-    def settings(self, **overrides: object) -> Settings:
-        return Settings(data=self.data, project_roots=(self.base,), **overrides)
-
-    def test_generated_token_holds_at_least_192_random_bits(self) -> None:
-        """A generated token is URL-safe base64 of at least 24 random bytes, new each time."""
-        token, new = tap.load_token(self.settings())
-        self.assertTrue(new)
-        self.assertRegex(token, r"^[A-Za-z0-9_-]+$")
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        self.assertGreaterEqual(len(raw) * 8, 192)
-        os.remove(self.file)
-        self.assertNotEqual(tap.load_token(self.settings())[0], token)
-
-    def test_token_file_and_data_directory_are_private(self) -> None:
-        """The token file is created mode 0600 in a data directory of mode 0700."""
-        tap.load_token(self.settings())
-        self.assertEqual(stat.S_IMODE(os.stat(self.file).st_mode), 0o600)
-        self.assertEqual(stat.S_IMODE(os.stat(self.data).st_mode), 0o700)
-
-    def test_stored_token_is_reused(self) -> None:
-        """On the next start the stored token is used again, not regenerated."""
-        first, _ = tap.load_token(self.settings())
-        self.assertEqual(tap.load_token(self.settings()), (first, False))
-
-    def test_deleting_the_file_rotates_the_token(self) -> None:
-        """Deleting DATA/auth_token and restarting gives a new token, stored privately."""
-        first, _ = tap.load_token(self.settings())
-        os.remove(self.file)
-        second, new = tap.load_token(self.settings())
-        self.assertTrue(new)
-        self.assertNotEqual(first, second)
-        self.assertEqual(stat.S_IMODE(os.stat(self.file).st_mode), 0o600)
-
-    def test_empty_readable_file_is_replaced_by_a_private_one(self) -> None:
-        """An empty token file of mode 0644 gets a new token and mode 0600."""
-        os.makedirs(self.data)
-        with open(self.file, "w"):
-            pass
-        os.chmod(self.file, 0o644)
-        token, new = tap.load_token(self.settings())
-        self.assertTrue(new)
-        self.assertEqual(stat.S_IMODE(os.stat(self.file).st_mode), 0o600)
-        with open(self.file) as f:
-            self.assertEqual(f.read().strip(), token)
-
-    def test_readable_stored_token_is_made_private(self) -> None:
-        """A stored token file other users can read is set to 0600, with a warning."""
-        log = LogCapture(self)
-        token, _ = tap.load_token(self.settings())
-        os.chmod(self.file, 0o644)
-        self.assertEqual(tap.load_token(self.settings()), (token, False))
-        self.assertEqual(stat.S_IMODE(os.stat(self.file).st_mode), 0o600)
-        self.assertEqual(len(log.lines("now mode 0600")), 1)
-        self.assertNotIn(token, log.text())
-
-    def test_configured_token_wins_and_writes_no_file(self) -> None:
-        """A configured token is used as is and no file is created."""
-        self.assertEqual(tap.load_token(self.settings(token="x" * 40)), ("x" * 40, False))
-        self.assertFalse(os.path.exists(self.file))
-
-    def test_no_auth_has_no_token(self) -> None:
-        """Only the explicit no_auth setting turns authentication off."""
-        self.assertEqual(tap.load_token(self.settings(no_auth=True)), (None, False))
-
-
-class DataDirectoryTests(SynchronousTestCase):
-    def setUp(self) -> None:
-        self.base = os.path.realpath(tempfile.mkdtemp(prefix="claudews-data-"))
-        self.addCleanup(shutil.rmtree, self.base, True)
-        self.data = os.path.join(self.base, "data")
-        self.reactor = MemoryReactorClock()
-
-    def start(self, **overrides: object) -> LogCapture:
-        log = LogCapture(self)
-        settings = Settings(data=self.data, project_roots=(self.base,), **overrides)
-        tap.ClaudewsService(settings, self.reactor)
-        return log
-
-    def mode(self) -> int:
-        return stat.S_IMODE(os.stat(self.data).st_mode)
-
-    def test_an_open_data_directory_is_made_0700_with_a_warning(self) -> None:
-        """A data directory of mode 0755 (a clone's data/) is set to 0700 at start, and the log says so."""
-        os.makedirs(self.data)
-        os.chmod(self.data, 0o755)
-        log = self.start()
-        self.assertEqual(self.mode(), 0o700)
-        [line] = log.lines("data directory")
-        self.assertIn(self.data, line)
-        self.assertIn("0755", line)
-        self.assertIn("0700", line)
-
-    def test_a_data_directory_open_to_the_group_only_is_made_0700(self) -> None:
-        """Group access alone is too much: mode 0750 becomes 0700 as well."""
-        os.makedirs(self.data)
-        os.chmod(self.data, 0o750)
-        self.start(no_auth=True)
-        self.assertEqual(self.mode(), 0o700)
-
-    def test_a_private_data_directory_is_left_alone_silently(self) -> None:
-        """A data directory of mode 0700 is not touched and nothing is logged about it."""
-        os.makedirs(self.data, mode=0o700)
-        os.chmod(self.data, 0o700)
-        log = self.start()
-        self.assertEqual(self.mode(), 0o700)
-        self.assertEqual(log.lines("data directory"), [])
-
-    def test_a_missing_data_directory_is_created_0700_without_auth_too(self) -> None:
-        """Without a token file to write, the data directory is still created 0700, parents and all."""
-        self.data = os.path.join(self.base, "new", "data")
-        self.start(no_auth=True)
-        self.assertEqual(self.mode(), 0o700)
-
-
-class _Port:
-    def __init__(self, port: int) -> None:
-        self._address = IPv4Address("TCP", "127.0.0.1", port)
-
-    def getHost(self) -> IPv4Address:
-        return self._address
-
-
-class _UnixPort:
-    def getHost(self) -> UNIXAddress:
-        return UNIXAddress(b"/run/claudews.sock")
-
-
-class StartupLogTests(SynchronousTestCase):
-    def listening_log(self, **overrides: object) -> LogCapture:
-        from twisted.internet.testing import MemoryReactorClock
-
-        base = os.path.realpath(tempfile.mkdtemp(prefix="claudews-start-"))
-        self.addCleanup(shutil.rmtree, base, True)
-        settings = Settings(data=os.path.join(base, "data"), project_roots=(base,), **overrides)
-        service = tap.ClaudewsService(settings, MemoryReactorClock())
-        log = LogCapture(self)
-        service._listening(_Port(8765))
-        self.service = service
-        return log
-
-    def test_short_configured_token_is_warned_about_without_showing_it(self) -> None:
-        """A configured token under 32 characters is logged as weak, and never logged."""
-        log = self.listening_log(token="short-Token")
-        self.assertEqual(len(log.lines("only 11 characters")), 1)
-        self.assertNotIn("short-Token", log.text())
-
-    def test_generated_token_is_logged_once_and_not_called_weak(self) -> None:
-        """The first start logs the generated token in the one line that says where to connect."""
-        log = self.listening_log()
-        lines = log.lines(re.escape(self.service.token))
-        self.assertEqual(len(lines), 1)
-        self.assertIn("?token=", lines[0])
-        self.assertEqual(log.lines("may be guessed"), [])
-
-    def test_unix_socket_allows_the_loopback_hosts_without_a_port(self) -> None:
-        """Listening on a UNIX socket, the Host allow-list has the loopback names, no "None" port."""
-        self.listening_log()
-        log = LogCapture(self)
-        self.service._listening(_UnixPort())
-        hosts = self.service.factory.allowed_hosts()
-        self.assertTrue({"localhost", "127.0.0.1", "[::1]"} <= hosts, hosts)
-        self.assertFalse([h for h in hosts if h.endswith(":none")], hosts)
-        self.assertEqual(len(log.lines("UNIX socket /run/claudews.sock")), 1)
-        self.assertEqual(log.lines(r"localhost:(None)?/ws"), [])
-
-
-class _FakeProcess:
-    """
-    The transport of a process spawned on L{_ProcessReactor}.
-    """
-
-    def __init__(self, protocol: protocol.ProcessProtocol) -> None:
-        self.protocol = protocol
-        self.signals: list[str] = []
-        self.ended = False
-
-    def signalProcess(self, signal: str) -> None:
-        self.signals.append(signal)
-
-    def prints(self, data: bytes) -> None:
-        self.protocol.childDataReceived(1, data)
-
-    def ends(self, code: int | None = 0, signal: int | None = None) -> None:
-        if code == 0:
-            reason = Failure(ProcessDone(0))
-        else:
-            reason = Failure(ProcessTerminated(exitCode=code, signal=signal))
-        self.ended = True
-        self.protocol.processExited(reason)
-        self.protocol.processEnded(reason)
-
-
-class _ProcessReactor(MemoryReactorClock):
-    """
-    A L{MemoryReactorClock} that records the processes it is asked to spawn.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.spawned: list[tuple[str, list, _FakeProcess]] = []
-
-    def spawnProcess(self, protocol, executable, args=(), env=None, **kwargs):
-        process = _FakeProcess(protocol)
-        self.spawned.append((executable, list(args), process))
-        protocol.makeConnection(process)
-        return process
-
-
-class ClaudeVersionTests(SynchronousTestCase):
-    """
-    server.info's CLI version, as L{tap.ClaudewsService} asks
-    C{claude --version} once at start.
-    """
-
-    def setUp(self) -> None:
-        base = os.path.realpath(tempfile.mkdtemp(prefix="claudews-version-"))
-        self.addCleanup(shutil.rmtree, base, True)
-        self.reactor = _ProcessReactor()
-        self.log = LogCapture(self)
-        settings = Settings(
-            data=os.path.join(base, "data"), project_roots=(base,), claude_bin="/opt/claude"
-        )
-        self.service = tap.ClaudewsService(settings, self.reactor)
-        self.service.startService()
-        self.addCleanup(self.stop)
-        [(self.executable, self.args, self.process)] = self.reactor.spawned
-
-    def stop(self) -> None:
-        if self.service.running:
-            d = self.service.stopService()
-            if not self.process.ended:
-                self.process.ends(None, 9)
-            # Past Autobahn's close handshake timeout, for connections left open.
-            self.reactor.advance(10)
-            self.successResultOf(d)
-
-    def info(self) -> dict:
-        c = Connection(self.service.factory, token=self.service.token, host="localhost:8765")
-        self.assertEqual(c.status, 101, c.response)
-        reply = c.request("server.info", 1)
-        self.assertIs(reply["ok"], True, reply)
-        return reply["result"]["claude"]
-
-    def test_the_configured_cli_is_asked(self) -> None:
-        """The version comes from the configured CLI, run as `BIN --version`."""
-        self.assertEqual((self.executable, self.args), ("/opt/claude", ["/opt/claude", "--version"]))
-
-    def test_server_info_does_not_wait_for_the_version(self) -> None:
-        """While `claude --version` runs, server.info is answered at once with version null."""
-        self.assertEqual(self.info(), {"bin": "/opt/claude", "version": None})
-
-    def test_the_version_is_reported_and_logged_once_known(self) -> None:
-        """Once the CLI answered, server.info has its version and the log says it in one line."""
-        self.process.prints(b"2.0.1 (Claude Code)\n")
-        self.assertEqual(self.log.lines("Claude Code CLI:"), [])
-        self.process.ends(0)
-        self.assertEqual(self.info()["version"], "2.0.1 (Claude Code)")
-        self.assertEqual(self.log.lines("Claude Code CLI: "), ["Claude Code CLI: 2.0.1 (Claude Code)"])
-
-    def test_a_failing_cli_leaves_the_version_null(self) -> None:
-        """A CLI that exits non-zero gives no version, and a warning."""
-        self.process.prints(b"oops\n")
-        self.process.ends(1)
-        self.assertIsNone(self.info()["version"])
-        self.assertEqual(len(self.log.lines("Could not run /opt/claude --version")), 1)
-
-    def test_a_hung_cli_is_killed_after_the_timeout(self) -> None:
-        """`claude --version` that never ends is killed after VERSION_TIMEOUT; the version stays null."""
-        self.reactor.advance(tap.VERSION_TIMEOUT - 0.1)
-        self.assertEqual(self.process.signals, [])
-        self.reactor.advance(0.1)
-        self.assertEqual(self.process.signals, ["KILL"])
-        self.process.ends(None, 9)
-        self.assertIsNone(self.info()["version"])
-        self.assertEqual(len(self.log.lines("did not answer within")), 1)
-        self.assertEqual(self.log.lines("Could not run"), [])
-
-    def test_stopping_kills_a_running_cli_and_waits_for_it(self) -> None:
-        """Shutdown kills a `claude --version` still running and finishes once it has ended."""
-        d = self.service.stopService()
-        self.assertEqual(self.process.signals, ["KILL"])
-        self.assertNoResult(d)
-        self.process.ends(None, 9)
-        self.successResultOf(d)
-
-    def test_stopping_does_not_wait_for_pipes_a_killed_cli_left_open(self) -> None:
-        """Once the killed CLI has exited, shutdown goes on, even while a child of it holds its pipes."""
-        d = self.service.stopService()
-        reason = Failure(ProcessTerminated(signal=9))
-        self.process.protocol.processExited(reason)
-        self.successResultOf(d)
-        self.process.ended = True
-        self.process.protocol.processEnded(reason)
-
-    def test_no_timer_is_left_once_the_cli_answered(self) -> None:
-        """The kill timer is cancelled when the CLI answers in time."""
-        self.process.prints(b"2.0.1\n")
-        self.process.ends(0)
-        self.reactor.advance(tap.VERSION_TIMEOUT * 2)
-        self.assertEqual(self.process.signals, [])
-
-
-# -- what the log may hold
-
-
-class RedactTests(SynchronousTestCase):
-    def test_token_and_its_encodings_are_replaced(self) -> None:
-        """The token, raw or percent-encoded, is replaced wherever it appears."""
-        token = "a+b/c=d"
-        for text in ("GET /x?a=%s HTTP/1.1" % (token,), "key a%2Bb%2Fc%3Dd", "x a%2Bb%2Fc%3Dd"):
-            redacted = limits.redact(text, token)
-            self.assertNotIn(token, redacted)
-            self.assertNotIn("a%2Bb%2Fc%3Dd", redacted)
-            self.assertIn(limits.REDACTED, redacted)
-
-    def test_any_token_parameter_or_bearer_value_is_replaced(self) -> None:
-        """token= and Bearer values are replaced even when they are not the token."""
-        text = 'GET /ws?x=1&TOKEN=guess1&token=guess2#token=g3 "Bearer guess4"'
-        redacted = limits.redact(text, None)
-        for guess in ("guess1", "guess2", "g3", "guess4"):
-            self.assertNotIn(guess, redacted)
-        self.assertIn("/ws?x=1&TOKEN=", redacted)
-
-    def test_other_text_is_left_alone(self) -> None:
-        """Text without a token is unchanged."""
-        text = 'Bad HTTP request status line "GET /ws HTTP/1.1 x"'
-        self.assertEqual(limits.redact(text, "s3cret"), text)
 
 
 class HandshakeLogTests(SecureServerTestCase):
@@ -738,36 +375,6 @@ class RequestRateTests(SecureServerTestCase):
         """server.info reports request_rate and request_burst."""
         limits_ = self.c.request("server.info")["result"]["limits"]
         self.assertEqual((limits_["request_rate"], limits_["request_burst"]), (10.0, 5))
-
-
-class RequestBudgetTests(SynchronousTestCase):
-    def test_debt_is_worked_off_at_the_rate(self) -> None:
-        """A refused client that slows down gets served again once its debt is paid."""
-        budget = limits.RequestBudget(rate=2.0, burst=2, now=0.0)
-        self.assertEqual([budget.spend(0.0) for _ in range(4)], ["ok", "ok", "refuse", "refuse"])
-        # Two in debt: one second pays it, half a second more earns one.
-        self.assertEqual(budget.spend(1.0), "refuse")
-        self.assertEqual(budget.spend(2.0), "ok")
-
-    def test_a_clock_going_back_refills_nothing(self) -> None:
-        """A clock that goes backwards gives no extra requests."""
-        budget = limits.RequestBudget(rate=1.0, burst=1, now=100.0)
-        self.assertEqual(budget.spend(100.0), "ok")
-        self.assertEqual(budget.spend(50.0), "refuse")
-
-
-class HandshakeGuardTests(SynchronousTestCase):
-    def test_remembered_addresses_are_bounded(self) -> None:
-        """Failures from many addresses keep at most max_addresses records."""
-        from twisted.internet.task import Clock
-
-        clock = Clock()
-        guard = limits.HandshakeGuard(clock.seconds, 2, 60.0, 60.0, max_addresses=100)
-        for i in range(1000):
-            guard.failed("10.0.%d.%d" % (i // 256, i % 256))
-        self.assertEqual(len(guard), 100)
-        guard.failed("10.0.3.231")
-        self.assertTrue(guard.blocked("10.0.3.231"))
 
 
 # -- Origin and Host are compared exactly

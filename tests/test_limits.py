@@ -1,0 +1,138 @@
+"""
+Tests for L{claudews.limits}: redaction, the per-address counter, the
+failed-handshake guard, the request budget and the log budget, on a
+L{Clock}.
+"""
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from claudews import limits
+
+
+class RedactTests(SynchronousTestCase):
+    def test_token_and_its_encodings_are_replaced(self) -> None:
+        """The token, raw or percent-encoded, is replaced wherever it appears."""
+        token = "a+b/c=d"
+        for text in ("GET /x?a=%s HTTP/1.1" % (token,), "key a%2Bb%2Fc%3Dd", "x a%2Bb%2Fc%3Dd"):
+            redacted = limits.redact(text, token)
+            self.assertNotIn(token, redacted)
+            self.assertNotIn("a%2Bb%2Fc%3Dd", redacted)
+            self.assertIn(limits.REDACTED, redacted)
+
+    def test_any_token_parameter_or_bearer_value_is_replaced(self) -> None:
+        """token= and Bearer values are replaced even when they are not the token."""
+        text = 'GET /ws?x=1&TOKEN=guess1&token=guess2#token=g3 "Bearer guess4"'
+        redacted = limits.redact(text, None)
+        for guess in ("guess1", "guess2", "g3", "guess4"):
+            self.assertNotIn(guess, redacted)
+        self.assertIn("/ws?x=1&TOKEN=", redacted)
+
+    def test_other_text_is_left_alone(self) -> None:
+        """Text without a token is unchanged."""
+        text = 'Bad HTTP request status line "GET /ws HTTP/1.1 x"'
+        self.assertEqual(limits.redact(text, "s3cret"), text)
+
+
+class RequestBudgetTests(SynchronousTestCase):
+    def test_debt_is_worked_off_at_the_rate(self) -> None:
+        """A refused client that slows down gets served again once its debt is paid."""
+        budget = limits.RequestBudget(rate=2.0, burst=2, now=0.0)
+        self.assertEqual([budget.spend(0.0) for _ in range(4)], ["ok", "ok", "refuse", "refuse"])
+        # Two in debt: one second pays it, half a second more earns one.
+        self.assertEqual(budget.spend(1.0), "refuse")
+        self.assertEqual(budget.spend(2.0), "ok")
+
+    def test_a_clock_going_back_refills_nothing(self) -> None:
+        """A clock that goes backwards gives no extra requests."""
+        budget = limits.RequestBudget(rate=1.0, burst=1, now=100.0)
+        self.assertEqual(budget.spend(100.0), "ok")
+        self.assertEqual(budget.spend(50.0), "refuse")
+
+
+class HandshakeGuardTests(SynchronousTestCase):
+    def test_remembered_addresses_are_bounded(self) -> None:
+        """Failures from many addresses keep at most max_addresses records."""
+        clock = Clock()
+        guard = limits.HandshakeGuard(clock.seconds, 2, 60.0, 60.0, max_addresses=100)
+        for i in range(1000):
+            guard.failed("10.0.%d.%d" % (i // 256, i % 256))
+        self.assertEqual(len(guard), 100)
+        guard.failed("10.0.3.231")
+        self.assertTrue(guard.blocked("10.0.3.231"))
+
+
+class PeerAddressTests(SynchronousTestCase):
+    def test_an_ip_peer_counts_by_its_address(self) -> None:
+        """Connections from one IP address count together, whatever their port."""
+        from twisted.internet.address import IPv4Address, UNIXAddress
+
+        self.assertEqual(limits.peer_address(IPv4Address("TCP", "10.0.0.1", 4000)), "10.0.0.1")
+        self.assertEqual(limits.peer_address(UNIXAddress(None)), "UNIXAddress")
+
+
+class AddressCounterTests(SynchronousTestCase):
+    def test_counts_per_address_and_forgets_those_with_none(self) -> None:
+        """Each address is counted on its own; one with no connection left is forgotten."""
+        counter = limits.AddressCounter()
+        self.assertEqual([counter.add("a"), counter.add("a"), counter.add("b")], [1, 2, 1])
+        self.assertEqual((counter.count("a"), counter.count("b"), len(counter)), (2, 1, 2))
+        counter.remove("a")
+        counter.remove("b")
+        self.assertEqual((counter.count("a"), counter.count("b"), len(counter)), (1, 0, 1))
+        counter.remove("a")
+        counter.remove("a")
+        self.assertEqual((counter.count("a"), len(counter)), (0, 0))
+
+
+class HandshakeGuardBlockTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.guard = limits.HandshakeGuard(self.clock.seconds, 3, 60.0, 300.0)
+
+    def test_failures_within_the_window_block_for_the_block_time(self) -> None:
+        """The third failure within the window starts a block, which ends after the block time."""
+        self.assertEqual([self.guard.failed("a") for _ in range(3)], [False, False, True])
+        self.assertTrue(self.guard.blocked("a"))
+        self.assertFalse(self.guard.blocked("b"))
+        self.clock.advance(300)
+        self.assertFalse(self.guard.blocked("a"))
+
+    def test_failures_spread_over_more_than_the_window_do_not_block(self) -> None:
+        """Failures older than the window are not counted."""
+        for _ in range(5):
+            self.assertFalse(self.guard.failed("a"))
+            self.clock.advance(31)
+        self.assertFalse(self.guard.blocked("a"))
+
+    def test_failures_while_blocked_do_not_extend_the_block(self) -> None:
+        """A blocked address failing again is still unblocked at the end of the first block."""
+        for _ in range(3):
+            self.guard.failed("a")
+        self.clock.advance(299)
+        self.assertFalse(self.guard.failed("a"))
+        self.clock.advance(1)
+        self.assertFalse(self.guard.blocked("a"))
+
+
+class RequestBudgetVerdictTests(SynchronousTestCase):
+    def test_a_burst_then_refusals_then_close(self) -> None:
+        """A burst is served, then requests are refused, and a debt of a burst closes."""
+        budget = limits.RequestBudget(rate=1.0, burst=3, now=0.0)
+        verdicts = [budget.spend(0.0) for _ in range(7)]
+        self.assertEqual(verdicts, [limits.OK] * 3 + [limits.REFUSE] * 3 + [limits.CLOSE])
+
+    def test_a_steady_client_at_the_rate_is_always_served(self) -> None:
+        """One request per 1/rate seconds is never refused."""
+        budget = limits.RequestBudget(rate=2.0, burst=1, now=0.0)
+        self.assertEqual({budget.spend(i / 2) for i in range(100)}, {limits.OK})
+
+
+class LogBudgetTests(SynchronousTestCase):
+    def test_lines_per_period_then_the_count_of_those_suppressed(self) -> None:
+        """Past the lines of a period, lines are suppressed; the next allowed one says how many."""
+        clock = Clock()
+        budget = limits.LogBudget(clock.seconds, 2, 60.0)
+        self.assertEqual([budget.allow() for _ in range(5)], [0, 0, None, None, None])
+        clock.advance(60)
+        self.assertEqual([budget.allow(), budget.allow()], [3, 0])

@@ -1,0 +1,184 @@
+"""
+Tests for L{claudews.requests}: parsing, dispatch, field checks and what
+each handler asks of the projects, against fakes of the declared
+L{claudews.requests.Server} and L{claudews.requests.Project}. The handlers
+against a real registry are in L{tests.test_websocket}.
+"""
+
+import json
+from typing import Any
+
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
+
+from claudews import requests
+from claudews.config import Settings
+from claudews.errors import RequestError
+from claudews.interfaces import Subscriber
+
+
+class _Project:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.first_seq = 1
+        self.calls: list[tuple[Any, ...]] = []
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def subscribe(self, subscriber: Subscriber, since: int | None, epoch: Any = None) -> dict[str, Any]:
+        self.calls.append(("subscribe", subscriber, since, epoch))
+        return {"last_seq": 0}
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self.calls.append(("unsubscribe", subscriber))
+
+    def history_page(self, before: int | None, limit: int) -> tuple[list[bytes], bool]:
+        self.calls.append(("history", before, limit))
+        return [b'{"seq":1}'], False
+
+    def submit(self, text: str, options: dict[str, Any], flags: Any) -> dict[str, Any]:
+        self.calls.append(("submit", text, options, flags))
+        return {"prompt_id": "p-1", "position": 0}
+
+    def cancel(self, prompt_id: str | None) -> list[str]:
+        return [prompt_id or "p-1"]
+
+    def reset_session(self) -> None:
+        self.calls.append(("reset",))
+
+    def respond_permission(self, request_id: str, behavior: str, message: str | None = None,
+                           updated_input: dict[str, Any] | None = None) -> None:
+        self.calls.append(("respond", request_id, behavior, message, updated_input))
+
+
+class _Projects:
+    def __init__(self) -> None:
+        self.projects: dict[str, _Project] = {}
+
+    def get(self, path: str) -> _Project:
+        try:
+            return self.projects[path]
+        except KeyError:
+            raise RequestError("project_not_found", "no project at %s" % (path,))
+
+    def create(self, path: str) -> _Project:
+        project = self.projects[path] = _Project(path)
+        return project
+
+    def list(self) -> list[_Project]:
+        return sorted(self.projects.values(), key=lambda p: p.path)
+
+    def delete(self, project: Any) -> defer.Deferred[Any]:
+        del self.projects[project.path]
+        return defer.succeed(None)
+
+
+class _Server:
+    def __init__(self) -> None:
+        self.settings = Settings(project_roots=("/tmp",), max_prompt_bytes=10)
+        self.registry = _Projects()
+
+    def validate_options(self, given: object) -> dict[str, Any]:
+        if given:
+            raise RequestError("bad_request", "no options here")
+        return {}
+
+    def option_flags(self, options: dict[str, Any]) -> Any:
+        return ["--flag"]
+
+    def claude_version(self) -> str | None:
+        return "2.0.1"
+
+
+class ParseTests(SynchronousTestCase):
+    def test_an_object_is_a_request(self) -> None:
+        """A JSON object is returned as is."""
+        self.assertEqual(requests.parse(b'{"type": "x", "id": [1]}'), {"type": "x", "id": [1]})
+
+    def test_anything_else_is_bad_request(self) -> None:
+        """Invalid or non-strict JSON, or a value that is not an object, is bad_request."""
+        for payload in (b"{", b"[1]", b'"x"', b'{"a": NaN}', b"[" * 100000):
+            e = self.assertRaises(RequestError, requests.parse, payload)
+            self.assertEqual(e.code, "bad_request")
+
+
+class RequestsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.server = _Server()
+        self.connection: Any = object()
+        self.requests = requests.Requests(self.server, self.connection)
+        self.project = self.server.registry.create("/w/app")
+
+    def ask(self, kind: str, **fields: Any) -> Any:
+        return self.requests.dispatch({"type": kind, **fields})
+
+    def error(self, kind: str, **fields: Any) -> str:
+        e = self.assertRaises(RequestError, self.ask, kind, **fields)
+        return e.code
+
+    def test_a_type_is_required_and_must_be_known(self) -> None:
+        """Missing or non-string type is bad_request; an unknown one unknown_type."""
+        self.assertEqual(self.error("x"), "unknown_type")
+        self.assertRaises(RequestError, self.requests.dispatch, {"type": 7})
+        e = self.assertRaises(RequestError, self.requests.dispatch, {})
+        self.assertEqual(e.code, "bad_request")
+
+    def test_every_handler_is_dispatched(self) -> None:
+        """Each request type has its handler."""
+        self.assertEqual(set(requests.HANDLERS), {
+            "server.info", "project.create", "project.list", "project.get",
+            "project.delete", "subscribe", "unsubscribe", "history", "prompt",
+            "cancel", "session.reset", "permission.respond",
+        })
+
+    def test_server_info_says_the_version_and_limits(self) -> None:
+        """server.info: protocol 1, the CLI's version, the limits of history pages."""
+        info = self.ask("server.info")
+        self.assertEqual(info["protocol"], requests.PROTOCOL_VERSION)
+        self.assertEqual(info["claude"]["version"], "2.0.1")
+        self.assertEqual(info["limits"]["history_limit"], requests.MAX_HISTORY_LIMIT)
+        self.assertEqual(info["limits"]["max_prompt_bytes"], 10)
+
+    def test_field_types_are_checked(self) -> None:
+        """A path must be a string; seqs non-negative ints, never booleans."""
+        self.assertEqual(self.error("project.get", path=1), "bad_request")
+        self.assertEqual(self.error("project.get"), "bad_request")
+        self.assertEqual(self.error("subscribe", path="/w/app", since=True), "bad_request")
+        self.assertEqual(self.error("subscribe", path="/w/app", since=-1), "bad_request")
+
+    def test_subscriptions_end_with_the_connection(self) -> None:
+        """unsubscribe_all takes the connection out of every project it subscribed to, once."""
+        self.ask("subscribe", path="/w/app", since=3, epoch=5)
+        self.assertEqual(self.project.calls, [("subscribe", self.connection, 3, 5)])
+        self.requests.unsubscribe_all()
+        self.requests.unsubscribe_all()
+        self.assertEqual(self.project.calls[1:], [("unsubscribe", self.connection)])
+
+    def test_history_limit_defaults_and_bounds(self) -> None:
+        """limit defaults to 100 and must be within 1..1000; the reply is encoded."""
+        reply = json.loads(self.ask("history", path="/w/app", id=9))
+        self.assertEqual(reply["id"], 9)
+        self.assertEqual(reply["result"]["events"], [{"seq": 1}])
+        self.assertEqual(self.project.calls, [("history", None, 100)])
+        for limit in (0, 1001):
+            self.assertEqual(self.error("history", path="/w/app", limit=limit), "bad_request")
+
+    def test_a_prompt_is_checked_then_submitted_with_its_flags(self) -> None:
+        """Too long is too_large, blank is bad_request; a good one is submitted with its flags."""
+        self.assertEqual(self.error("prompt", path="/w/app", prompt="x" * 11), "too_large")
+        self.assertEqual(self.error("prompt", path="/w/app", prompt="  "), "bad_request")
+        self.assertEqual(self.error("prompt", path="/w/app", prompt="hi", options={"a": 1}), "bad_request")
+        self.assertEqual(self.ask("prompt", path="/w/app", prompt="hi")["prompt_id"], "p-1")
+        self.assertEqual(self.project.calls, [("submit", "hi", {}, ["--flag"])])
+
+    def test_delete_answers_once_done(self) -> None:
+        """project.delete replies {} once the registry has deleted it."""
+        self.assertEqual(self.successResultOf(self.ask("project.delete", path="/w/app")), {})
+        self.assertEqual(self.error("project.get", path="/w/app"), "project_not_found")
+
+    def test_permission_respond_passes_the_answer_on(self) -> None:
+        """permission.respond hands request_id, behavior, message and updated_input to the project."""
+        self.ask("permission.respond", path="/w/app", request_id="r", behavior="allow",
+                 updated_input={"a": 1})
+        self.assertEqual(self.project.calls, [("respond", "r", "allow", None, {"a": 1})])
