@@ -10,14 +10,14 @@ told through callbacks when storing breaks, when it works again and when
 a C{prompt.finished} that waited is finally stored. See docs/storage.rst.
 """
 
-import time
 from collections import deque
 from typing import Any, Callable
 
 from twisted.logger import Logger
 
 from claudews.events import PROMPT_FINISHED, Event, encode_event, timestamp
-from claudews.subscribers import Subscribers, send_each
+from claudews.interfaces import DelayedCall, EventStore, Fanout, ReactorTime, Subscriber
+from claudews.subscribers import Subscribers
 
 #: Events that must reach the history even when storing them fails at
 #: first: they settle what a client relies on (every queued prompt
@@ -59,9 +59,9 @@ class EventLog:
         self,
         *,
         path: str,
-        history: Any,
-        fanout: Callable[[bytes, list], None] = send_each,
-        reactor: Any,
+        history: EventStore,
+        fanout: Fanout,
+        reactor: ReactorTime,
         broken: Callable[[str], None] = _ignore,
         works_again: Callable[[], None] = _ignore,
         finish_stored: Callable[[str], None] = _ignore,
@@ -78,7 +78,7 @@ class EventLog:
         self._waiting: deque[tuple[float, Event]] = deque()
         self._flushing = False
         self._dropped = 0
-        self._retry_call: Any = None
+        self._retry_call: DelayedCall | None = None
         self._closed = False
         self.subscribers = Subscribers(
             history.read_since, lambda: history.last_seq, fanout, reactor
@@ -117,7 +117,7 @@ class EventLog:
                 path=self._path,
             )
             return False
-        now = self._now()
+        now = self._reactor.seconds()
         if self._waiting and (self._flushing or not self._flush()):
             self._hold(now, event)
             return False
@@ -209,12 +209,6 @@ class EventLog:
         if self._storage_error is None:
             return None
         return "cannot store events: %s" % (self._storage_error,)
-
-    def _now(self) -> float:
-        seconds = getattr(self._reactor, "seconds", None)
-        # A test Clock starts at 0; event times are wall-clock times.
-        now = seconds() if seconds is not None else 0
-        return now if now > 1e9 else time.time()
 
     # -- subscribers and pages
 

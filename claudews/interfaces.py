@@ -148,3 +148,24 @@ class ProcessTrees(Protocol):
 
     def session_of(self, process: Any) -> int | None:
         """The session id of C{process}, C{None} once it is gone."""
+
+
+class ProcessReactor(ReactorTime, Protocol):
+    """
+    The reactor's clock and its way to start processes (the part of
+    C{IReactorProcess} claudews uses).
+    """
+
+    def spawnProcess(
+        self,
+        processProtocol: Any,
+        executable: str,
+        args: Sequence[str],
+        env: dict[str, str] | None = None,
+        path: str | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        usePTY: bool = False,
+        childFDs: dict[int, object] | None = None,
+    ) -> Any:
+        """Start C{executable} with C{args}, connected to C{processProtocol}."""

@@ -15,11 +15,10 @@ that dies leaves its successor a way to end them.
 from typing import Any, Callable
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from claudews.interfaces import ProcessSlots, ProcessTrees, SlotOwner
+from claudews.interfaces import DelayedCall, ProcessReactor, ProcessSlots, ProcessTrees, SlotOwner
 from claudews.runner import ClaudeProcess, Listener, build_argv, build_env
 
 
@@ -43,7 +42,7 @@ class LiveProcess:
         listener: Listener,
         slots: ProcessSlots,
         trees: ProcessTrees,
-        reactor: Any,
+        reactor: ProcessReactor,
         claude_bin: str,
         kill_grace: float,
         max_line_bytes: int,
@@ -75,7 +74,7 @@ class LiveProcess:
         self._stale = False
         #: A prompt holds the slot.
         self._busy = False
-        self._close_call: IDelayedCall | None = None
+        self._close_call: DelayedCall | None = None
         #: Endings of what processes that exited by themselves left.
         self._ending: set[defer.Deferred[Any]] = set()
 
@@ -104,7 +103,7 @@ class LiveProcess:
             self._retire(proc)
         if self._retiring is not None:
             waiting: defer.Deferred[None] = defer.Deferred()
-            self._retiring.addBoth(lambda _: waiting.called or waiting.callback(None))
+            self._retiring.addBoth(lambda _: None if waiting.called else waiting.callback(None))
             return waiting.addCallback(lambda _: self.ready(flags))
         if proc is None:
             try:

@@ -20,12 +20,12 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from attrs import define
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from claudews import events
 from claudews.errors import RequestError
 from claudews.events import Event
+from claudews.interfaces import DelayedCall, ReactorTime
 
 _log = Logger()
 
@@ -42,7 +42,7 @@ class _Pending:
     request_id: str
     fields: dict[str, Any]
     answer: Answer
-    timer: IDelayedCall | None = None
+    timer: DelayedCall | None = None
 
 
 class PermissionBroker:
@@ -53,7 +53,7 @@ class PermissionBroker:
     @param timeout: seconds after which an unanswered request is denied.
     """
 
-    def __init__(self, publish: Publish, *, timeout: float, reactor: IReactorTime) -> None:
+    def __init__(self, publish: Publish, *, timeout: float, reactor: ReactorTime) -> None:
         self._reactor = reactor
         self._publish = publish
         self._timeout = timeout

@@ -26,18 +26,22 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from claudews import events, metadata
-from claudews.clisession import lost_session, marker_prefix, session_named, valid_session
+from claudews.clisession import marker_prefix, session_named, valid_session
 from claudews.errors import RequestError
 from claudews.eventlog import EventLog
 from claudews.events import CANCELLED, INTERRUPTED, Event
-from claudews.interfaces import EventStore, Fanout, ProcessSlots, ProcessTrees, Subscriber
+from claudews.interfaces import (
+    EventStore,
+    Fanout,
+    ProcessReactor,
+    ProcessSlots,
+    ProcessTrees,
+    Subscriber,
+)
 from claudews.liveprocess import LiveProcess
 from claudews.permissions import PermissionBroker
 from claudews.prompt import Prompt
 from claudews.runner import ClaudeProcess
-
-# Until recovery imports them from claudews.clisession, their new room.
-__all__ = ["Project", "ProjectConfig", "lost_session", "marker_prefix"]
 
 
 @attrs.frozen
@@ -78,7 +82,7 @@ class Project:
         config: ProjectConfig,
         fanout: Fanout,
         trees: ProcessTrees,
-        reactor: Any,
+        reactor: ProcessReactor,
         environ: dict[str, str] | None = None,
     ) -> None:
         self._reactor = reactor

@@ -23,13 +23,13 @@ from typing import Any, Callable, Protocol
 import attrs
 from automat import TypeMachineBuilder
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from claudews import events
 from claudews.clisession import exit_error, outcome
 from claudews.events import CANCELLED, FAILED, TIMEOUT, Event
+from claudews.interfaces import DelayedCall, ReactorTime
 from claudews.runner import ClaudeProcess
 
 _log = Logger()
@@ -141,7 +141,7 @@ class Run:
     flags: tuple[str, ...]
     host: PromptHost
     room: ProcessRoom
-    reactor: IReactorTime
+    reactor: ReactorTime
     timeout: float
     kill_grace: float
     #: The session generation of the project when it was queued or started.
@@ -160,8 +160,8 @@ class Run:
     finished: bool = False
     cost_base: float = 0.0
     baseline: list[Any] = attrs.Factory(list)
-    timeout_call: IDelayedCall | None = None
-    escalate_call: IDelayedCall | None = None
+    timeout_call: DelayedCall | None = None
+    escalate_call: DelayedCall | None = None
     done: defer.Deferred[None] = attrs.Factory(defer.Deferred)
 
     @property
@@ -365,8 +365,10 @@ def _build() -> Callable[[Run], Lifecycle]:
             run.finish_from_result(message)
 
         @state.upon(Lifecycle.exited).to(finished)
-        def _exited(inputs: Lifecycle, run: Run, code: int | None, signal: int | None, tail: str) -> None:
-            run.finish_from_exit(code, signal, tail)
+        def _exited(
+            inputs: Lifecycle, run: Run, exit_code: int | None, signal: int | None, stderr_tail: str
+        ) -> None:
+            run.finish_from_exit(exit_code, signal, stderr_tail)
 
     @running.upon(Lifecycle.storage_lost).to(running)
     def _lost(inputs: Lifecycle, run: Run, problem: str) -> None:

@@ -19,7 +19,7 @@ import attrs
 from claudews import events, proctree
 from claudews.events import Event, Stored, timestamp
 from claudews.interfaces import EventStore
-from claudews.project import lost_session, marker_prefix
+from claudews.clisession import lost_session, marker_prefix
 
 #: After the point where the history settles every earlier prompt, at most
 #: this many more lines are read looking for prompts the metadata names.

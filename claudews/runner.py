@@ -18,12 +18,11 @@ import uuid
 from typing import Any, Protocol
 
 from twisted.internet import defer, error, protocol
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from claudews import proctree
 from claudews.events import encode
-from claudews.interfaces import ProcessTrees
+from claudews.interfaces import ProcessReactor, ProcessTrees
 
 #: Flags every CLI process gets; options of a prompt add more.
 BASE_ARGS = (
@@ -105,7 +104,7 @@ class ClaudeProcess(protocol.ProcessProtocol):
         listener: Listener,
         *,
         trees: ProcessTrees,
-        reactor: IReactorTime,
+        reactor: ProcessReactor,
         flags: tuple[str, ...] = (),
         max_line_bytes: int = 256 * 1024 * 1024,
     ) -> None:

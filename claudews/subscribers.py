@@ -20,10 +20,6 @@ from claudews.interfaces import Fanout, ReactorTime, Subscriber
 #: so a long replay does not starve other connections.
 REPLAY_BATCH = 500
 
-#: Kept while project.py and eventlog.py still import it from here; it
-#: lives in L{claudews.interfaces}.
-send_each = interfaces.send_each
-
 
 class _Replay:
     def __init__(self, cursor: int) -> None:

@@ -25,7 +25,7 @@ from claudews import metadata, proctree
 from claudews import recovery as recovery_module
 from claudews.config import Settings
 from claudews.history import History
-from claudews.project import marker_prefix
+from claudews.clisession import marker_prefix
 from claudews.registry import Registry
 from tests.harness import Server, alive, read_pids
 from tests.test_project import ProcessReactor, Subscriber

@@ -22,6 +22,7 @@ from claudews import eventlog
 from claudews.eventlog import STORAGE_RETRY, EventLog
 from claudews.events import Event, timestamp
 from claudews.history import History
+from claudews.interfaces import send_each
 from tests.test_project import Subscriber
 
 NO_SPACE = "cannot store events: [Errno 28] No space left on device"
@@ -47,6 +48,7 @@ class EventLogTestCase(SynchronousTestCase):
         self.log = EventLog(
             path="/work/app",
             history=self.history,
+            fanout=send_each,
             reactor=self.clock,
             broken=lambda problem: self.calls.append(("broken", problem)),
             works_again=lambda: self.calls.append(("works_again",)),
@@ -79,8 +81,8 @@ class PublishTests(EventLogTestCase):
         )
         self.assertEqual(self.log.last_seq, 1)
 
-    def test_event_times_come_from_the_reactor_once_it_tells_wall_clock_time(self):
-        """A reactor past 2001 gives each event's ts; a test Clock at 0 does not."""
+    def test_event_times_come_from_the_reactor(self):
+        """The reactor's time (the wall clock, in production) gives each event's ts."""
         self.clock.advance(1_800_000_000.25)
         self.log.publish(Event("output", {"text": "x"}))
         self.assertEqual(self.stored()[0]["ts"], timestamp(1_800_000_000.25))
@@ -212,7 +214,9 @@ class ClosedTests(SynchronousTestCase):
         directory = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, directory, True)
         clock = Clock()
-        log = EventLog(path="/w/app", history=History(directory, reactor=clock), reactor=clock)
+        log = EventLog(
+            path="/w/app", history=History(directory, reactor=clock), fanout=send_each, reactor=clock
+        )
         self.assertTrue(log.publish(Event("output", {"text": "before"})))
         log.close()
         self.assertFalse(log.publish(Event("output", {"text": "after"})))

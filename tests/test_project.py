@@ -264,8 +264,13 @@ class ProcessReactor(Clock):
     recorded and the protocol is connected to a L{FakeProcessTransport}.
     """
 
+    #: Where its time starts: event timestamps are the reactor's time,
+    #: which in production is the wall clock.
+    START = 1_780_000_000.0
+
     def __init__(self):
         super().__init__()
+        self.advance(self.START)
         self.spawned = []
         self.live = []
         self.max_live = 0

@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from claudews import proctree, recovery
 from claudews.history import History
-from claudews.project import marker_prefix
+from claudews.clisession import marker_prefix
 from claudews.recovery import rebuild, scan_tail, settle
 
 
