@@ -103,6 +103,11 @@ new ComposerView(store, sync);
 
 $("drawer-toggle").addEventListener("click", () => setDrawer(!document.body.classList.contains("drawer-open")));
 $("drawer-scrim").addEventListener("click", () => setDrawer(false));
+// Choosing a project closes the drawer, even the project already shown.
+$("project-list").addEventListener("click", (e) => { if (e.target.closest("a")) setDrawer(false); });
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape" && document.body.classList.contains("drawer-open")) setDrawer(false);
+});
 $("signout").addEventListener("click", () => {
   localStorage.removeItem(TOKEN_KEY);
   signIn("Signed out.");

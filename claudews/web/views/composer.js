@@ -21,6 +21,7 @@ export class ComposerView {
     this.drafts = new Map();
     this.coarse = window.matchMedia("(pointer: coarse)");
     this.loadOptions();
+    if (this.coarse.matches) this.text.placeholder = "Ask Claude…";
 
     this.form.addEventListener("submit", (e) => { e.preventDefault(); this.submit(); });
     this.text.addEventListener("keydown", (e) => {

@@ -131,12 +131,14 @@ class EventRenderer {
   }
 
   toolCard(promptId, id, name, input) {
-    const status = h("span", { class: "tool-status" });
+    const permission = h("span", { class: "tool-permission" });
+    const outcome = h("span", { class: "tool-outcome" });
+    const status = h("span", { class: "tool-status" }, permission, outcome);
     const card = h("section", { class: "tool", "aria-label": "Tool " + name },
       h("header", {}, h("span", { class: "tool-name" }, String(name ?? "tool")), " ",
         h("span", { class: "tool-target" }, toolTarget(name, input)), " ", status),
       toolBody(name, input));
-    const entry = { card, status, result: null };
+    const entry = { card, permission, outcome, result: null };
     if (id) this.tools.set(id, entry);
     this.add(promptId, card);
     return entry;
@@ -148,7 +150,7 @@ class EventRenderer {
     const text = resultText(block.content);
     const failed = block.is_error === true;
     entry.card.classList.toggle("failed", failed);
-    if (failed) entry.status.replaceChildren(h("span", { class: "badge bad" }, "error"));
+    entry.outcome.replaceChildren(failed ? h("span", { class: "badge bad" }, "error") : "");
     const output = this.details("out-" + (block.tool_use_id || ev.seq), failed ? "Error output" : "Output",
       h("pre", { class: "output" }, bounded(text)));
     if (entry.result) entry.result.replaceWith(output);
@@ -183,7 +185,7 @@ class EventRenderer {
   permissionRequest(ev) {
     let entry = ev.tool_use_id && this.tools.get(ev.tool_use_id);
     if (!entry) entry = this.toolCard(ev.prompt_id, ev.tool_use_id, ev.tool_name, ev.input);
-    entry.status.replaceChildren(h("span", { class: "badge warn" }, "waiting for permission"));
+    entry.permission.replaceChildren(h("span", { class: "badge warn" }, "waiting for permission"));
     this.permissions.set(ev.request_id, entry);
   }
 
@@ -191,7 +193,7 @@ class EventRenderer {
     const entry = this.permissions.get(ev.request_id);
     if (!entry) return;
     const by = ev.by === "client" ? "" : " (" + ev.by + ")";
-    entry.status.replaceChildren(ev.behavior === "allow"
+    entry.permission.replaceChildren(ev.behavior === "allow"
       ? h("span", { class: "badge good" }, "allowed" + by)
       : h("span", { class: "badge bad" }, "denied" + by));
   }

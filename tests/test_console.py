@@ -1,0 +1,357 @@
+"""
+The web console in a real browser (Playwright driving Debian's Chromium)
+against a real ``twistd`` server and the fake CLI.
+
+Nothing sleeps: every wait is one of Playwright's auto-waiting
+expectations, or the harness client's wait for an event. The tests are
+skipped where playwright or Chromium is missing, unless ``CI`` is set:
+there a missing browser is a failure.
+
+With ``CLAUDEWS_SCREENSHOTS=DIR`` the desktop and phone tests save their
+screenshots there (docs/console-*.png come from such a run).
+"""
+
+import os
+import re
+import socket
+
+import pytest
+
+from tests.console_page import CHROMIUM, CHROMIUM_ARGS, StaticConsole, missing, sync_playwright
+from tests.harness import submit
+
+pytestmark = pytest.mark.integration
+
+if sync_playwright is not None:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=20_000)
+
+SHOTS = os.environ.get("CLAUDEWS_SCREENSHOTS")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    reason = missing()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Console:
+    """A claudews server and the URL of its console."""
+
+    def __init__(self, server, static):
+        self.server = server
+        self.static = static
+
+    def url(self, token=None):
+        """The console URL with C{token} (the server's by default) in its fragment."""
+        return self.static.url(self.server, self.server.token if token is None else token)
+
+
+@pytest.fixture
+def console(make_server):
+    """
+    Start a server (arguments as for make_server) whose console a browser
+    can open: ``console(*args)`` returns a Console.
+    """
+    static = StaticConsole()
+
+    def start(*args, **kwargs):
+        # A fixed port, so that a restarted server is where the page looks.
+        args = ("--listen", "tcp:%d:interface=127.0.0.1" % free_port(),
+                "--allowed-origin", static.origin) + args
+        return Console(make_server(*args, **kwargs), static)
+
+    yield start
+    static.close()
+
+
+@pytest.fixture
+def open_page(browser):
+    """
+    ``open_page(url, width=1280, height=800)``: a page in a fresh browser
+    context; at the end, no script error and no CSP violation may have
+    happened in it.
+    """
+    contexts = []
+
+    def open_(url, width=1280, height=800, expected_errors=()):
+        context = browser.new_context(viewport={"width": width, "height": height})
+        page = context.new_page()
+        page.problems = []
+        page.on("pageerror", lambda e: page.problems.append("pageerror: %s" % e))
+        page.on("console", lambda m: m.type == "error" and page.problems.append("console: " + m.text))
+        page.on("dialog", lambda d: page.problems.append("dialog: " + d.message) or d.dismiss())
+        page.expected_errors = expected_errors
+        contexts.append((context, page))
+        page.goto(url)
+        return page
+
+    yield open_
+    problems = []
+    for context, page in contexts:
+        for problem in page.problems:
+            if not any(re.search(p, problem) for p in page.expected_errors):
+                problems.append(problem)
+        context.close()
+    assert not problems, problems
+
+
+def connected(page):
+    expect(page.get_by_role("status")).to_have_text("Connected")
+
+
+def create(page, path):
+    page.get_by_label("Project path").fill(path)
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("navigation").get_by_role("link", name=path)).to_have_attribute("aria-current", "page")
+
+
+def send(page, text):
+    box = page.get_by_role("textbox", name="Prompt")
+    box.fill(text)
+    page.get_by_role("button", name="Send").click()
+    expect(box).to_have_value("")
+
+
+def log(page):
+    return page.get_by_role("log")
+
+
+def outcomes(page):
+    return log(page).locator("footer.outcome")
+
+
+def prompt_ids(page):
+    return page.eval_on_selector_all("[role=log] article.turn", "els => els.map(e => e.dataset.prompt)")
+
+
+def test_sign_in_from_the_printed_url(console, open_page):
+    """The token moves from the URL's fragment to storage; a wrong one is one clear message."""
+    c = console()
+    # The page's probe of /health may be answered with an error status by a
+    # server that predates the console; the refused handshake itself is
+    # logged by the browser.
+    page = open_page(c.url(token="not-the-token"), expected_errors=[
+        r"WebSocket connection to .* failed", r"Failed to load resource"])
+    expect(page.get_by_role("alert").filter(has_text="wrong or missing")).to_be_visible()
+    assert "#token" not in page.url
+    page.get_by_label("Token").fill(c.server.token)
+    page.get_by_role("button", name="Sign in").click()
+    connected(page)
+
+    page = open_page(c.url())
+    connected(page)
+    assert "token" not in page.url
+    assert page.evaluate("localStorage.getItem('claudews.token')") == c.server.token
+    # The next visit needs no token in its URL.
+    page.goto(c.url().split("#")[0])
+    connected(page)
+
+
+def test_create_a_project_and_see_the_reply_stream_in(console, open_page):
+    """A new project is selected; a prompt's text streams in, then stays, once."""
+    c = console()
+    path = c.server.project_dir("app")
+    page = open_page(c.url())
+    connected(page)
+    create(page, path)
+    # Record every streaming element the page shows, however briefly.
+    page.evaluate("""() => {
+        window.streamed = [];
+        new MutationObserver((records) => {
+            for (const r of records) for (const n of r.addedNodes)
+                if (n.classList?.contains("streaming")) window.streamed.push(n);
+        }).observe(document.getElementById("log"), {childList: true, subtree: true});
+    }""")
+    send(page, "Say hello")
+    expect(outcomes(page)).to_have_text(re.compile("Completed"))
+    expect(log(page).get_by_text("turn 1: Say hello")).to_have_count(1)
+    assert page.evaluate("window.streamed.map(n => n.textContent)") == ["turn 1: Say hello"]
+    expect(page.get_by_role("navigation").get_by_text("idle")).to_be_visible()
+
+
+def test_a_write_approved_in_the_page_writes_the_file(console, open_page):
+    """The permission request shows the diff; Allow lets the CLI write the file."""
+    c = console()
+    path = c.server.project_dir("app")
+    page = open_page(c.url())
+    connected(page)
+    create(page, path)
+    send(page, "permission:Write")
+    request = page.get_by_role("group", name="Claude wants to use Write")
+    expect(request).to_contain_text(os.path.join(path, "out.txt"))
+    expect(request.locator(".diff .add")).to_have_text("+ hello")
+    request.get_by_role("button", name="Allow", exact=True).click()
+    expect(request).to_have_count(0)
+    expect(outcomes(page)).to_have_text(re.compile("Completed"))
+    expect(log(page).locator(".tool .tool-permission")).to_have_text("allowed")
+    with open(os.path.join(path, "out.txt")) as f:
+        assert f.read() == "hello"
+
+
+def test_deny_with_a_message(console, open_page):
+    """Deny sends its message to Claude, and nothing is written."""
+    c = console()
+    path = c.server.project_dir("app")
+    page = open_page(c.url())
+    connected(page)
+    create(page, path)
+    send(page, "permission:Write")
+    page.get_by_label("Message to Claude (optional)").fill("not today")
+    page.get_by_role("button", name="Deny").click()
+    expect(outcomes(page)).to_have_text(re.compile("Completed"))
+    expect(log(page)).to_contain_text("denied: not today")
+    expect(log(page).locator(".tool .tool-permission")).to_have_text("denied")
+    assert not os.path.exists(os.path.join(path, "out.txt"))
+
+
+def test_cancel_a_running_prompt_and_a_queued_one(console, open_page):
+    """Cancel stops the running prompt; a waiting one is cancelled from the queue."""
+    c = console()
+    path = c.server.project_dir("app")
+    page = open_page(c.url())
+    connected(page)
+    create(page, path)
+    send(page, "slow:60")
+    send(page, "second one")
+    queue = page.get_by_role("list", name="Queue")
+    queue.get_by_role("button", name="Cancel queued prompt: second one").click()
+    expect(queue).to_be_hidden()
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    expect(outcomes(page)).to_have_count(2)
+    expect(outcomes(page).nth(0)).to_contain_text("Cancelled")
+    expect(outcomes(page).nth(1)).to_contain_text("Cancelled")
+    expect(page.get_by_role("button", name="Cancel", exact=True)).to_be_disabled()
+
+
+def test_a_server_restart_loses_and_repeats_nothing(console, open_page):
+    """After a restart mid-prompt the page resumes with since: every event once, in order."""
+    c = console()
+    server = c.server
+    path = server.project_dir("app")
+    # While the server is down the browser logs the failed attempts.
+    page = open_page(c.url(), expected_errors=[
+        r"WebSocket connection to .* failed", r"Failed to load resource: net::ERR_CONNECTION_REFUSED"])
+    connected(page)
+    create(page, path)
+    send(page, "first")
+    expect(outcomes(page)).to_have_count(1)
+    send(page, "slow:60")
+    expect(log(page).locator("article.turn.running")).to_have_count(1)
+
+    server.stop_cleanly()
+    expect(page.get_by_role("status")).not_to_have_text("Connected")
+    server.start()
+    # Events the page misses while it is away come back with since.
+    client = server.connect()
+    client.ok("subscribe", path=path)
+    client.finished(submit(client, path, "while away"))
+    client.close()
+
+    connected(page)
+    expect(outcomes(page)).to_have_count(3)
+    expect(outcomes(page).nth(1)).to_contain_text("Interrupted")
+    send(page, "after")
+    expect(outcomes(page)).to_have_count(4)
+    for text in ("turn 1: first", "turn 3: while away", "turn 4: after"):
+        expect(log(page).get_by_text(text)).to_have_count(1)
+
+    check = server.connect()
+    history = check.ok("history", path=path, limit=1000)["events"]
+    check.close()
+    queued = [e["prompt_id"] for e in history if e["event"] == "prompt.queued"]
+    assert prompt_ids(page) == queued
+    held = page.evaluate("""() => [...document.querySelectorAll('[role=log] article.turn')].length""")
+    assert held == 4
+
+
+def test_two_pages_on_one_project_stay_in_step(console, open_page):
+    """A permission asked in one page is answered in another; both see the outcome."""
+    c = console()
+    path = c.server.project_dir("app")
+    first = open_page(c.url())
+    connected(first)
+    create(first, path)
+    second = open_page(c.url())
+    connected(second)
+    second.get_by_role("navigation").get_by_role("link", name=path).click()
+    expect(log(second)).to_contain_text("No prompts yet")
+
+    send(first, "permission:Write")
+    second.get_by_role("button", name="Allow", exact=True).click()
+    expect(first.get_by_role("button", name="Allow", exact=True)).to_have_count(0)
+    for page in (first, second):
+        expect(outcomes(page)).to_have_text(re.compile("Completed"))
+        # The fake CLI's reply after an allowed tool is "allowed".
+        expect(log(page).locator(".msg.assistant").get_by_text("allowed", exact=True)).to_have_count(1)
+
+
+def test_model_output_stays_inert(console, open_page):
+    """HTML, scripts and javascript: links in model output are shown as text or dropped."""
+    c = console()
+    path = c.server.project_dir("app")
+    page = open_page(c.url())
+    connected(page)
+    create(page, path)
+    send(page, "\n\n".join([
+        "<img src=x onerror=window.__xss=1>",
+        "<script>window.__xss=2</script>",
+        "[click](javascript:window.__xss=3)",
+        "<a href=\"javascript:window.__xss=4\">raw</a>",
+        "[docs](https://example.com/docs)",
+    ]))
+    expect(outcomes(page)).to_have_text(re.compile("Completed"))
+    reply = log(page).locator(".msg.assistant.markdown")
+    expect(reply).to_contain_text("<script>window.__xss=2</script>")
+    expect(reply).to_contain_text("<img src=x onerror=window.__xss=1>")
+    assert reply.locator("img, script, iframe").count() == 0
+    hrefs = reply.locator("a").evaluate_all("as => as.map(a => [a.getAttribute('href'), a.target, a.rel])")
+    assert ["https://example.com/docs", "_blank", "noopener noreferrer"] in hrefs
+    assert not any(h and not h.startswith("https:") for h, _, _ in hrefs), hrefs
+    for link in reply.locator("a").all():
+        link.click(modifiers=["Alt"], no_wait_after=True) if link.get_attribute("href") is None else None
+    assert page.evaluate("window.__xss") is None
+
+
+def test_a_phone_sized_screen(console, open_page):
+    """At 375 px: one column, the project list as a drawer, touch-sized controls."""
+    c = console()
+    path = c.server.project_dir("app")
+    page = open_page(c.url(), width=375, height=740)
+    connected(page)
+    nav = page.get_by_role("navigation")
+    expect(nav.get_by_label("Project path")).to_be_visible()
+    create(page, path)
+    expect(page.get_by_label("Project path")).to_be_hidden()
+    send(page, "permission:Write")
+    expect(page.get_by_role("button", name="Allow", exact=True)).to_be_visible()
+    if SHOTS:
+        page.screenshot(path=os.path.join(SHOTS, "console-phone-permission.png"))
+    page.get_by_role("button", name="Allow", exact=True).click()
+    expect(outcomes(page)).to_have_text(re.compile("Completed"))
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    for name in ("Send", "Cancel", "Projects"):
+        box = page.get_by_role("button", name=name, exact=True).bounding_box()
+        assert box["height"] >= 44, (name, box)
+    if SHOTS:
+        page.screenshot(path=os.path.join(SHOTS, "console-phone.png"))
+    page.get_by_role("button", name="Projects").click()
+    expect(nav.get_by_role("link", name=path)).to_be_visible()
+    nav.get_by_role("link", name=path).click()
+    expect(nav.get_by_role("link", name=path)).to_be_hidden()
