@@ -355,3 +355,32 @@ def test_a_phone_sized_screen(console, open_page):
     expect(nav.get_by_role("link", name=path)).to_be_visible()
     nav.get_by_role("link", name=path).click()
     expect(nav.get_by_role("link", name=path)).to_be_hidden()
+
+
+def test_a_long_history_loads_a_page_at_a_time(console, open_page):
+    """Only the newest page comes first; scrolling to the top brings the older ones, once."""
+    c = console()
+    server = c.server
+    path = server.project_dir("app")
+    client = server.connect()
+    client.ok("project.create", path=path)
+    client.ok("subscribe", path=path)
+    ids = [submit(client, path, "prompt %d" % i) for i in range(30)]
+    client.finished(ids[-1])
+    client.close()
+
+    page = open_page(c.url())
+    connected(page)
+    page.get_by_role("navigation").get_by_role("link", name=path).click()
+    expect(log(page).get_by_text("turn 30: prompt 29")).to_be_visible()
+    first = len(prompt_ids(page))
+    assert 0 < first < 30
+    older = page.get_by_role("button", name="Load earlier events")
+    while older.is_visible():
+        page.locator("#scroller").evaluate("s => { s.scrollTop = 0; }")
+        expect(page.locator("#log article.turn").first).not_to_have_attribute("data-prompt", ids[-first])
+        first = len(prompt_ids(page))
+    expect(log(page).locator("article.turn")).to_have_count(30)
+    assert prompt_ids(page) == ids
+    for i in range(30):
+        expect(log(page).get_by_text("turn %d: prompt %d" % (i + 1, i), exact=True)).to_have_count(1)
