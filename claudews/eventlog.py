@@ -11,7 +11,7 @@ a C{prompt.finished} that waited is finally stored. See docs/storage.rst.
 """
 
 from collections import deque
-from typing import Any, Callable
+from typing import Callable
 
 from twisted.logger import Logger
 
@@ -33,7 +33,7 @@ STORAGE_RETRY = 5.0
 MAX_WAITING = 10000
 
 
-def _ignore(*args: Any) -> None:
+def _ignore(*args: object) -> None:
     pass
 
 
@@ -175,7 +175,7 @@ class EventLog:
                 path=self._path,
                 error=error,
             )
-        self._broken(self.problem())
+        self._broken(_problem(error))
 
     def _storage_works(self) -> None:
         if self._storage_error is None:
@@ -208,11 +208,11 @@ class EventLog:
         """
         if self._storage_error is None:
             return None
-        return "cannot store events: %s" % (self._storage_error,)
+        return _problem(self._storage_error)
 
     # -- subscribers and pages
 
-    def subscribe(self, subscriber: Any, since: int | None) -> None:
+    def subscribe(self, subscriber: Subscriber, since: int | None) -> None:
         """
         Send C{subscriber} the events after C{since} (none if C{None}),
         then every new one.
@@ -222,7 +222,7 @@ class EventLog:
             since = 0
         self.subscribers.add(subscriber, since)
 
-    def unsubscribe(self, subscriber: Any) -> None:
+    def unsubscribe(self, subscriber: Subscriber) -> None:
         self.subscribers.remove(subscriber)
 
     def page(self, before: int | None, limit: int) -> tuple[list[bytes], bool]:
@@ -258,3 +258,7 @@ class EventLog:
         except OSError as e:
             self._log.error("fsync of the history of {path} failed: {error}", path=self._path, error=e)
         self._history.close()
+
+
+def _problem(error: OSError) -> str:
+    return "cannot store events: %s" % (error,)

@@ -30,7 +30,7 @@ from claudews.interfaces import DelayedCall, ReactorTime
 _log = Logger()
 
 Publish = Callable[[Event], object]
-Answer = Callable[[dict], None]
+Answer = Callable[[dict[str, Any]], None]
 
 CANCELLED_MESSAGE = "The prompt was cancelled"
 DENIED_MESSAGE = "Denied by a claudews client"
@@ -61,7 +61,7 @@ class PermissionBroker:
         self._pending: dict[str, _Pending] = {}
 
     def request(
-        self, prompt_id: str, request_id: str, request: dict, answer: Answer
+        self, prompt_id: str, request_id: str, request: dict[str, Any], answer: Answer
     ) -> None:
         """
         A C{can_use_tool} request arrived from the CLI.
@@ -102,7 +102,7 @@ class PermissionBroker:
         request_id: str,
         behavior: str,
         message: str | None = None,
-        updated_input: dict | None = None,
+        updated_input: dict[str, Any] | None = None,
     ) -> None:
         """
         A client's answer; the first one wins.
@@ -162,7 +162,7 @@ class PermissionBroker:
         for pending in self._take(prompt_id):
             self._resolved(pending.request_id, "deny", "cancel")
 
-    def pending(self) -> list[dict]:
+    def pending(self) -> list[dict[str, Any]]:
         """
         The pending requests in arrival order, each shaped like the fields
         of its C{permission.request} event.
@@ -201,7 +201,7 @@ class PermissionBroker:
         )
         self._resolved(request_id, "deny", "timeout")
 
-    def _answer(self, request_id: str, answer: Answer, response: dict) -> None:
+    def _answer(self, request_id: str, answer: Answer, response: dict[str, Any]) -> None:
         try:
             answer(response)
         except Exception:

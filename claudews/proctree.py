@@ -22,10 +22,11 @@ import sys
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+
+from claudews.interfaces import DelayedCall, ReactorTime
 
 _log = Logger()
 
@@ -101,7 +102,8 @@ class ProcessTable(Protocol):
 
 def _marker_of(process: psutil.Process) -> str | None:
     try:
-        return process.environ().get(MARKER_ENV)
+        marker: str | None = process.environ().get(MARKER_ENV)
+        return marker
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         # ZombieProcess is a NoSuchProcess.
         return None
@@ -230,7 +232,7 @@ def end_tree(
     marker: str | None,
     *,
     grace: float = 5.0,
-    reactor: IReactorTime,
+    reactor: ReactorTime,
     exclude: Iterable[Any] = (),
     kill_timeout: float = 5.0,
     interval: float = 0.1,
@@ -275,7 +277,7 @@ class SystemTrees:
     L{claudews.interfaces.ProcessTrees} asks, on the real process table.
     """
 
-    def __init__(self, reactor: IReactorTime, table: ProcessTable | None = None) -> None:
+    def __init__(self, reactor: ReactorTime, table: ProcessTable | None = None) -> None:
         self._reactor = reactor
         self._table = SystemProcessTable() if table is None else table
 
@@ -300,7 +302,18 @@ class SystemTrees:
 class _Ending:
     """One run of L{end_tree}: the polling state between two looks."""
 
-    def __init__(self, pid, marker, *, grace, reactor, exclude, kill_timeout, interval, table):
+    def __init__(
+        self,
+        pid: int | None,
+        marker: str | None,
+        *,
+        grace: float,
+        reactor: ReactorTime,
+        exclude: list[Any],
+        kill_timeout: float,
+        interval: float,
+        table: ProcessTable,
+    ) -> None:
         self._pid = pid
         self._marker = marker
         self._grace = grace
@@ -311,7 +324,7 @@ class _Ending:
         self._table = table
         self._termed: set[Any] = set()
         self._killed: list[Any] = []
-        self._call = None
+        self._call: DelayedCall | None = None
         self._done = False
 
     def start(self) -> Deferred[list[Any]]:

@@ -26,15 +26,16 @@ from twisted.logger import Logger
 
 from claudews import metadata, paths, recovery
 from claudews.errors import RequestError
+from claudews.config import Settings
 from claudews.events import timestamp
 from claudews.history import History
 from claudews.project import Project, ProjectConfig
-from claudews.interfaces import Fanout, send_each
+from claudews.interfaces import Fanout, ProcessReactor, send_each
 from claudews.proctree import SystemTrees
 from claudews.supervisor import Supervisor
 
 
-def project_config(settings: Any) -> ProjectConfig:
+def project_config(settings: Settings) -> ProjectConfig:
     return ProjectConfig(
         claude_bin=settings.claude_bin,
         timeout=settings.timeout,
@@ -53,7 +54,9 @@ class Registry(service.Service):
 
     _log = Logger()
 
-    def __init__(self, settings: Any, reactor: Any, fanout: Fanout = send_each) -> None:
+    def __init__(
+        self, settings: Settings, reactor: ProcessReactor, fanout: Fanout = send_each
+    ) -> None:
         self._reactor = reactor
         self._settings = settings
         self._config = project_config(settings)
@@ -62,17 +65,17 @@ class Registry(service.Service):
         self._projects: dict[str, Project] = {}
         self._epochs: dict[str, int] = {}
         #: Ending what a dead server left running, started at load.
-        self._recoveries: list[defer.Deferred] = []
+        self._recoveries: list[defer.Deferred[Any]] = []
         #: Deletions whose process has not ended yet.
-        self._deleting: set[defer.Deferred] = set()
+        self._deleting: set[defer.Deferred[None]] = set()
         #: How events reach subscribers (the WebSocket fan-out).
         self._fanout = fanout
         self._trees = SystemTrees(reactor)
 
     # -- service
 
-    def startService(self) -> defer.Deferred:
-        super().startService()
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
         os.makedirs(self._root, mode=0o700, exist_ok=True)
         for name in sorted(os.listdir(self._root)):
             directory = os.path.join(self._root, name)
@@ -95,7 +98,6 @@ class Registry(service.Service):
         self._log.info("Loaded {n} projects", n=len(self._projects))
         # Ending what a dead server left running may take the kill grace;
         # the server listens meanwhile.
-        return None
 
     def _load(self, directory: str, name: str) -> Project | None:
         meta = metadata.read(directory)
@@ -118,7 +120,9 @@ class Registry(service.Service):
             self._epochs[path] = max(epoch, self._epochs.get(path, 0))
         return self._project(path, directory, meta, history)
 
-    def _settle(self, directory: str, history: History, meta: dict) -> dict:
+    def _settle(
+        self, directory: str, history: History, meta: dict[str, Any]
+    ) -> dict[str, Any]:
         """
         The server that wrote C{meta} died: its metadata, brought up to
         date with its history (L{recovery.settle}).
@@ -134,7 +138,7 @@ class Registry(service.Service):
             )
         return settled.meta
 
-    def _rebuild(self, directory: str, history: History) -> dict | None:
+    def _rebuild(self, directory: str, history: History) -> dict[str, Any] | None:
         """
         Metadata lost or damaged: rebuilt from the history
         (L{recovery.rebuild}), or C{None} when the history holds nothing.
@@ -167,7 +171,9 @@ class Registry(service.Service):
             reactor=self._reactor,
         )
 
-    def _project(self, path: str, directory: str, meta: dict, history: History) -> Project:
+    def _project(
+        self, path: str, directory: str, meta: dict[str, Any], history: History
+    ) -> Project:
         return Project(
             path=path,
             project_id=paths.project_id(path),
@@ -181,22 +187,21 @@ class Registry(service.Service):
             reactor=self._reactor,
         )
 
-    def stopService(self) -> defer.Deferred:
+    def stopService(self) -> defer.Deferred[None]:
         # From here on create and delete are refused (self.running), and no
         # process slot is granted: nothing new starts while we stop.
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         self.supervisor.stop()
         projects = list(self._projects.values())
         ends = [p.shutdown() for p in projects]
         ends += self._recoveries + list(self._deleting)
         d = defer.DeferredList(ends, consumeErrors=True)
 
-        def closed(_: Any) -> None:
+        def closed(_: object) -> None:
             for p in projects:
                 _close(p)
 
-        d.addCallback(closed)
-        return d
+        return d.addCallback(closed)
 
     # -- requests
 
@@ -263,7 +268,7 @@ class Registry(service.Service):
         self._epochs[path] = epoch
         return epoch
 
-    def delete(self, project: Project) -> defer.Deferred:
+    def delete(self, project: Project) -> defer.Deferred[None]:
         """
         Cancel the project's work, end its process, remove its data.
         """
@@ -282,7 +287,7 @@ class Registry(service.Service):
             self._log.error("Could not move {dir} aside: {error}", dir=project.directory, error=e)
         d = project.shutdown("cancelled")
 
-        def remove(_: Any) -> None:
+        def remove(_: None) -> None:
             self._deleting.discard(d)
             _close(project)
             shutil.rmtree(project.directory, ignore_errors=True)

@@ -15,10 +15,12 @@ objects as messages and anything else as plain output.
 
 import json
 import uuid
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol, cast
 
 from twisted.internet import defer, error, protocol
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from claudews import proctree
 from claudews.events import encode
@@ -48,7 +50,7 @@ MAX_STDERR = 1024 * 1024
 SCRUBBED_ENV = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "CLAUDE_CODE_SSE_PORT")
 
 
-def build_argv(claude_bin: str, session_id: str | None, flags: tuple) -> list[str]:
+def build_argv(claude_bin: str, session_id: str | None, flags: tuple[str, ...]) -> list[str]:
     argv = [claude_bin, *BASE_ARGS]
     if session_id:
         argv += ["--resume", session_id]
@@ -56,11 +58,27 @@ def build_argv(claude_bin: str, session_id: str | None, flags: tuple) -> list[st
     return argv
 
 
-def build_env(base: dict, extra: dict, marker: str) -> dict:
+def build_env(
+    base: Mapping[str, str], extra: Mapping[str, str], marker: str
+) -> dict[str, str]:
     env = {k: v for k, v in base.items() if k not in SCRUBBED_ENV}
     env.update(extra)
     env[proctree.MARKER_ENV] = marker
     return env
+
+
+class _Pipes(Protocol):
+    """
+    The part of a process transport L{ClaudeProcess} uses.
+    """
+
+    pid: int | None
+
+    def write(self, data: bytes) -> None:
+        """Write to the process's stdin."""
+
+    def closeStdin(self) -> None:
+        """Close the process's stdin."""
 
 
 class Listener(Protocol):
@@ -68,14 +86,14 @@ class Listener(Protocol):
     What a L{ClaudeProcess} reports to; L{claudews.project} implements it.
     """
 
-    def cli_message(self, process: "ClaudeProcess", message: dict) -> None:
+    def cli_message(self, process: "ClaudeProcess", message: dict[str, Any]) -> None:
         """Every JSON object the CLI printed, in order."""
 
     def cli_output(self, process: "ClaudeProcess", stream: str, text: str) -> None:
         """Non-JSON stdout lines and stderr text, bounded."""
 
     def cli_permission(
-        self, process: "ClaudeProcess", request_id: str, request: dict
+        self, process: "ClaudeProcess", request_id: str, request: dict[str, Any]
     ) -> None:
         """A C{can_use_tool} control request, to be answered with L{ClaudeProcess.answer}."""
 
@@ -118,7 +136,7 @@ class ClaudeProcess(protocol.ProcessProtocol):
         #: The process has exited and been reaped: its pid is free again.
         self.reaped = False
         self.ended = False
-        self._ended_waiters: list[defer.Deferred] = []
+        self._ended_waiters: list[defer.Deferred[None]] = []
         self._max_line = max_line_bytes
         self._parts: list[bytes] = []
         self._size = 0
@@ -131,7 +149,7 @@ class ClaudeProcess(protocol.ProcessProtocol):
 
     # -- starting and stopping
 
-    def spawn(self, argv: list[str], cwd: str, env: dict) -> None:
+    def spawn(self, argv: list[str], cwd: str, env: dict[str, str]) -> None:
         """
         Start the CLI. Raises L{OSError} when it cannot be started at all.
         """
@@ -145,8 +163,15 @@ class ClaudeProcess(protocol.ProcessProtocol):
             childFDs={0: "w", 1: "r", 2: "r"},
         )
 
+    @property
+    def _pipes(self) -> _Pipes:
+        # Twisted's IProcessTransport is a zope interface mypy cannot
+        # check; this is the part of it used here.
+        assert self.transport is not None, "not connected"
+        return cast(_Pipes, self.transport)
+
     def connectionMade(self) -> None:
-        self.pid = self.transport.pid
+        self.pid = self._pipes.pid
 
     def close_stdin(self) -> None:
         """
@@ -154,9 +179,9 @@ class ClaudeProcess(protocol.ProcessProtocol):
         """
         if self._stdin_open and not self.ended:
             self._stdin_open = False
-            self.transport.closeStdin()
+            self._pipes.closeStdin()
 
-    def terminate(self, grace: float) -> defer.Deferred:
+    def terminate(self, grace: float) -> defer.Deferred[None]:
         """
         End the process and everything it started (see L{proctree.end_tree}).
 
@@ -168,42 +193,44 @@ class ClaudeProcess(protocol.ProcessProtocol):
         # Once reaped, the pid may name another process: the marker alone
         # then finds what is left.
         done = self._trees.end(None if self.reaped else self.pid, self.marker, grace=grace)
-        done.addErrback(
-            lambda f: self._log.failure("Ending process tree failed", f)
-        )
+        done.addErrback(self._tree_failed)
         # processEnded follows the last death within a reactor turn or two;
         # wait for it so callers see the listener's cli_exited first. Not
         # forever: something unmarked may hold its pipes open.
-        done.addCallback(lambda _: self._ended_within(grace))
-        return done
+        return done.addCallback(lambda _: self._ended_within(grace))
 
-    def _ended_within(self, seconds: float) -> defer.Deferred:
+    def _tree_failed(self, failure: Failure) -> None:
+        self._log.failure("Ending process tree failed", failure)
+
+    def _ended_within(self, seconds: float) -> defer.Deferred[None]:
         d = self.when_ended()
-        d.addTimeout(seconds, self._reactor)
+        d.addTimeout(seconds, cast(IReactorTime, self._reactor))
+        d.addErrback(self._still_open)
+        return d
 
-        def late(failure: Any) -> None:
-            failure.trap(defer.TimeoutError)
-            self._log.error(
-                "CLI process {pid} was ended but its pipes are still open; "
-                "giving up waiting for them",
-                pid=self.pid,
-            )
+    def _still_open(self, failure: Failure) -> Failure | None:
+        if not isinstance(failure.value, defer.TimeoutError):
+            return failure
+        self._log.error(
+            "CLI process {pid} was ended but its pipes are still open; "
+            "giving up waiting for them",
+            pid=self.pid,
+        )
+        return None
 
-        return d.addErrback(late)
-
-    def when_ended(self) -> defer.Deferred:
+    def when_ended(self) -> defer.Deferred[None]:
         if self.ended:
             return defer.succeed(None)
-        d = defer.Deferred()
+        d: defer.Deferred[None] = defer.Deferred()
         self._ended_waiters.append(d)
         return d
 
     # -- talking to it
 
-    def _send(self, message: dict) -> bool:
+    def _send(self, message: dict[str, Any]) -> bool:
         if not self._stdin_open or self.ended:
             return False
-        self.transport.write(encode(message) + b"\n")
+        self._pipes.write(encode(message) + b"\n")
         return True
 
     def send_prompt(self, text: str) -> bool:
@@ -229,7 +256,7 @@ class ClaudeProcess(protocol.ProcessProtocol):
             }
         )
 
-    def answer(self, request_id: str, response: dict) -> bool:
+    def answer(self, request_id: str, response: dict[str, Any]) -> bool:
         return self._send(
             {
                 "type": "control_response",
@@ -303,7 +330,7 @@ class ClaudeProcess(protocol.ProcessProtocol):
             return
         self._dispatch(message)
 
-    def _dispatch(self, message: dict) -> None:
+    def _dispatch(self, message: dict[str, Any]) -> None:
         total = message.get("total_cost_usd")
         # Before the listener hears of it: a result can start the next
         # prompt at once, which takes the running total as its base.
@@ -315,7 +342,11 @@ class ClaudeProcess(protocol.ProcessProtocol):
         request = message.get("request")
         request_id = message.get("request_id")
         subtype = request.get("subtype") if isinstance(request, dict) else None
-        if subtype == "can_use_tool" and isinstance(request_id, str):
+        if (
+            subtype == "can_use_tool"
+            and isinstance(request, dict)
+            and isinstance(request_id, str)
+        ):
             self._listener.cli_permission(self, request_id, request)
         else:
             self._refuse(request_id, subtype)
@@ -341,7 +372,7 @@ class ClaudeProcess(protocol.ProcessProtocol):
     def stderr_tail(self) -> str:
         return self._stderr_tail.decode("utf-8", "replace")
 
-    def processExited(self, reason) -> None:
+    def processExited(self, reason: Failure) -> None:
         self.reaped = True
         if isinstance(reason.value, error.ProcessTerminated):
             self._exit_code = reason.value.exitCode
@@ -349,7 +380,7 @@ class ClaudeProcess(protocol.ProcessProtocol):
         else:
             self._exit_code = 0
 
-    def processEnded(self, reason) -> None:
+    def processEnded(self, reason: Failure) -> None:
         self.ended = True
         self._stdin_open = False
         try:
