@@ -25,7 +25,7 @@ import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from claudews import events, metadata
+from claudews import events
 from claudews.clisession import marker_prefix, session_named, valid_session
 from claudews.errors import RequestError
 from claudews.eventlog import EventLog
@@ -41,6 +41,7 @@ from claudews.interfaces import (
 from claudews.liveprocess import LiveProcess
 from claudews.permissions import PermissionBroker
 from claudews.prompt import Prompt
+from claudews.record import Record
 from claudews.runner import ClaudeProcess
 
 
@@ -96,40 +97,54 @@ class Project:
         stored = meta.get("session_id")
         self.session_id: str | None = stored if valid_session(stored) else None
         self.session_generation = 0
-        self._open_prompts: list[str] = list(meta.get("open_prompts") or ())
         self._queue: deque[Prompt] = deque()
         self._current: Prompt | None = None
         self._closing = False
-        self._clean = False
-        self._meta_error: OSError | None = None
         self._last_prompt_id: str | None = None
         self.history = history
-        self._events = EventLog(
-            path=path,
+        self._events = self._event_log(history, fanout)
+        self.permissions = PermissionBroker(
+            self.publish, timeout=config.permission_timeout, reactor=reactor
+        )
+        markers = list(meta.get("markers") or ())
+        self._process = self._live_process(markers, supervisor, trees, environ)
+        self._record = Record(
+            directory, self._fields, list(meta.get("open_prompts") or ()), markers
+        )
+
+    def _event_log(self, history: EventStore, fanout: Fanout) -> EventLog:
+        return EventLog(
+            path=self.path,
             history=history,
             fanout=fanout,
-            reactor=reactor,
+            reactor=self._reactor,
             broken=self._storage_failed,
             works_again=self._storage_works,
             finish_stored=self.settled,
         )
-        self.permissions = PermissionBroker(
-            self.publish, timeout=config.permission_timeout, reactor=reactor
-        )
-        self._process = LiveProcess(
-            path=path,
-            marker_prefix=marker_prefix(directory),
+
+    def _live_process(
+        self,
+        markers: list[str],
+        supervisor: ProcessSlots,
+        trees: ProcessTrees,
+        environ: dict[str, str] | None,
+    ) -> LiveProcess:
+        config = self._config
+        return LiveProcess(
+            path=self.path,
+            marker_prefix=marker_prefix(self.directory),
             owner=self,
             listener=self,
             slots=supervisor,
             trees=trees,
-            reactor=reactor,
+            reactor=self._reactor,
             claude_bin=config.claude_bin,
             kill_grace=config.kill_grace,
             max_line_bytes=config.max_line_bytes,
             env=dict(config.env),
             environ=dict(os.environ if environ is None else environ),
-            markers=list(meta.get("markers") or ()),
+            markers=markers,
             save=self.save,
             session_id=lambda: self.session_id,
         )
@@ -167,39 +182,27 @@ class Project:
             "epoch": self.epoch,
         }
 
+    def _fields(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "id": self.id,
+            "session_id": self.session_id,
+            "created_at": self.created_at,
+            "epoch": self.epoch,
+            "last_seq": self.last_seq,
+        }
+
     def save(self) -> bool:
         """
         Write metadata.json; whether that worked (a failure is logged).
         """
-        try:
-            metadata.write(
-                self.directory,
-                {
-                    "path": self.path,
-                    "id": self.id,
-                    "session_id": self.session_id,
-                    "created_at": self.created_at,
-                    "epoch": self.epoch,
-                    "last_seq": self.last_seq,
-                    "open_prompts": self._open_prompts,
-                    "markers": self._process.markers,
-                    # Only close() says True: a successor that finds False
-                    # knows this server died, and checks the history's tail.
-                    "clean": self._clean,
-                },
-            )
-        except OSError as e:
-            self._log.error("Could not write metadata of {path}: {error}", path=self.path, error=e)
-            self._meta_error = e
-            return False
-        self._meta_error = None
-        return True
+        return self._record.save()
 
     def moved_to(self, directory: str) -> None:
         """
         Its data was moved (set aside for deletion): save there from now on.
         """
-        self.directory = directory
+        self.directory = self._record.directory = directory
 
     # -- events
 
@@ -235,9 +238,7 @@ class Project:
         """
         A prompt's C{prompt.finished} is on disk: it is no longer open.
         """
-        if prompt_id in self._open_prompts:
-            self._open_prompts.remove(prompt_id)
-        self.save()
+        self._record.settled(prompt_id)
 
     # -- subscribers and permissions
 
@@ -290,14 +291,15 @@ class Project:
         position = len(self._queue) + (1 if self._current else 0)
         # On record as open before its first event: a server that dies
         # from here on leaves its successor a prompt to interrupt.
-        self._open_prompts.append(prompt.id)
-        if not (self.save() and self.publish(events.prompt_queued(prompt.id, text, options, position))):
-            self._open_prompts.remove(prompt.id)
-            self.save()
+        stored = self._record.opened(prompt.id)
+        if stored and not self.publish(events.prompt_queued(prompt.id, text, options, position)):
+            self._record.settled(prompt.id)
+            stored = False
+        if not stored:
             raise RequestError(
                 "internal",
                 self.storage_problem()
-                or "cannot store the project's metadata: %s" % (self._meta_error,),
+                or "cannot store the project's metadata: %s" % (self._record.error,),
             )
         self._queue.append(prompt)
         self._reactor.callLater(0, self._pump)
@@ -426,7 +428,7 @@ class Project:
         Settle what a server that died left behind: prompts that never
         finished are recorded as interrupted, processes it ran are ended.
         """
-        for prompt_id in list(self._open_prompts):
+        for prompt_id in list(self._record.open_prompts):
             interrupted = events.prompt_finished(
                 prompt_id,
                 INTERRUPTED,
@@ -434,7 +436,7 @@ class Project:
                 error="the server stopped before this prompt finished",
             )
             if self.publish(interrupted):
-                self._open_prompts.remove(prompt_id)
+                self._record.open_prompts.remove(prompt_id)
         self.save()
         # Each marker stays on record until what carries it is gone, so a
         # server stopped (or killed) meanwhile leaves it to the next start.
@@ -458,6 +460,6 @@ class Project:
     def close(self) -> None:
         # A last chance for what waits; what is still refused stays open
         # in the metadata, and the next start interrupts it.
-        self._clean = self._events.stop()
+        self._record.clean = self._events.stop()
         self.save()
         self._events.close()

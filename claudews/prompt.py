@@ -29,65 +29,10 @@ from twisted.python.failure import Failure
 from claudews import events
 from claudews.clisession import exit_error, outcome
 from claudews.events import CANCELLED, FAILED, TIMEOUT, Event
-from claudews.interfaces import DelayedCall, ReactorTime
+from claudews.interfaces import DelayedCall, ProcessRoom, PromptHost, ReactorTime
 from claudews.runner import ClaudeProcess
 
 _log = Logger()
-
-
-class PromptHost(Protocol):
-    """
-    What a prompt needs from its project.
-    """
-
-    @property
-    def session_id(self) -> str | None:
-        """The conversation the project is in."""
-
-    @property
-    def session_generation(self) -> int:
-        """How many times that conversation was reset: a result of an
-        older one must not set the session."""
-
-    def publish(self, event: Event) -> bool:
-        """Store, then send, an event; whether it was stored."""
-
-    def storage_problem(self) -> str | None:
-        """Why events cannot be stored now, or C{None}."""
-
-    def settled(self, prompt_id: str) -> None:
-        """The prompt's C{prompt.finished} is stored: it is no longer open."""
-
-    def resume_failed(self, detail: str) -> str:
-        """The CLI lost the conversation: reset it; the error to report."""
-
-    def cancel_permissions(self, prompt_id: str) -> None:
-        """Deny what the prompt still waits on (L{PermissionBroker.cancel})."""
-
-
-class ProcessRoom(Protocol):
-    """
-    What a prompt needs from the project's live CLI process
-    (L{claudews.liveprocess.LiveProcess}).
-    """
-
-    def acquire(self) -> defer.Deferred[None]:
-        """Fires when the project may run a process; cancellable."""
-
-    def ready(self, flags: tuple[str, ...]) -> defer.Deferred[ClaudeProcess]:
-        """Fires with a live process started with C{flags}; cancellable."""
-
-    def snapshot(self, process: ClaudeProcess) -> list[Any]:
-        """What runs in C{process}'s tree now (spared when tools are ended)."""
-
-    def end_tools(self, process: ClaudeProcess, spare: list[Any]) -> None:
-        """End what the prompt's tools left running, sparing C{spare}."""
-
-    def escalate(self, process: ClaudeProcess) -> None:
-        """C{process} ignored an interrupt: end it."""
-
-    def prompt_done(self, process: ClaudeProcess | None, held: bool) -> None:
-        """The prompt finished: the slot it C{held}, if it did, goes back."""
 
 
 class Lifecycle(Protocol):
