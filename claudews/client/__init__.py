@@ -1,0 +1,15 @@
+"""
+claudews-client: a terminal client for a claudews server.
+
+It speaks the wire protocol of ``docs/protocol.rst`` over Autobahn's
+Twisted WebSocket client and never imports the server's modules.
+
+    cli          arguments, the token, exit statuses, C{main}
+    connection   one WebSocket: requests by id, subscriptions resumed with since
+    commands     the subcommands' flows
+    follow       following a project's events: progress, permissions, Ctrl-C
+    render       events to text on a rich console
+    tools        one line per tool call, diffs of edits, shortened results
+    terminal     reading answers from the terminal inside the reactor
+    errors       the errors a user sees, each with its exit status
+"""

@@ -1,0 +1,5 @@
+"""C{python -m claudews.client}: the same as C{claudews-client}."""
+
+from claudews.client.cli import main
+
+main()
