@@ -1,0 +1,378 @@
+"""
+Tests for L{claudews.liveprocess}: a project's one live CLI process and
+its slot, with fake slots and process trees on the fake process reactor
+of L{tests.test_project}.
+"""
+
+from typing import Any
+
+import attrs
+from twisted.internet import defer
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from claudews import proctree
+from claudews.liveprocess import LiveProcess
+from claudews.runner import ClaudeProcess
+from tests.test_project import FakeCLI, ProcessReactor
+
+GRACE = 5.0
+MODEL = ("--model", "opus")
+PREFIX = "cwtest-"
+
+
+class Owner:
+    """The project, as the supervisor knows it."""
+
+    def close_process(self) -> None:
+        raise AssertionError("the supervisor is not involved here")
+
+
+class FakeSlots:
+    """The supervisor's cap, granting at once and recording the rest."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def acquire(self, owner: object) -> defer.Deferred[None]:
+        self.calls.append(("acquire", owner))
+        return defer.succeed(None)
+
+    def release(self, owner: object) -> None:
+        self.calls.append(("release", owner))
+
+    def exited(self, owner: object) -> None:
+        self.calls.append(("exited", owner))
+
+    def forget(self, owner: object) -> None:
+        self.calls.append(("forget", owner))
+
+    def named(self, name: str) -> int:
+        return [call for call, _ in self.calls].count(name)
+
+
+@attrs.define
+class Ending:
+    """One L{FakeTrees.end} call; the test fires C{done}."""
+
+    pid: int | None
+    marker: str | None
+    grace: float
+    exclude: list[Any]
+    done: defer.Deferred[list[Any]]
+
+
+class FakeTrees:
+    """Process trees that are looked at and ended as the test says."""
+
+    def __init__(self) -> None:
+        self.endings: list[Ending] = []
+        self.members: list[Any] = []
+        self.sessions: dict[Any, int] = {}
+
+    def tree(self, pid: int | None, marker: str | None) -> list[Any]:
+        return list(self.members)
+
+    def end(
+        self, pid: int | None, marker: str | None, *, grace: float, exclude: Any = ()
+    ) -> defer.Deferred[list[Any]]:
+        ending = Ending(pid, marker, grace, list(exclude), defer.Deferred())
+        self.endings.append(ending)
+        return ending.done
+
+    def session_of(self, process: Any) -> int | None:
+        return self.sessions.get(process)
+
+
+class Listener:
+    """The project's side: a process that exits is reported to the room."""
+
+    live: LiveProcess
+
+    def cli_message(self, process: ClaudeProcess, message: dict[str, Any]) -> None:
+        pass
+
+    def cli_output(self, process: ClaudeProcess, stream: str, text: str) -> None:
+        pass
+
+    def cli_permission(
+        self, process: ClaudeProcess, request_id: str, request: dict[str, Any]
+    ) -> None:
+        pass
+
+    def cli_exited(
+        self, process: ClaudeProcess, exit_code: int | None, signal: int | None
+    ) -> None:
+        self.live.exited(process)
+
+
+class LiveProcessTestCase(SynchronousTestCase):
+    """
+    One L{LiveProcess} on fakes.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = ProcessReactor()
+        self.slots = FakeSlots()
+        self.trees = FakeTrees()
+        self.owner = Owner()
+        self.listener = Listener()
+        self.markers: list[str] = []
+        #: At each save: the markers on record and how many processes were spawned.
+        self.saves: list[tuple[list[str], int]] = []
+        self.session: str | None = "s-1"
+        self.live = LiveProcess(
+            path="/w/app",
+            marker_prefix=PREFIX,
+            owner=self.owner,
+            listener=self.listener,
+            slots=self.slots,
+            trees=self.trees,
+            reactor=self.reactor,
+            claude_bin="claude",
+            kill_grace=GRACE,
+            max_line_bytes=1024,
+            env={"EXTRA": "yes"},
+            environ={"PATH": "/bin", "CLAUDECODE": "1"},
+            markers=self.markers,
+            save=self.save,
+            session_id=lambda: self.session,
+        )
+        self.listener.live = self.live
+
+    def save(self) -> None:
+        self.saves.append((list(self.markers), len(self.reactor.spawned)))
+
+    def ready(self, flags: tuple[str, ...] = ()) -> ClaudeProcess:
+        process = self.successResultOf(self.live.ready(flags))
+        assert isinstance(process, ClaudeProcess)
+        return process
+
+    def cli(self, index: int = -1) -> FakeCLI:
+        cli: FakeCLI = self.reactor.spawned[index]
+        return cli
+
+    def end(self, ending: Ending, killed: list[Any] | None = None) -> None:
+        ending.done.callback(killed or [])
+
+
+class ReadyTests(LiveProcessTestCase):
+    """
+    L{LiveProcess.ready}: the process a prompt runs in.
+    """
+
+    def test_spawns_once_and_reuses_for_the_same_flags(self) -> None:
+        """The same flags get the same live process."""
+        first = self.ready(MODEL)
+        self.assertIs(self.ready(MODEL), first)
+        self.assertEqual(len(self.reactor.spawned), 1)
+        self.assertIs(self.live.current, first)
+
+    def test_spawns_the_cli_with_resume_flags_cwd_and_env(self) -> None:
+        """argv resumes the session, runs in the project, environment scrubbed and marked."""
+        process = self.ready(MODEL)
+        cli = self.cli()
+        self.assertEqual(cli.argv[0], "claude")
+        self.assertEqual(cli.argv[-4:], ["--resume", "s-1", *MODEL])
+        self.assertEqual(cli.path, "/w/app")
+        self.assertEqual(cli.env["EXTRA"], "yes")
+        self.assertNotIn("CLAUDECODE", cli.env)
+        self.assertEqual(cli.env[proctree.MARKER_ENV], process.marker)
+        self.assertTrue(process.marker.startswith(PREFIX))
+
+    def test_no_session_no_resume(self) -> None:
+        """A new conversation starts without --resume."""
+        self.session = None
+        self.ready()
+        self.assertNotIn("--resume", self.cli().argv)
+
+    def test_other_flags_retire_the_old_one_first(self) -> None:
+        """A process with other flags starts only once the old one has ended."""
+        self.successResultOf(self.live.acquire())
+        old = self.ready()
+        waiting = self.live.ready(MODEL)
+        self.assertNoResult(waiting)
+        self.assertEqual(len(self.reactor.spawned), 1)
+        [ending] = self.trees.endings
+        self.assertEqual((ending.pid, ending.marker, ending.grace), (old.pid, old.marker, GRACE))
+        self.cli(0).exit(0, 15)
+        self.end(ending)
+        new = self.successResultOf(waiting)
+        self.assertIsNot(new, old)
+        self.assertEqual(new.flags, MODEL)
+        self.assertEqual(self.reactor.max_live, 1)
+
+    def test_a_replacement_keeps_the_slot(self) -> None:
+        """The prompt that holds the slot keeps it across the replacement."""
+        self.successResultOf(self.live.acquire())
+        self.ready()
+        waiting = self.live.ready(MODEL)
+        self.cli(0).exit(0, 15)
+        self.end(self.trees.endings[0])
+        self.successResultOf(waiting)
+        self.assertEqual(self.slots.named("exited"), 0)
+
+    def test_a_conversation_reset_retires_the_live_one(self) -> None:
+        """After abandon, even the same flags get a new process."""
+        self.ready()
+        self.live.abandon(idle=False)
+        self.assertNoResult(self.live.ready(()))
+        self.assertEqual(len(self.trees.endings), 1)
+
+    def test_a_spawn_that_fails_fails_ready(self) -> None:
+        """An L{OSError} from starting the CLI is the Deferred's failure."""
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise OSError("no such file")
+
+        self.reactor.spawnProcess = refuse  # type: ignore[method-assign]
+        self.failureResultOf(self.live.ready(()), OSError)
+        self.assertIsNone(self.live.current)
+
+
+class MarkerTests(LiveProcessTestCase):
+    """
+    The markers on record.
+    """
+
+    def test_recorded_before_spawn(self) -> None:
+        """The marker is saved before the process exists."""
+        process = self.ready()
+        self.assertEqual(self.saves[0], ([process.marker], 0))
+
+    def test_dropped_after_leftovers_end(self) -> None:
+        """A process that exits keeps its marker until what it left has ended."""
+        process = self.ready()
+        self.cli().exit(0)
+        [ending] = self.trees.endings
+        self.assertEqual((ending.pid, ending.marker), (None, process.marker))
+        self.assertEqual(self.markers, [process.marker])
+        self.end(ending)
+        self.assertEqual(self.markers, [])
+        self.assertEqual(self.saves[-1], ([], 1))
+
+    def test_dropped_even_when_ending_failed(self) -> None:
+        """A failed ending is logged, and the marker goes anyway."""
+        self.ready()
+        self.cli().exit(0)
+        self.trees.endings[0].done.errback(Failure(RuntimeError("psutil")))
+        self.assertEqual(self.markers, [])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_recover_ends_every_marker_on_record(self) -> None:
+        """A dead server's markers are ended; recover fires once they are."""
+        self.markers.extend(["cwtest-a", "cwtest-b"])
+        done = self.live.recover()
+        self.assertEqual([e.marker for e in self.trees.endings], ["cwtest-a", "cwtest-b"])
+        self.assertNoResult(done)
+        for ending in self.trees.endings:
+            self.end(ending)
+        self.successResultOf(done)
+        self.assertEqual(self.markers, [])
+
+
+class CloseTests(LiveProcessTestCase):
+    """
+    L{LiveProcess.close_process}: the supervisor closes an idle process.
+    """
+
+    def test_closes_stdin_then_terminates_after_the_grace(self) -> None:
+        """End of input first; the process tree is ended only after the grace."""
+        process = self.ready()
+        self.live.close_process()
+        self.assertTrue(self.cli().transport.stdin_closed)
+        self.reactor.advance(GRACE - 0.001)
+        self.assertEqual(self.trees.endings, [])
+        self.reactor.advance(0.001)
+        [ending] = self.trees.endings
+        self.assertEqual((ending.pid, ending.marker), (process.pid, process.marker))
+
+    def test_no_terminate_when_it_exits_in_time(self) -> None:
+        """A CLI that exits on end of input is not signalled."""
+        self.ready()
+        self.live.close_process()
+        self.cli().exit(0)
+        self.reactor.advance(GRACE)
+        self.assertEqual([e.pid for e in self.trees.endings], [None])
+
+    def test_nothing_to_close(self) -> None:
+        """Without a process, nothing happens."""
+        self.live.close_process()
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+class SlotTests(LiveProcessTestCase):
+    """
+    The project's slot under the global cap.
+    """
+
+    def test_exited_of_the_live_one_frees_the_slot(self) -> None:
+        """The live process gone: the slot is free, the room empty."""
+        process = self.ready()
+        self.assertTrue(self.live.exited(process))
+        self.assertEqual(self.slots.calls[-1], ("exited", self.owner))
+        self.assertIsNone(self.live.current)
+
+    def test_exited_of_another_does_not(self) -> None:
+        """A replaced process's exit is not the live one's."""
+        self.successResultOf(self.live.acquire())
+        old = self.ready()
+        waiting = self.live.ready(MODEL)
+        self.cli(0).exit(0, 15)
+        self.end(self.trees.endings[0])
+        self.successResultOf(waiting)
+        self.assertFalse(self.live.exited(old))
+        self.assertEqual(self.slots.named("exited"), 0)
+
+    def test_prompt_done_releases_a_live_process(self) -> None:
+        """A prompt that finished on a live process hands the slot back, idle."""
+        self.successResultOf(self.live.acquire())
+        process = self.ready()
+        self.live.prompt_done(process, held=True)
+        self.assertEqual(self.slots.calls[-1], ("release", self.owner))
+
+    def test_prompt_done_without_a_process_frees_a_held_slot(self) -> None:
+        """Granted but no process left: the slot is free."""
+        self.successResultOf(self.live.acquire())
+        self.live.prompt_done(None, held=True)
+        self.assertEqual(self.slots.calls[-1], ("exited", self.owner))
+
+    def test_prompt_done_never_granted_leaves_the_slot_alone(self) -> None:
+        """A prompt that never held the slot gives nothing back."""
+        self.live.prompt_done(None, held=False)
+        self.assertEqual(self.slots.calls, [])
+
+
+class ShutdownTests(LiveProcessTestCase):
+    """
+    L{LiveProcess.shutdown} always fires.
+    """
+
+    def test_fires_at_once_with_nothing_running(self) -> None:
+        """No process: it fires, and the supervisor forgets the project."""
+        self.successResultOf(self.live.shutdown())
+        self.assertEqual(self.slots.calls, [("forget", self.owner)])
+
+    def test_waits_for_the_process_and_fires_when_its_ending_fails(self) -> None:
+        """The live process is ended; a failure doing so does not hold it up."""
+        process = self.ready()
+        done = self.live.shutdown()
+        [ending] = self.trees.endings
+        self.assertEqual(ending.pid, process.pid)
+        self.assertNoResult(done)
+        ending.done.errback(Failure(RuntimeError("psutil")))
+        self.cli().exit(0, 9)
+        self.end(self.trees.endings[-1])
+        self.assertIsNone(self.successResultOf(done))
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_waits_for_a_process_being_replaced(self) -> None:
+        """A retiring process is waited for too."""
+        self.ready()
+        self.live.ready(MODEL)
+        done = self.live.shutdown()
+        self.assertNoResult(done)
+        self.cli(0).exit(0, 15)
+        for ending in list(self.trees.endings):
+            self.end(ending)
+        self.successResultOf(done)
