@@ -162,6 +162,11 @@ class PermissionBroker:
         for pending in self._take(prompt_id):
             self._resolved(pending.request_id, "deny", "cancel")
 
+    @property
+    def count(self) -> int:
+        """How many requests wait for an answer."""
+        return len(self._pending)
+
     def pending(self) -> list[dict[str, Any]]:
         """
         The pending requests in arrival order, each shaped like the fields

@@ -19,7 +19,7 @@ import os
 import time
 import uuid
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 from twisted.internet import defer
@@ -85,6 +85,7 @@ class Project:
         trees: ProcessTrees,
         reactor: ProcessReactor,
         environ: dict[str, str] | None = None,
+        on_change: Callable[["Project"], object] = lambda project: None,
     ) -> None:
         self._reactor = reactor
         self.path = path
@@ -100,6 +101,7 @@ class Project:
         self._queue: deque[Prompt] = deque()
         self._current: Prompt | None = None
         self._closing = False
+        self._on_change = on_change
         self._last_prompt_id: str | None = None
         self.history = history
         self._events = self._event_log(history, fanout)
@@ -111,6 +113,7 @@ class Project:
         self._record = Record(
             directory, self._fields, list(meta.get("open_prompts") or ()), markers
         )
+        self._summary = self._summary_now()
 
     def _event_log(self, history: EventStore, fanout: Fanout) -> EventLog:
         return EventLog(
@@ -170,6 +173,9 @@ class Project:
     def subscriber_count(self) -> int:
         return len(self._events.subscribers)
 
+    def subscriber_list(self) -> list[Subscriber]:
+        return list(self._events.subscribers)
+
     def describe(self) -> dict[str, Any]:
         return {
             "path": self.path,
@@ -177,10 +183,24 @@ class Project:
             "session_id": self.session_id,
             "status": "running" if self._current else "idle",
             "queue": len(self._queue),
+            "pending_permissions": self.permissions.count,
             "created_at": self.created_at,
             "last_seq": self.last_seq,
             "epoch": self.epoch,
         }
+
+    def _summary_now(self) -> tuple[object, ...]:
+        return (self._current is not None, len(self._queue), self.permissions.count, self.session_id)
+
+    def _changed(self) -> None:
+        """
+        Tell C{on_change} when what a list of projects shows changed:
+        status, queue, pending permission requests or session.
+        """
+        summary = self._summary_now()
+        if summary != self._summary:
+            self._summary = summary
+            self._on_change(self)
 
     def _fields(self) -> dict[str, Any]:
         return {
@@ -211,7 +231,10 @@ class Project:
         Store an event in the history, then send it to every subscriber;
         whether it was stored (L{EventLog.publish}).
         """
-        return self._events.publish(event)
+        stored = self._events.publish(event)
+        # Permission requests come and go with their events.
+        self._changed()
+        return stored
 
     def storage_problem(self) -> str | None:
         """
@@ -302,6 +325,7 @@ class Project:
                 or "cannot store the project's metadata: %s" % (self._record.error,),
             )
         self._queue.append(prompt)
+        self._changed()
         self._reactor.callLater(0, self._pump)
         return {"prompt_id": prompt.id, "position": position}
 
@@ -329,10 +353,12 @@ class Project:
         self._last_prompt_id = prompt.id
         prompt.done.addBoth(self._after_prompt)
         prompt.start()
+        self._changed()
 
     def _after_prompt(self, _: object) -> None:
         self._current = None
         self._pump()
+        self._changed()
 
     def cancel(self, prompt_id: str | None) -> list[str]:
         current = self._current
@@ -372,6 +398,7 @@ class Project:
         ):
             self.session_id = session
             self.save()
+            self._changed()
         if message.get("type") == "result":
             prompt.result(message)
 

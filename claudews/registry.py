@@ -30,9 +30,10 @@ from claudews.config import Settings
 from claudews.events import timestamp
 from claudews.history import History
 from claudews.project import Project, ProjectConfig
-from claudews.interfaces import Fanout, ProcessReactor, send_each
+from claudews.interfaces import Fanout, ProcessReactor, Subscriber, send_each
 from claudews.proctree import SystemTrees
 from claudews.supervisor import Supervisor
+from claudews.watch import CREATED, DELETED, UPDATED, Watchers
 
 
 def project_config(settings: Settings) -> ProjectConfig:
@@ -71,6 +72,8 @@ class Registry(service.Service):
         #: How events reach subscribers (the WebSocket fan-out).
         self._fanout = fanout
         self._trees = SystemTrees(reactor)
+        #: The connections watching every project (the v1.1 feed).
+        self.watchers = Watchers()
 
     # -- service
 
@@ -185,7 +188,23 @@ class Registry(service.Service):
             fanout=self._fanout,
             trees=self._trees,
             reactor=self._reactor,
+            on_change=self._changed,
         )
+
+    def _changed(self, project: Project) -> None:
+        if self._projects.get(project.path) is project:
+            self.watchers.send(UPDATED, project.describe())
+
+    def watch(self, watcher: Subscriber) -> list[Project]:
+        """
+        From now on tell C{watcher} of every project created, deleted or
+        changed; the projects there are now.
+        """
+        self.watchers.add(watcher)
+        return self.list()
+
+    def unwatch(self, watcher: Subscriber) -> None:
+        self.watchers.remove(watcher)
 
     def stopService(self) -> defer.Deferred[None]:
         # From here on create and delete are refused (self.running), and no
@@ -258,6 +277,7 @@ class Registry(service.Service):
         project = self._project(canonical, directory, meta, self._history(directory))
         project.save()
         self._projects[canonical] = project
+        self.watchers.send(CREATED, project.describe())
         return project
 
     def _new_epoch(self, path: str) -> int:
@@ -277,6 +297,7 @@ class Registry(service.Service):
         if self._projects.get(project.path) is not project:
             return defer.fail(RequestError("project_not_found", "no such project"))
         del self._projects[project.path]
+        self.watchers.send(DELETED, project.describe(), also=project.subscriber_list())
         # Move its data aside now: the same path may be created again
         # before the old process has ended, and it gets the same directory.
         doomed = project.directory + ".deleted-" + uuid.uuid4().hex[:8]

@@ -60,6 +60,10 @@ class Subscribers:
     def __len__(self) -> int:
         return len(self._live) + len(self._replaying)
 
+    def __iter__(self) -> Iterator[Subscriber]:
+        """Every subscriber, live or still replaying."""
+        return iter([*self._live, *self._replaying])
+
     def add(self, subscriber: Subscriber, since: int | None) -> None:
         """
         Subscribe; with C{since}, first replay every stored event after it.

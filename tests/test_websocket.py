@@ -479,13 +479,15 @@ class ProjectTests(ServerTestCase):
         project = reply["result"]["project"]
         self.assertEqual(
             set(project),
-            {"path", "id", "session_id", "status", "queue", "created_at", "last_seq", "epoch"},
+            {"path", "id", "session_id", "status", "queue", "pending_permissions",
+             "created_at", "last_seq", "epoch"},
         )
         self.assertEqual(project["path"], self.path("app"))
         self.assertRegex(project["id"], r"^[0-9a-f]+$")
         self.assertIsNone(project["session_id"])
         self.assertEqual(project["status"], "idle")
         self.assertEqual(project["queue"], 0)
+        self.assertEqual(project["pending_permissions"], 0)
         self.assertRegex(project["created_at"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
         self.assertEqual(project["last_seq"], 0)
         self.assertIsInstance(project["epoch"], int)
