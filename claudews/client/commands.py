@@ -163,6 +163,7 @@ async def tail(ctx: Context, conn: Connection, args: argparse.Namespace) -> int:
     ctrl_c.install()
     try:
         result = await conn.subscribe(path, follower.frame, since=args.since)
+        ctx.view.note("following %s (last seq %s); Ctrl-C stops" % (path, result.get("last_seq")))
         follower.subscribed(result, args.since)
         await race(stopped.when(), follower.deleted.when(), conn.lost.when())
     finally:

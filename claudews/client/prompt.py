@@ -42,10 +42,14 @@ class PromptRun:
             self._cancel()
         elif not self._left.called:
             self.follower.stop()
-            what = self._prompt_id or "the prompt"
-            self._left.fire(errors.Interrupted(
-                "left %s running on the server; follow it with: claudews-client tail %s"
-                % (what, self._path)))
+            self._left.fire(errors.Interrupted(self._leaving()))
+
+    def _leaving(self) -> str:
+        follow = "follow it with: claudews-client tail %s" % (self._path,)
+        if self._prompt_id is None:
+            return "left the prompt running on the server; " + follow
+        return "stopped waiting; %s is left to the server, which was asked to cancel it; %s" % (
+            self._prompt_id, follow)
 
     def _cancel(self) -> None:
         self._cancelling = True
