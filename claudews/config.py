@@ -1,42 +1,35 @@
 """
-Server settings: one frozen value object, built from defaults, a TOML file
-and the command line.
+Server settings: one frozen value object, every field checked and
+normalized as it is set.
 
-Precedence, highest first: a command-line flag, the C{--config} file, the
-environment (C{CLAUDEWS_TOKEN}, the token only), the built-in default.  A
-repeatable flag (C{--project-root}) given on the command line replaces the
-file's whole list rather than adding to it, so the command line alone says
-what the list is.
-
-The rules for a prompt's C{options} are in L{claudews.options}; the
-settings say which of them a client may set and what their defaults are.
+Where the values come from (defaults, a TOML file, the environment, the
+command line) and which wins is L{claudews.cmdline}'s business.  The rules
+for a prompt's C{options} are in L{claudews.options}; the settings say
+which of them a client may set and what their defaults are.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import pwd
 import re
-import tomllib
 from typing import Any, Callable, Mapping
 
-from attrs import Factory, field, fields, frozen
+from attrs import Factory, field, frozen
 from twisted.internet.endpoints import serverFromString
-from twisted.python import usage
 
 from claudews import options
 from claudews.history import FSYNC_POLICIES
-from claudews.options import (
-    DEFAULT_CLIENT_OPTIONS,
-    OPTION_NAMES,
-    PERMISSION_MODES,
-    check_option,
-)
+from claudews.options import OPTION_NAMES, PERMISSION_MODES, check_option
 
 MiB = 1024 * 1024
 
-def _home(environ: Mapping[str, str]) -> str:
+
+def home(environ: Mapping[str, str]) -> str:
+    """
+    The home directory, the default project root: C{HOME}, else the
+    password database's.
+    """
     return environ.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir
 
 
@@ -45,9 +38,7 @@ def _home(environ: Mapping[str, str]) -> str:
 
 
 def _positive_float(value: object) -> float:
-    if options.number(value) <= 0:
-        raise ValueError("must be greater than 0, not {!r}".format(value))
-    return float(value)
+    return float(options.positive(value))
 
 
 def _positive_int(value: object) -> int:
@@ -91,7 +82,7 @@ def _endpoint(value: object) -> str:
     value = options.string(value)
     try:
         # Parsing needs no reactor: the built-in parsers only store it.
-        serverFromString(object(), value)
+        serverFromString(object(), value)  # type: ignore[no-untyped-call]
     except (ValueError, TypeError, KeyError, OSError) as e:
         raise ValueError("is not a valid endpoint ({}): {!r}".format(e, value)) from None
     except Exception:
@@ -180,7 +171,9 @@ def _prompt_defaults(value: object) -> tuple[tuple[str, Any], ...]:
     for name, option in _pairs(value):
         if name not in OPTION_NAMES:
             raise ValueError(
-                "unknown option {!r} (known: {})".format(name, ", ".join(OPTION_NAMES))
+                "unknown option {!r} (known: {})".format(
+                    name, ", ".join(sorted(OPTION_NAMES))
+                )
             )
         try:
             option = check_option(name, option)
@@ -215,7 +208,7 @@ class Settings:
     C{(name, value)} pairs, and lists as tuples, so that a Settings is
     hashable and cannot change after it was checked; C{dict(settings.env)}
     gives a mapping back.  Constructing one directly runs the same checks
-    as L{settings_from}, except that project roots are not required to exist.
+    as L{claudews.cmdline.settings_from}, except that project roots are not required to exist.
     """
 
     listen: str = _setting("listen", "tcp:8765:interface=127.0.0.1", _endpoint)
@@ -224,7 +217,7 @@ class Settings:
     token: str | None = _setting("token", None, _token)
     no_auth: bool = _setting("no_auth", False, options.boolean)
     project_roots: tuple[str, ...] = _setting(
-        "project_roots", Factory(lambda: (_home(os.environ),)), _roots
+        "project_roots", Factory(lambda: (home(os.environ),)), _roots
     )
     allowed_origins: tuple[str, ...] = _setting("allowed_origins", (), _origins)
     allowed_hosts: tuple[str, ...] = _setting("allowed_hosts", (), _hosts)
@@ -260,7 +253,7 @@ class Settings:
     history_max_bytes: int = _setting("history_max_bytes", 1024 * MiB, _positive_int)
     fsync: str = _setting("fsync", "batch", lambda v: options.one_of(v, FSYNC_POLICIES))
     client_options: tuple[str, ...] = _setting(
-        "client_options", DEFAULT_CLIENT_OPTIONS, _names(OPTION_NAMES)
+        "client_options", OPTION_NAMES, _names(OPTION_NAMES)
     )
     prompt_defaults: tuple[tuple[str, Any], ...] = _setting(
         "prompt_defaults", (), _prompt_defaults
@@ -283,233 +276,12 @@ class Settings:
             )
 
 
-# -- merging the sources
+def __getattr__(name: str) -> Any:
+    # claudews.tap reads config.Options; the command line lives in
+    # claudews.cmdline now, which imports this module, so it is looked up
+    # lazily rather than imported in a circle.
+    if name in ("Options", "settings_from"):
+        from claudews import cmdline
 
-
-#: Extra spellings: the repeatable flags are singular, the fields plural.
-_ALIASES = {
-    "project_root": "project_roots",
-    "allowed_origin": "allowed_origins",
-    "allowed_host": "allowed_hosts",
-}
-_FIELDS = {f.name: f for f in fields(Settings)}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def _field_name(key: str) -> str | None:
-    name = key.replace("-", "_")
-    name = _ALIASES.get(name, name)
-    return name if name in _FIELDS else None
-
-
-def _from_text(name: str, text: str) -> object:
-    """
-    Parse a command-line or environment string for the field C{name}.
-    """
-    # The annotation text (PEP 563 keeps annotations as strings).
-    kind = _FIELDS[name].type
-    if kind == "tuple[str, ...]":
-        return [text]
-    try:
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            return float(text)
-    except ValueError:
-        raise ValueError("must be a{} number, not {!r}".format(
-            "n integer" if kind == "int" else "", text
-        )) from None
-    if kind == "bool":
-        if text.lower() in _TRUE | _FALSE:
-            return text.lower() in _TRUE
-        raise ValueError("must be true or false, not {!r}".format(text))
-    return text
-
-
-def _load_toml(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except OSError as e:
-        raise usage.UsageError(
-            "cannot read config file {}: {}".format(path, e.strerror or e)
-        ) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise usage.UsageError(
-            "config file {} is not valid TOML: {}".format(path, e)
-        ) from None
-
-
-def _unknown(key: str) -> str:
-    close = difflib.get_close_matches(key.replace("_", "-"), _KEYS, n=1)
-    return " (did you mean {}?)".format(close[0]) if close else ""
-
-
-def settings_from(
-    flags: Mapping[str, Any],
-    file_path: str | None,
-    environ: Mapping[str, str] = os.environ,
-) -> Settings:
-    """
-    Merge the command line, a TOML file and the environment into Settings.
-
-    Precedence: C{flags} > the file > C{environ} (C{CLAUDEWS_TOKEN}) >
-    defaults.
-
-    @param flags: long option names (dashes or underscores, singular
-        aliases allowed) to values; C{None}, an empty list or a false flag
-        means not given.  Strings are parsed for the field's type.
-        C{"config"} is ignored (it is C{file_path}).
-    @param file_path: the TOML file, or C{None}.
-    @param environ: where C{CLAUDEWS_TOKEN} and C{HOME} (the default
-        project root) are read.
-    @raise usage.UsageError: naming the flag or file key at fault.
-    """
-    given: dict[str, tuple[object, str]] = {}
-    token = environ.get("CLAUDEWS_TOKEN")
-    if token:
-        given["token"] = (token, "CLAUDEWS_TOKEN")
-    if file_path is not None:
-        spelled: dict[str, str] = {}
-        for key, value in _load_toml(file_path).items():
-            label = "config file {}: {}".format(file_path, key)
-            name = _field_name(key)
-            if name is None:
-                raise usage.UsageError(
-                    "config file {}: unknown key {!r}{}".format(
-                        file_path, key, _unknown(key)
-                    )
-                )
-            if name in spelled:
-                raise usage.UsageError(
-                    "config file {}: {!r} and {!r} set the same thing".format(
-                        file_path, spelled[name], key
-                    )
-                )
-            spelled[name] = key
-            given[name] = (value, label)
-    for key, value in flags.items():
-        if key == "config" or value is None or value is False or value == []:
-            continue
-        label = "--" + key.replace("_", "-")
-        name = _field_name(key)
-        if name is None:
-            raise usage.UsageError("unknown option {}".format(label))
-        if _FIELDS[name].type == "bool" and not isinstance(value, str):
-            # A Twisted flag is 0 when absent: then the file decides.
-            if not value:
-                continue
-            value = True
-        if isinstance(value, str):
-            try:
-                value = _from_text(name, value)
-            except ValueError as e:
-                raise usage.UsageError("{}: {}".format(label, e)) from None
-        given[name] = (value, label)
-
-    if "project_roots" not in given:
-        given["project_roots"] = (
-            [_home(environ)], "default project root (your home directory)"
-        )
-    kwargs: dict[str, Any] = {}
-    for name, (value, label) in given.items():
-        try:
-            kwargs[name] = _FIELDS[name].metadata["check"](value)
-        except ValueError as e:
-            raise usage.UsageError("{}: {}".format(label, e)) from None
-    root_label = given["project_roots"][1]
-    for root in kwargs["project_roots"]:
-        if not os.path.isdir(root):
-            raise usage.UsageError(
-                "{}: project root {!r} is not an existing directory".format(
-                    root_label, root
-                )
-            )
-    try:
-        return Settings(**kwargs)
-    except ValueError as e:
-        raise usage.UsageError(str(e)) from None
-
-
-def _default(name: str) -> str:
-    default = _FIELDS[name].default
-    return "[default: {}]".format(
-        ", ".join(default) if isinstance(default, tuple) else default
-    )
-
-
-class Options(usage.Options):
-    """
-    C{twistd claudews} command-line options.  After parsing, C{settings}
-    holds the merged L{Settings}.
-    """
-
-    synopsis = "[--config FILE] [options]"
-    longdesc = """Serve the Claude Code CLI over one WebSocket.
-
-Settings come from, highest first: these options, the --config TOML file
-(keys are the option names; every setting has a key, see
-data/claudews.example.toml), the CLAUDEWS_TOKEN environment variable (the token
-only), and the defaults. A repeatable option given here replaces the file's
-list. Without a configured token one is generated on first start, stored in
-DATA/auth_token and logged."""
-
-    optFlags = [
-        ["no-auth", None, "Accept clients without a token. Only behind a "
-         "layer that authenticates them."],
-    ]
-    optParameters = [
-        ["config", None, None, "TOML settings file; options here win over it."],
-        ["listen", None, None, "Twisted endpoint to listen on. " + _default("listen")],
-        ["data", None, None, "Directory for projects, histories and the "
-         "generated token. " + _default("data")],
-        ["claude-bin", None, None, "The Claude Code CLI executable. "
-         + _default("claude_bin")],
-        ["token", None, None, "Token clients must present (other local users "
-         "can read it from the process list; prefer the file or CLAUDEWS_TOKEN)."],
-        ["timeout", None, None, "Seconds a prompt may run. " + _default("timeout")],
-        ["max-running", None, None, "CLI processes alive at once. "
-         + _default("max_running")],
-        ["idle-timeout", None, None, "Seconds before an idle CLI is closed. "
-         + _default("idle_timeout")],
-        ["permission-timeout", None, None, "Seconds before an unanswered "
-         "permission request is denied. " + _default("permission_timeout")],
-        ["fsync", None, None, "History durability: every, batch or none. "
-         + _default("fsync")],
-    ]
-    compData = usage.Completions(
-        optActions={
-            "config": usage.CompleteFiles("*.toml"),
-            "data": usage.CompleteDirs(),
-            "project-root": usage.CompleteDirs(),
-        }
-    )
-
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        super().__init__()
-        self._environ = os.environ if environ is None else environ
-        self["project-root"] = []
-        self["allowed-origin"] = []
-        self["allowed-host"] = []
-
-    def opt_project_root(self, directory: str) -> None:
-        """Directory to create projects under (repeatable) [default: ~]."""
-        self["project-root"].append(directory)
-
-    def opt_allowed_origin(self, origin: str) -> None:
-        """Browser origin allowed to connect: https://host[:port] (repeatable)."""
-        self["allowed-origin"].append(origin)
-
-    def opt_allowed_host(self, host: str) -> None:
-        """Extra Host header value to accept: host[:port] (repeatable)."""
-        self["allowed-host"].append(host)
-
-    def postOptions(self) -> None:
-        self.settings = settings_from(self, self["config"], self._environ)
-
-
-_KEYS = sorted(
-    {name.replace("_", "-") for name in _FIELDS}
-    | {alias.replace("_", "-") for alias in _ALIASES}
-)
+        return getattr(cmdline, name)
+    raise AttributeError("module {!r} has no attribute {!r}".format(__name__, name))

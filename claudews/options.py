@@ -8,23 +8,22 @@ be read as an option), none may hold NUL, and each has a size bound. The
 server's settings say which options a client may set and their defaults.
 """
 
+from __future__ import annotations
+
 import math
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from claudews.errors import RequestError
 
-#: Every prompt option, in the order L{option_flags} emits them.
+if TYPE_CHECKING:
+    # Settings are built from these checks, so config imports this module;
+    # the name is needed for the annotation only.
+    from claudews.config import Settings
+
+#: Every prompt option, in the protocol's order: the default
+#: C{client_options}, which C{server.info} lists as they are.  Messages that
+#: list them sort them, as L{option_flags} does.
 OPTION_NAMES = (
-    "allowed_tools",
-    "append_system_prompt",
-    "disallowed_tools",
-    "effort",
-    "include_partial_messages",
-    "max_budget_usd",
-    "model",
-    "permission_mode",
-)
-DEFAULT_CLIENT_OPTIONS = (
     "model",
     "permission_mode",
     "allowed_tools",
@@ -101,6 +100,17 @@ def number(value: object) -> float:
     return value
 
 
+def positive(value: object) -> float:
+    """
+    A finite number above 0, returned as given (an integer stays one, so
+    its flag reads C{3}, not C{3.0}).
+    """
+    checked = number(value)
+    if checked <= 0:
+        raise ValueError("must be greater than 0, not {!r}".format(value))
+    return checked
+
+
 def check_option(name: str, value: object) -> object:
     """
     Check one prompt option's value, whoever gave it.
@@ -122,26 +132,28 @@ def check_option(name: str, value: object) -> object:
     if name == "include_partial_messages":
         return boolean(value)
     if name == "max_budget_usd":
-        if number(value) <= 0:
-            raise ValueError("must be greater than 0, not {!r}".format(value))
-        return value
+        return positive(value)
     if name in ("allowed_tools", "disallowed_tools"):
-        if not isinstance(value, list) and not isinstance(value, tuple):
-            raise ValueError("must be a list of tool names, not {!r}".format(value))
-        if len(value) > _MAX_TOOLS:
-            raise ValueError("must name at most {} tools".format(_MAX_TOOLS))
-        for tool in value:
-            tool = _safestring(tool, _MAX_TOOL_CHARS * 4, newlines=False)
-            if len(tool) > _MAX_TOOL_CHARS or not tool.isprintable() or not tool.strip():
-                raise ValueError("{!r} is not a tool name".format(tool[:100]))
-            # The list is passed as one comma-joined argument.
-            if "," in tool:
-                raise ValueError("tool {!r} must not contain ','".format(tool[:100]))
-        return list(value)
+        return _tools(value)
     raise ValueError("unknown option {!r}".format(name[:100]))
 
 
-def validate_prompt_options(options: object, settings: Any) -> dict[str, Any]:
+def _tools(value: object) -> list[str]:
+    if not isinstance(value, list) and not isinstance(value, tuple):
+        raise ValueError("must be a list of tool names, not {!r}".format(value))
+    if len(value) > _MAX_TOOLS:
+        raise ValueError("must name at most {} tools".format(_MAX_TOOLS))
+    for tool in value:
+        tool = _safestring(tool, _MAX_TOOL_CHARS * 4, newlines=False)
+        if len(tool) > _MAX_TOOL_CHARS or not tool.isprintable() or not tool.strip():
+            raise ValueError("{!r} is not a tool name".format(tool[:100]))
+        # The list is passed as one comma-joined argument.
+        if "," in tool:
+            raise ValueError("tool {!r} must not contain ','".format(tool[:100]))
+    return list(value)
+
+
+def validate_prompt_options(options: object, settings: Settings) -> dict[str, Any]:
     """
     Check a client's prompt C{options} and merge them over the defaults.
 
@@ -160,25 +172,34 @@ def validate_prompt_options(options: object, settings: Any) -> dict[str, Any]:
         for name, value in settings.prompt_defaults
     }
     for name in sorted(options):
-        if name not in OPTION_NAMES:
-            raise RequestError("bad_request", "unknown option {!r}".format(name[:100]))
-        if name not in settings.client_options:
-            raise RequestError(
-                "bad_request", "option {} is not allowed by this server".format(name)
-            )
-        try:
-            value = check_option(name, options[name])
-        except ValueError as e:
-            raise RequestError("bad_request", "option {} {}".format(name, e)) from None
-        if name == "permission_mode" and value not in settings.permission_modes:
-            raise RequestError(
-                "bad_request",
-                "permission_mode {!r} is not allowed by this server (allowed: {})".format(
-                    value, ", ".join(settings.permission_modes)
-                ),
-            )
-        merged[name] = value
+        merged[name] = _client_option(name, options[name], settings)
     return merged
+
+
+def _client_option(name: str, given: object, settings: Settings) -> object:
+    """
+    One option a client set: known, allowed by C{settings}, well-formed.
+
+    @raise RequestError: C{bad_request}, saying which of these it is not.
+    """
+    if name not in OPTION_NAMES:
+        raise RequestError("bad_request", "unknown option {!r}".format(name[:100]))
+    if name not in settings.client_options:
+        raise RequestError(
+            "bad_request", "option {} is not allowed by this server".format(name)
+        )
+    try:
+        value = check_option(name, given)
+    except ValueError as e:
+        raise RequestError("bad_request", "option {} {}".format(name, e)) from None
+    if name == "permission_mode" and value not in settings.permission_modes:
+        raise RequestError(
+            "bad_request",
+            "permission_mode {!r} is not allowed by this server (allowed: {})".format(
+                value, ", ".join(settings.permission_modes)
+            ),
+        )
+    return value
 
 
 def option_flags(options: Mapping[str, Any]) -> list[str]:

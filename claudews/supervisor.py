@@ -35,12 +35,11 @@ so state is always updated before either happens.
 
 from __future__ import annotations
 
-from typing import Hashable, Protocol
-
 from attrs import define
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
+
+from claudews.interfaces import DelayedCall, ReactorTime, SlotOwner
 
 _log = Logger()
 
@@ -49,22 +48,11 @@ IDLE = "idle"
 CLOSING = "closing"
 
 
-class Owner(Hashable, Protocol):
-    """
-    What the supervisor needs from a project.
-    """
-
-    def close_process(self) -> None:
-        """
-        End the live CLI process; call L{Supervisor.exited} once it is gone.
-        """
-
-
 @define
 class _Slot:
     state: str
     idle_since: float = 0.0
-    timer: IDelayedCall | None = None
+    timer: DelayedCall | None = None
 
     def cancel_timer(self) -> None:
         if self.timer is not None:
@@ -81,17 +69,17 @@ class Supervisor:
     @ivar waiting: the number of owners waiting for a slot.
     """
 
-    def __init__(self, max_running: int, idle_timeout: float, reactor=None) -> None:
+    def __init__(
+        self, max_running: int, idle_timeout: float, reactor: ReactorTime
+    ) -> None:
         if max_running < 1:
             raise ValueError("max_running must be at least 1")
-        if reactor is None:
-            from twisted.internet import reactor
         self._reactor = reactor
         self._max = max_running
         self._idle_timeout = idle_timeout
-        self._slots: dict[Owner, _Slot] = {}
+        self._slots: dict[SlotOwner, _Slot] = {}
         # An insertion-ordered dict is the FIFO line with O(1) removal.
-        self._waiters: dict[Owner, Deferred[None]] = {}
+        self._waiters: dict[SlotOwner, Deferred[None]] = {}
         self._stopped = False
 
     @property
@@ -102,20 +90,20 @@ class Supervisor:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    def holds(self, owner: Owner) -> bool:
+    def holds(self, owner: SlotOwner) -> bool:
         """
         Whether C{owner} holds a slot, busy, idle or closing.
         """
         return owner in self._slots
 
-    def state(self, owner: Owner) -> str | None:
+    def state(self, owner: SlotOwner) -> str | None:
         """
         C{"busy"}, C{"idle"}, C{"closing"}, or C{None} without a slot.
         """
         slot = self._slots.get(owner)
         return None if slot is None else slot.state
 
-    def acquire(self, owner: Owner) -> Deferred[None]:
+    def acquire(self, owner: SlotOwner) -> Deferred[None]:
         """
         Wait until C{owner} may run its process for a prompt.
 
@@ -135,16 +123,31 @@ class Supervisor:
             return fail(CancelledError("the supervisor is stopped"))
         if owner in self._waiters:
             raise RuntimeError(f"{owner!r} is already waiting for a slot")
+        if self._granted_at_once(owner):
+            return succeed(None)
+        return self._wait(owner)
+
+    def _granted_at_once(self, owner: SlotOwner) -> bool:
+        """
+        Make C{owner}'s slot busy if it may run without waiting: it holds a
+        live slot already, or one is free and nobody able to take it waits.
+        """
         slot = self._slots.get(owner)
         if slot is not None and slot.state != CLOSING:
             slot.cancel_timer()
             slot.state = BUSY
             _log.debug("{owner} reuses its process", owner=owner)
-            return succeed(None)
+            return True
         if slot is None and len(self._slots) < self._max and not self._eligible():
             self._slots[owner] = _Slot(BUSY)
             _log.debug("{owner} starts a process", owner=owner)
-            return succeed(None)
+            return True
+        return False
+
+    def _wait(self, owner: SlotOwner) -> Deferred[None]:
+        """
+        Put C{owner} at the end of the line and make room for it.
+        """
         d: Deferred[None] = Deferred(lambda _: self._leave(owner))
         self._waiters[owner] = d
         _log.info(
@@ -156,7 +159,7 @@ class Supervisor:
         self._pump()
         return d
 
-    def release(self, owner: Owner) -> None:
+    def release(self, owner: SlotOwner) -> None:
         """
         C{owner}'s prompt finished; its process stays alive, idle.
 
@@ -176,7 +179,7 @@ class Supervisor:
             )
         self._pump()
 
-    def exited(self, owner: Owner) -> None:
+    def exited(self, owner: SlotOwner) -> None:
         """
         C{owner}'s process is gone (closed, crashed or killed): free its slot,
         whatever its state, for the first waiter.
@@ -189,7 +192,7 @@ class Supervisor:
             _log.info("{owner}'s process exited while busy", owner=owner)
         self._pump()
 
-    def forget(self, owner: Owner) -> None:
+    def forget(self, owner: SlotOwner) -> None:
         """
         C{owner} is deleted: take it out of the line, failing its Deferred
         with L{CancelledError}. Its slot, if any, is freed by L{exited} once
@@ -210,12 +213,12 @@ class Supervisor:
         for d in list(self._waiters.values()):
             d.cancel()
 
-    def _leave(self, owner: Owner) -> None:
+    def _leave(self, owner: SlotOwner) -> None:
         # The Deferred's canceller; Deferred itself errbacks with
         # CancelledError after this returns.
         self._waiters.pop(owner, None)
 
-    def _eligible(self) -> list[Owner]:
+    def _eligible(self) -> list[SlotOwner]:
         """
         Waiters able to take a slot now, in line order: those whose own
         previous process is not still closing.
@@ -229,6 +232,10 @@ class Supervisor:
         """
         # Each step re-reads the state: a grant callback or close_process()
         # may have re-entered and changed it.
+        self._grant_free_slots()
+        self._evict_for_waiters()
+
+    def _grant_free_slots(self) -> None:
         while not self._stopped and len(self._slots) < self._max:
             eligible = self._eligible()
             if not eligible:
@@ -238,6 +245,8 @@ class Supervisor:
             self._slots[owner] = _Slot(BUSY)
             _log.info("{owner} gets a process slot", owner=owner)
             d.callback(None)
+
+    def _evict_for_waiters(self) -> None:
         while not self._stopped:
             free = self._max - len(self._slots)
             closing = sum(1 for s in self._slots.values() if s.state == CLOSING)
@@ -253,14 +262,14 @@ class Supervisor:
             victim = min(idle, key=lambda pair: pair[0])[1]
             self._close(victim, "evicted for a waiting project")
 
-    def _idle_expired(self, owner: Owner) -> None:
+    def _idle_expired(self, owner: SlotOwner) -> None:
         slot = self._slots.get(owner)
         if slot is None or slot.state != IDLE:
             return
         slot.timer = None
         self._close(owner, "idle timeout")
 
-    def _close(self, owner: Owner, why: str) -> None:
+    def _close(self, owner: SlotOwner, why: str) -> None:
         slot = self._slots[owner]
         slot.cancel_timer()
         slot.state = CLOSING

@@ -1,20 +1,18 @@
 """
-Tests for L{claudews.config}: settings from defaults, a TOML file, the
-environment and the command line; prompt options and their CLI flags.
+Tests for L{claudews.config}: each setting's default, and the values each
+refuses, whichever source gives them.
 """
 
 import os
 import re
-import shutil
-import tempfile
 
 from attrs import fields
-from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from claudews.config import Options, Settings, settings_from
-from claudews.options import OPTION_NAMES, option_flags, validate_prompt_options
-from claudews.errors import RequestError
+from claudews.cmdline import settings_from
+from claudews.config import Settings
+from claudews.options import OPTION_NAMES
+from tests.settingsfiles import SettingsFiles
 
 EXAMPLE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -23,35 +21,7 @@ EXAMPLE = os.path.join(
 )
 
 
-class _TempDirMixin:
-    def setUp(self):
-        self.top = os.path.realpath(tempfile.mkdtemp())
-        self.addCleanup(shutil.rmtree, self.top)
-        self.home = os.path.join(self.top, "home")
-        os.mkdir(self.home)
-        self.environ = {"HOME": self.home}
-
-    def write(self, text, name="claudews.toml"):
-        path = os.path.join(self.top, name)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-        return path
-
-    def directory(self, name):
-        path = os.path.join(self.top, name)
-        os.mkdir(path)
-        return path
-
-    def load(self, text=None, **flags):
-        path = None if text is None else self.write(text)
-        return settings_from(flags, path, self.environ)
-
-    def assertUsage(self, text=None, **flags):
-        e = self.assertRaises(usage.UsageError, self.load, text, **flags)
-        return str(e)
-
-
-class DefaultsTests(_TempDirMixin, SynchronousTestCase):
+class DefaultsTests(SettingsFiles, SynchronousTestCase):
     """
     Without a file or flags every setting has its documented default.
     """
@@ -115,159 +85,7 @@ class DefaultsTests(_TempDirMixin, SynchronousTestCase):
         self.assertIn("max_running", str(e))
 
 
-class PrecedenceTests(_TempDirMixin, SynchronousTestCase):
-    """
-    A flag beats the file, the file beats the environment, which beats the
-    default.
-    """
-
-    def test_fileOverDefault(self):
-        """A file value replaces the default."""
-        self.assertEqual(self.load("timeout = 12.5\n").timeout, 12.5)
-
-    def test_flagOverFile(self):
-        """A flag replaces the file's value."""
-        s = self.load("timeout = 12.5\nmax-running = 2\n", timeout="7")
-        self.assertEqual((s.timeout, s.max_running), (7.0, 2))
-
-    def test_tokenPrecedence(self):
-        """Token: flag > file > CLAUDEWS_TOKEN."""
-        self.environ["CLAUDEWS_TOKEN"] = "from-env"
-        self.assertEqual(self.load().token, "from-env")
-        self.assertEqual(self.load('token = "from-file"\n').token, "from-file")
-        self.assertEqual(
-            self.load('token = "from-file"\n', token="from-flag").token, "from-flag"
-        )
-
-    def test_emptyEnvTokenIgnored(self):
-        """An empty CLAUDEWS_TOKEN is as good as unset."""
-        self.environ["CLAUDEWS_TOKEN"] = ""
-        self.assertIsNone(self.load().token)
-
-    def test_badEnvTokenNamed(self):
-        """A bad token from the environment is reported as such."""
-        self.environ["CLAUDEWS_TOKEN"] = "has space"
-        self.assertIn("CLAUDEWS_TOKEN", self.assertUsage())
-
-    def test_repeatableFlagReplacesFileList(self):
-        """--project-root on the command line replaces the file's list."""
-        a, b, c = (self.directory(n) for n in "abc")
-        s = self.load('project-root = ["%s", "%s"]\n' % (a, b))
-        self.assertEqual(s.project_roots, (a, b))
-        s = self.load('project-root = ["%s", "%s"]\n' % (a, b), project_root=[c])
-        self.assertEqual(s.project_roots, (c,))
-
-    def test_dashesOrUnderscores(self):
-        """File keys may use dashes or underscores, and plural field names."""
-        a = self.directory("a")
-        s = self.load(
-            'max_running = 3\nidle-timeout = 9\nproject_roots = ["%s"]\n' % (a,)
-        )
-        self.assertEqual((s.max_running, s.idle_timeout, s.project_roots), (3, 9.0, (a,)))
-
-    def test_twoSpellingsOfOneKey(self):
-        """Setting a key twice under two spellings is an error."""
-        message = self.assertUsage("max_running = 3\nmax-running = 4\n")
-        self.assertIn("max_running", message)
-        self.assertIn("max-running", message)
-
-
-class OptionsTests(_TempDirMixin, SynchronousTestCase):
-    """
-    L{Options} parses a command line into C{settings}.
-    """
-
-    def parse(self, argv):
-        options = Options(environ=self.environ)
-        options.parseOptions(argv)
-        return options.settings
-
-    def test_flags(self):
-        """Every documented flag reaches its setting."""
-        a, b, data = self.directory("a"), self.directory("b"), self.directory("d")
-        s = self.parse([
-            "--listen", "tcp:9000", "--data", data, "--claude-bin", "/opt/claude",
-            "--token", "t0k3n", "--no-auth", "--project-root", a,
-            "--project-root=" + b, "--allowed-origin", "https://a.example",
-            "--allowed-origin", "http://b.example:81", "--allowed-host", "h:1",
-            "--timeout", "1.5", "--max-running", "2", "--idle-timeout", "3",
-            "--permission-timeout", "4", "--fsync", "every",
-        ])
-        self.assertEqual(
-            (s.listen, s.data, s.claude_bin, s.token, s.no_auth),
-            ("tcp:9000", data, "/opt/claude", "t0k3n", True),
-        )
-        self.assertEqual(s.project_roots, (a, b))
-        self.assertEqual(s.allowed_origins, ("https://a.example", "http://b.example:81"))
-        self.assertEqual(s.allowed_hosts, ("h:1",))
-        self.assertEqual((s.timeout, s.max_running, s.idle_timeout), (1.5, 2, 3.0))
-        self.assertEqual((s.permission_timeout, s.fsync), (4.0, "every"))
-
-    def test_configFile(self):
-        """--config loads the file; flags still win."""
-        path = self.write("timeout = 5\nmax-running = 9\n")
-        s = self.parse(["--config", path, "--max-running", "1"])
-        self.assertEqual((s.timeout, s.max_running), (5.0, 1))
-
-    def test_absentFlagKeepsFileValue(self):
-        """Not passing --no-auth leaves the file's no-auth = true alone."""
-        path = self.write("no-auth = true\n")
-        self.assertTrue(self.parse(["--config", path]).no_auth)
-
-    def test_badFlagIsUsageError(self):
-        """A bad flag value fails parsing with the flag's name."""
-        e = self.assertRaises(usage.UsageError, self.parse, ["--max-running", "two"])
-        self.assertIn("--max-running", str(e))
-
-    def test_help(self):
-        """The help text names the options and the defaults."""
-        text = str(Options(environ=self.environ))
-        for word in ["--config", "--project-root", "--allowed-origin", "--no-auth",
-                     "tcp:8765:interface=127.0.0.1", "CLAUDEWS_TOKEN"]:
-            self.assertIn(word, text)
-
-
-class FileErrorTests(_TempDirMixin, SynchronousTestCase):
-    """
-    Problems with the file are usage errors naming the file and key.
-    """
-
-    def test_unknownKey(self):
-        """An unknown key is named, with a suggestion."""
-        message = self.assertUsage("max-runing = 3\n")
-        self.assertIn("'max-runing'", message)
-        self.assertIn("max-running", message)
-
-    def test_unknownTable(self):
-        """A table that is not a setting is an unknown key."""
-        self.assertIn("'server'", self.assertUsage("[server]\nport = 1\n"))
-
-    def test_badToml(self):
-        """Text that is not TOML is reported as such."""
-        self.assertIn("not valid TOML", self.assertUsage("timeout = = 3\n"))
-
-    def test_notUtf8(self):
-        """A file that is not UTF-8 is not valid TOML."""
-        path = os.path.join(self.top, "bad.toml")
-        with open(path, "wb") as f:
-            f.write(b'claude-bin = "\xff"\n')
-        e = self.assertRaises(usage.UsageError, settings_from, {}, path, self.environ)
-        self.assertIn("not valid TOML", str(e))
-
-    def test_unreadable(self):
-        """A missing file, or a directory, cannot be read."""
-        for path in [os.path.join(self.top, "nope.toml"), self.top]:
-            e = self.assertRaises(usage.UsageError, settings_from, {}, path, self.environ)
-            self.assertIn("cannot read config file", str(e))
-
-    def test_wrongTypeNamesKey(self):
-        """A value of the wrong type names the file and the key."""
-        message = self.assertUsage('timeout = "5"\n')
-        self.assertIn("claudews.toml: timeout", message)
-        self.assertIn("number", message)
-
-
-class ValueTests(_TempDirMixin, SynchronousTestCase):
+class ValueTests(SettingsFiles, SynchronousTestCase):
     """
     Each setting refuses values that cannot work.
     """
@@ -409,6 +227,23 @@ class ValueTests(_TempDirMixin, SynchronousTestCase):
         self.assertIn("client-options", self.assertUsage('client-options = ["shell"]\n'))
         self.assertIn("repeat", self.assertUsage('client-options = ["model", "model"]\n'))
 
+    def test_clientOptionsDefaultInProtocolOrder(self):
+        """By default clients may set every option, listed in the protocol's order."""
+        self.assertEqual(self.load().client_options, (
+            "model", "permission_mode", "allowed_tools", "disallowed_tools",
+            "append_system_prompt", "max_budget_usd", "effort",
+            "include_partial_messages",
+        ))
+
+    def test_unknownPromptDefaultListsTheKnownSorted(self):
+        """An unknown prompt default is named, with every known option sorted."""
+        self.assertIn(
+            "unknown option 'shell' (known: allowed_tools, append_system_prompt,"
+            " disallowed_tools, effort, include_partial_messages, max_budget_usd,"
+            " model, permission_mode)",
+            self.assertUsage('[prompt-defaults]\nshell = "x"\n'),
+        )
+
     def test_permissionModes(self):
         """permission-modes names valid modes; bypassPermissions may be listed."""
         s = self.load('permission-modes = ["plan", "bypassPermissions"]\n')
@@ -446,7 +281,7 @@ class ValueTests(_TempDirMixin, SynchronousTestCase):
         self.assertIn("--bogus", self.assertUsage(bogus="1"))
 
 
-class ExampleFileTests(_TempDirMixin, SynchronousTestCase):
+class ExampleFileTests(SettingsFiles, SynchronousTestCase):
     """
     data/claudews.example.toml documents every key and changes nothing.
     """
@@ -467,177 +302,3 @@ class ExampleFileTests(_TempDirMixin, SynchronousTestCase):
         keys = {aliases.get(k, k) for k in keys}
         for f in fields(Settings):
             self.assertIn(f.name.replace("_", "-"), keys)
-
-
-class PromptOptionsTests(_TempDirMixin, SynchronousTestCase):
-    """
-    L{validate_prompt_options} checks a client's options and merges defaults.
-    """
-
-    def setUp(self):
-        super().setUp()
-        self.settings = Settings(project_roots=(self.home,))
-
-    def assertBad(self, options, settings=None):
-        e = self.assertRaises(
-            RequestError, validate_prompt_options, options, settings or self.settings
-        )
-        self.assertEqual(e.code, "bad_request")
-        return e.message
-
-    def test_allOptions(self):
-        """Every option with a good value comes back as given."""
-        options = {
-            "model": "claude-sonnet-4-5", "permission_mode": "plan",
-            "allowed_tools": ["Read", "Bash(git diff:*)"], "disallowed_tools": ["Write"],
-            "append_system_prompt": "Be terse.\nNo emoji.", "max_budget_usd": 0.5,
-            "effort": "xhigh", "include_partial_messages": True,
-        }
-        self.assertEqual(validate_prompt_options(options, self.settings), options)
-
-    def test_absentOrEmpty(self):
-        """No options, or {}, gives the defaults."""
-        self.assertEqual(validate_prompt_options(None, self.settings), {})
-        self.assertEqual(validate_prompt_options({}, self.settings), {})
-
-    def test_notAnObject(self):
-        """options must be a JSON object."""
-        for value in [[], "model", 3, True]:
-            self.assertIn("JSON object", self.assertBad(value))
-
-    def test_unknownOption(self):
-        """An option the server does not know is refused, named."""
-        self.assertIn("'shell'", self.assertBad({"shell": "bash"}))
-
-    def test_optionNotAllowed(self):
-        """An option outside client_options is refused with a clear reason."""
-        settings = Settings(project_roots=(self.home,), client_options=("effort",))
-        self.assertEqual(self.assertBad({"model": "opus"}, settings),
-                         "option model is not allowed by this server")
-
-    def test_bypassPermissionsRefusedByDefault(self):
-        """bypassPermissions needs the operator to list it."""
-        self.assertIn("not allowed", self.assertBad({"permission_mode": "bypassPermissions"}))
-        settings = Settings(project_roots=(self.home,),
-                            permission_modes=("default", "bypassPermissions"))
-        self.assertEqual(
-            validate_prompt_options({"permission_mode": "bypassPermissions"}, settings),
-            {"permission_mode": "bypassPermissions"},
-        )
-
-    def test_invalidPermissionMode(self):
-        """An unknown mode is refused even if a list would allow it."""
-        self.assertBad({"permission_mode": "yolo"})
-        self.assertBad({"permission_mode": "dontAsk"})
-
-    def test_leadingDash(self):
-        """No string value may look like a CLI option."""
-        for options in [{"model": "--dangerously-skip-permissions"},
-                        {"append_system_prompt": "-p"},
-                        {"allowed_tools": ["Read", "--help"]},
-                        {"disallowed_tools": ["-x"]}]:
-            self.assertIn("'-'", self.assertBad(options), options)
-
-    def test_wrongTypes(self):
-        """Each option has one JSON type; bool is not a number."""
-        for options in [
-            {"max_budget_usd": True}, {"max_budget_usd": "5"}, {"max_budget_usd": None},
-            {"include_partial_messages": 1}, {"include_partial_messages": "true"},
-            {"model": 5}, {"model": None}, {"append_system_prompt": ["x"]},
-            {"allowed_tools": "Read"}, {"allowed_tools": [1]}, {"effort": 3},
-        ]:
-            self.assertBad(options)
-
-    def test_badNumbers(self):
-        """The budget is a positive, finite number."""
-        for value in [0, -1, float("nan"), float("inf"), 10**400]:
-            self.assertBad({"max_budget_usd": value})
-        self.assertEqual(
-            validate_prompt_options({"max_budget_usd": 3}, self.settings),
-            {"max_budget_usd": 3},
-        )
-
-    def test_badStrings(self):
-        """Strings are bounded, non-empty, without NUL; words without spaces."""
-        for options in [
-            {"model": ""}, {"model": "a b"}, {"model": "a\nb"}, {"model": "x" * 300},
-            {"model": "a\x00"}, {"append_system_prompt": "a\x00b"},
-            {"append_system_prompt": "x" * 70000}, {"append_system_prompt": "\ud800"},
-            {"effort": "extreme"},
-        ]:
-            self.assertBad(options)
-
-    def test_badTools(self):
-        """Tool specs are printable one-liners without commas."""
-        for tool in ["", "   ", "Bash\n", "a\x00", "Bash(a,b)", "x" * 600]:
-            self.assertBad({"allowed_tools": [tool]})
-        self.assertBad({"allowed_tools": ["Read"] * 101})
-
-    def test_defaultsMerged(self):
-        """Defaults apply unless the client sets the same option."""
-        settings = Settings(
-            project_roots=(self.home,),
-            prompt_defaults={"model": "sonnet", "allowed_tools": ["Read"]},
-        )
-        self.assertEqual(
-            validate_prompt_options({"model": "opus"}, settings),
-            {"model": "opus", "allowed_tools": ["Read"]},
-        )
-
-    def test_defaultsNotShared(self):
-        """Changing one result's tool list does not change the next."""
-        settings = Settings(project_roots=(self.home,),
-                            prompt_defaults={"allowed_tools": ["Read"]})
-        validate_prompt_options({}, settings)["allowed_tools"].append("Write")
-        self.assertEqual(validate_prompt_options({}, settings), {"allowed_tools": ["Read"]})
-
-    def test_defaultsApplyEvenIfNotClientSettable(self):
-        """The operator's defaults hold for options clients may not set."""
-        settings = Settings(project_roots=(self.home,), client_options=(),
-                            prompt_defaults={"effort": "low"})
-        self.assertEqual(validate_prompt_options({}, settings), {"effort": "low"})
-
-
-class OptionFlagsTests(SynchronousTestCase):
-    """
-    L{option_flags} maps validated options to CLI flags.
-    """
-
-    def test_everyOption(self):
-        """Each option gives its flag, in option-name order."""
-        self.assertEqual(
-            option_flags({
-                "model": "opus", "permission_mode": "plan",
-                "allowed_tools": ["Read", "Bash(git diff:*)"],
-                "disallowed_tools": ["Write"], "append_system_prompt": "Be terse.",
-                "max_budget_usd": 2.5, "effort": "high", "include_partial_messages": True,
-            }),
-            [
-                "--allowedTools", "Read,Bash(git diff:*)",
-                "--append-system-prompt", "Be terse.",
-                "--disallowedTools", "Write",
-                "--effort", "high",
-                "--include-partial-messages",
-                "--max-budget-usd", "2.5",
-                "--model", "opus",
-                "--permission-mode", "plan",
-            ],
-        )
-
-    def test_orderIndependent(self):
-        """Equal option sets give equal flag lists, whatever the key order."""
-        a = {"model": "opus", "effort": "low", "max_budget_usd": 1}
-        b = {"max_budget_usd": 1, "effort": "low", "model": "opus"}
-        self.assertEqual(option_flags(a), option_flags(b))
-
-    def test_offAndEmpty(self):
-        """A false flag option and empty tool lists give no flags."""
-        self.assertEqual(
-            option_flags({"include_partial_messages": False, "allowed_tools": [],
-                          "disallowed_tools": []}),
-            [],
-        )
-
-    def test_empty(self):
-        """No options, no flags."""
-        self.assertEqual(option_flags({}), [])

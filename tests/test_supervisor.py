@@ -8,6 +8,7 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from claudews.interfaces import ProcessSlots
 from claudews.supervisor import Supervisor
 
 
@@ -443,3 +444,15 @@ class FairnessTests(SynchronousTestCase):
             self.assertTrue(fired(sup.acquire(a)))
             sup.release(a)
         self.assertEqual(a.closes, 0)
+
+
+class InterfaceTests(SynchronousTestCase):
+    def test_supervisor_is_the_process_slots(self) -> None:
+        """Supervisor offers what ProcessSlots declares (mypy checks the annotation)."""
+        slots: ProcessSlots = Supervisor(max_running=1, idle_timeout=60, reactor=Clock())
+        owner = FakeOwner("a")
+        self.assertTrue(fired(slots.acquire(owner)))
+        slots.release(owner)
+        slots.exited(owner)
+        slots.forget(owner)
+        self.assertEqual(slots.acquire(owner).called, True)
