@@ -30,7 +30,8 @@ from claudews.interfaces import DelayedCall, ReactorTime
 _log = Logger()
 
 Publish = Callable[[Event], object]
-Answer = Callable[[dict[str, Any]], None]
+#: C{answer(response)}: what it returns (whether the CLI got it) is not used.
+Answer = Callable[[dict[str, Any]], object]
 
 CANCELLED_MESSAGE = "The prompt was cancelled"
 DENIED_MESSAGE = "Denied by a claudews client"
