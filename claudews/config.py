@@ -129,13 +129,24 @@ _HOST_HEADER = re.compile(_HOST + r"(?::([0-9]{1,5}))?")
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
+def _address(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    """
+    C{pattern}'s match of all of C{text}, whose last group is the port:
+    C{None} when it does not match or the port is out of range.
+    """
+    match = pattern.fullmatch(text)
+    if match is None or not 0 < int(match.groups()[-1] or 1) < 65536:
+        return None
+    return match
+
+
 def _origins(value: object) -> tuple[str, ...]:
     result = []
     for origin in _string_list(value):
         # Browsers send the origin lowercased and without a default port;
         # normalizing here lets the handshake compare exactly.
-        match = _ORIGIN.fullmatch(origin.lower())
-        if match is None or not 0 < int(match.group(3) or 1) < 65536:
+        match = _address(_ORIGIN, origin.lower())
+        if match is None:
             raise ValueError(
                 "{!r} is not an origin like https://host[:port]".format(origin)
             )
@@ -149,8 +160,7 @@ def _origins(value: object) -> tuple[str, ...]:
 def _hosts(value: object) -> tuple[str, ...]:
     result = []
     for host in _string_list(value):
-        match = _HOST_HEADER.fullmatch(host.lower())
-        if match is None or not 0 < int(match.group(2) or 1) < 65536:
+        if _address(_HOST_HEADER, host.lower()) is None:
             raise ValueError("{!r} is not a Host value like host[:port]".format(host))
         result.append(host.lower())
     return tuple(result)

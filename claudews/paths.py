@@ -52,6 +52,14 @@ def canonical(path: object) -> str:
         absolute, contains NUL, is too long, is not UTF-8 text, does not
         exist or is not a directory.
     """
+    return _resolved(_checked_text(path))
+
+
+def _checked_text(path: object) -> str:
+    """
+    Refuse C{path} text that cannot name a directory, before any
+    filesystem call.
+    """
     if not isinstance(path, str):
         raise _invalid("path must be a string")
     if not path.startswith("/"):
@@ -68,6 +76,13 @@ def canonical(path: object) -> str:
         raise _invalid(
             "path is longer than {} bytes: {}".format(MAX_PATH_BYTES, quote(path))
         )
+    return path
+
+
+def _resolved(path: str) -> str:
+    """
+    The canonical spelling of the directory C{path} names.
+    """
     try:
         resolved = os.path.realpath(path, strict=True)
         mode = os.stat(resolved).st_mode
