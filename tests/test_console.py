@@ -342,15 +342,13 @@ def test_a_phone_sized_screen(console, open_page):
     send(page, "permission:Write")
     expect(page.get_by_role("button", name="Allow", exact=True)).to_be_visible()
     if SHOTS:
-        page.screenshot(path=os.path.join(SHOTS, "console-phone-permission.png"))
+        page.screenshot(path=os.path.join(SHOTS, "console-phone.png"))
     page.get_by_role("button", name="Allow", exact=True).click()
     expect(outcomes(page)).to_have_text(re.compile("Completed"))
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     for name in ("Send", "Cancel", "Projects"):
         box = page.get_by_role("button", name=name, exact=True).bounding_box()
         assert box["height"] >= 44, (name, box)
-    if SHOTS:
-        page.screenshot(path=os.path.join(SHOTS, "console-phone.png"))
     page.get_by_role("button", name="Projects").click()
     expect(nav.get_by_role("link", name=path)).to_be_visible()
     nav.get_by_role("link", name=path).click()
@@ -376,11 +374,47 @@ def test_a_long_history_loads_a_page_at_a_time(console, open_page):
     first = len(prompt_ids(page))
     assert 0 < first < 30
     older = page.get_by_role("button", name="Load earlier events")
+    pages = 1
     while older.is_visible():
+        # The log says the oldest seq it holds: it goes down by one page.
+        low = log(page).get_attribute("data-first-seq")
         page.locator("#scroller").evaluate("s => { s.scrollTop = 0; }")
-        expect(page.locator("#log article.turn").first).not_to_have_attribute("data-prompt", ids[-first])
-        first = len(prompt_ids(page))
+        expect(log(page)).not_to_have_attribute("data-first-seq", low)
+        pages += 1
+    assert pages > 1
+    expect(log(page)).to_have_attribute("data-first-seq", "1")
     expect(log(page).locator("article.turn")).to_have_count(30)
     assert prompt_ids(page) == ids
     for i in range(30):
         expect(log(page).get_by_text("turn %d: prompt %d" % (i + 1, i), exact=True)).to_have_count(1)
+
+
+def test_the_desktop_layout(console, open_page):
+    """At 1280 px the project list and the conversation sit side by side."""
+    c = console()
+    server = c.server
+    paths = [server.project_dir(name) for name in ("api", "web", "docs")]
+    client = server.connect()
+    for path in paths:
+        client.ok("project.create", path=path)
+    client.ok("subscribe", path=paths[0])
+    submit(client, paths[0], "slow:60 tidy the docs")
+    client.close()
+
+    page = open_page(c.url())
+    connected(page)
+    nav = page.get_by_role("navigation")
+    nav.get_by_role("link", name=paths[1]).click()
+    send(page, "Explain what `make` does here:\n\n- build\n- **test**")
+    expect(outcomes(page)).to_have_count(1)
+    send(page, "tool-sleep:0.1 run the tests")
+    expect(outcomes(page)).to_have_count(2)
+    expect(log(page).locator(".tool .tool-name")).to_have_text("Bash")
+    send(page, "permission:Write")
+    expect(page.get_by_role("button", name="Allow", exact=True)).to_be_visible()
+    expect(nav.get_by_role("listitem").filter(has=page.get_by_role("link", name=paths[0]))).to_contain_text("running")
+    nav_box = nav.bounding_box()
+    log_box = log(page).bounding_box()
+    assert nav_box["x"] + nav_box["width"] <= log_box["x"]
+    if SHOTS:
+        page.screenshot(path=os.path.join(SHOTS, "console-desktop.png"))

@@ -132,7 +132,7 @@ export class ComposerView {
     const project = store.selected ? store.projects.get(store.selected) : null;
     this.form.hidden = !store.selected;
     this.send.disabled = !online || !store.selected;
-    const running = Boolean(c?.running) || project?.status === "running";
+    const running = c?.subscribed ? Boolean(c.running) : project?.status === "running";
     this.cancelButton.disabled = !online || !running;
     this.reset.disabled = !online || !store.selected;
     const queued = c ? c.queued() : [];

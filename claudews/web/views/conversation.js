@@ -209,6 +209,17 @@ export class ConversationView {
     this.rendered = 0;
     this.renderer = null;
     this.older.addEventListener("click", () => this.loadOlder());
+    // A reader at the bottom stays there when the space shrinks (a
+    // permission request or the keyboard appears) or the log grows.
+    const scroller = $("scroller");
+    this.stuck = true;
+    this.setTop = null;
+    scroller.addEventListener("scroll", () => {
+      // Only the reader's own scrolling unsticks: a scroll event that
+      // follows our own move (seen after the space shrank) does not.
+      if (scroller.scrollTop !== this.setTop) this.stuck = this.nearBottom();
+    }, { passive: true });
+    new ResizeObserver(() => { if (this.stuck) this.toBottom(); }).observe(scroller);
     // Reaching the top of the log asks for the page before it.
     new IntersectionObserver((entries) => {
       if (entries.some((e) => e.isIntersecting)) this.loadOlder();
@@ -236,6 +247,13 @@ export class ConversationView {
     this.older.textContent = c?.loadingOlder ? "Loading earlier events…" : "Load earlier events";
   }
 
+  toBottom() {
+    const s = $("scroller");
+    s.scrollTop = s.scrollHeight;
+    this.setTop = s.scrollTop;
+    this.stuck = true;
+  }
+
   nearBottom() {
     const s = $("scroller");
     return s.scrollHeight - s.scrollTop - s.clientHeight < 80;
@@ -258,24 +276,31 @@ export class ConversationView {
     } else {
       if (c.lost) this.log.appendChild(h("p", { class: "divider" }, "Some older events are no longer stored on the server."));
       for (const ev of c.sorted()) this.renderer.append(ev);
+      this.log.dataset.firstSeq = String(c.low);
       this.rendered = c.high;
       if (!c.events.size) this.log.appendChild(h("p", { class: "empty" }, "No prompts yet. Say what Claude should do below."));
     }
     this.updateOlder();
     // New pages come in above: keep the reader's distance from the bottom.
-    scroller.scrollTop = keep ? scroller.scrollHeight - fromBottom : scroller.scrollHeight;
+    if (keep) {
+      scroller.scrollTop = scroller.scrollHeight - fromBottom;
+      this.setTop = scroller.scrollTop;
+      this.stuck = this.nearBottom();
+    } else {
+      this.toBottom();
+    }
   }
 
   appendNew() {
     const c = this.store.current();
     if (!c || !c.ready || !this.renderer) return;
-    const stick = this.nearBottom();
+    const stick = this.stuck || this.nearBottom();
     this.log.querySelector(":scope > p.empty")?.remove();
     for (let seq = this.rendered + 1; seq <= c.high; seq++) {
       const ev = c.events.get(seq);
       if (ev) this.renderer.append(ev);
     }
     this.rendered = c.high;
-    if (stick) $("scroller").scrollTop = $("scroller").scrollHeight;
+    if (stick) this.toBottom();
   }
 }

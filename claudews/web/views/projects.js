@@ -8,10 +8,20 @@ export function projectHref(path) {
   return "#p=" + encodeURIComponent(path);
 }
 
+export function baseName(path) {
+  return path.replace(/\/+$/, "").split("/").pop() || path;
+}
+
+function parentDir(path) {
+  const i = path.replace(/\/+$/, "").lastIndexOf("/");
+  return i > 0 ? path.slice(0, i + 1) : "/";
+}
+
 export function projectStatus(store, project) {
   const c = store.conversations.get(project.path);
   const pending = c && c.subscribed ? c.pending.size : project.pending_permissions || 0;
-  const running = c && c.subscribed ? Boolean(c.running) || project.status === "running" : project.status === "running";
+  // A followed project's own events are fresher than the list.
+  const running = c && c.subscribed ? Boolean(c.running) : project.status === "running";
   const bits = [];
   if (pending) bits.push({ text: pending + " waiting for you", cls: "warn" });
   bits.push({ text: running ? "running" : "idle", cls: running ? "busy" : "" });
@@ -70,13 +80,15 @@ export class ProjectsView {
     const store = this.store;
     const projects = [...store.projects.values()].sort((a, b) => a.path.localeCompare(b.path));
     this.list.replaceChildren(...projects.map((p) => h("li", { class: p.path === store.selected ? "selected" : "" },
-      h("a", { href: projectHref(p.path), "aria-current": p.path === store.selected ? "page" : false, title: p.path }, p.path),
+      h("a", { href: projectHref(p.path), "aria-current": p.path === store.selected ? "page" : false, "aria-label": p.path, title: p.path },
+        h("span", { class: "name" }, baseName(p.path)), h("span", { class: "dir" }, parentDir(p.path))),
       h("span", { class: "status" }, projectStatus(store, p).map((b) => h("span", { class: "badge " + b.cls }, b.text))))));
     if (!projects.length) this.list.appendChild(h("li", { class: "muted" }, "No projects yet."));
 
     const project = store.selected ? store.projects.get(store.selected) : null;
     $("project-head").hidden = !store.selected;
-    $("project-title").textContent = store.selected || "";
+    $("project-title").replaceChildren(...(store.selected
+      ? [h("span", { class: "name" }, baseName(store.selected)), " ", h("span", { class: "dir" }, store.selected)] : []));
     $("project-status").replaceChildren(...(project ? projectStatus(store, project) : [])
       .map((b) => h("span", { class: "badge " + b.cls }, b.text)));
     $("delete").disabled = !project || store.connection.state !== "open";
