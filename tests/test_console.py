@@ -324,8 +324,8 @@ def test_model_output_stays_inert(console, open_page):
     hrefs = reply.locator("a").evaluate_all("as => as.map(a => [a.getAttribute('href'), a.target, a.rel])")
     assert ["https://example.com/docs", "_blank", "noopener noreferrer"] in hrefs
     assert not any(h and not h.startswith("https:") for h, _, _ in hrefs), hrefs
-    for link in reply.locator("a").all():
-        link.click(modifiers=["Alt"], no_wait_after=True) if link.get_attribute("href") is None else None
+    # A link that lost its javascript: target does nothing when clicked.
+    reply.locator("a", has_text="click").click()
     assert page.evaluate("window.__xss") is None
 
 
