@@ -38,16 +38,11 @@ from claudews.errors import RequestError
 from claudews.events import encode, error_reply, reply
 from claudews.handshake import MAX_HANDSHAKE_BYTES, OPEN_HANDSHAKE_TIMEOUT
 from claudews.interfaces import ReactorTime, Subscriber
-from claudews.requests import HANDLERS, PROTOCOL_VERSION, Projects, Requests, parse
+from claudews.requests import HANDLERS, Projects, Requests, parse
 
-__all__ = [
-    "HANDLERS",
-    "MAX_HANDSHAKE_BYTES",
-    "OPEN_HANDSHAKE_TIMEOUT",
-    "PROTOCOL_VERSION",
-    "ServerFactory",
-    "ServerProtocol",
-    "fanout",
+__all__ = [  # HANDLERS and the handshake bounds are re-exported for tests.
+    "HANDLERS", "MAX_HANDSHAKE_BYTES", "OPEN_HANDSHAKE_TIMEOUT",
+    "ServerFactory", "ServerProtocol", "fanout",
 ]
 
 #: Close codes the protocol uses; Autobahn's sendClose only takes 1000 and
