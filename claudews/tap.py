@@ -7,7 +7,7 @@ This is the only module that touches the global reactor.
 import os
 import secrets
 import stat
-from typing import Any, Mapping, Protocol, Sequence, cast
+from typing import Any, Protocol, cast
 
 from twisted.application import service
 from twisted.internet import defer, endpoints, error, protocol
@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 
 from claudews import config, options
 from claudews.config import Settings
-from claudews.interfaces import ReactorTime
+from claudews.interfaces import ProcessReactor
 from claudews.registry import Registry
 from claudews.websocket import ServerFactory, fanout
 
@@ -99,19 +99,11 @@ def load_token(settings: Settings) -> tuple[str | None, bool]:
     return token, True
 
 
-class Reactor(ReactorTime, Protocol):
+class Reactor(ProcessReactor, Protocol):
     """
-    What the service needs of the reactor, beyond its clock.
+    What the service needs of the reactor: its clock, starting processes,
+    and stopping it when it cannot listen.
     """
-
-    def spawnProcess(
-        self,
-        processProtocol: protocol.ProcessProtocol,
-        executable: str,
-        args: Sequence[str],
-        env: Mapping[str, str] | None = None,
-    ) -> Any:
-        """Start a process; its transport."""
 
     def stop(self) -> None:
         """Stop the reactor."""
