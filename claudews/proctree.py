@@ -303,16 +303,8 @@ class _Ending:
     """One run of L{end_tree}: the polling state between two looks."""
 
     def __init__(
-        self,
-        pid: int | None,
-        marker: str | None,
-        *,
-        grace: float,
-        reactor: ReactorTime,
-        exclude: list[Any],
-        kill_timeout: float,
-        interval: float,
-        table: ProcessTable,
+        self, pid: int | None, marker: str | None, *, grace: float, reactor: ReactorTime,
+        exclude: list[Any], kill_timeout: float, interval: float, table: ProcessTable,
     ) -> None:
         self._pid = pid
         self._marker = marker

@@ -68,9 +68,7 @@ def build_env(
 
 
 class _Pipes(Protocol):
-    """
-    The part of a process transport L{ClaudeProcess} uses.
-    """
+    """The part of a process transport (a zope interface) L{ClaudeProcess} uses."""
 
     pid: int | None
 
