@@ -9,8 +9,8 @@ Refusals, in the order they are checked:
   - 503: too many connections from the address (Autobahn itself answers
     503 past C{max_connections});
   - 404: a path other than C{/ws};
-  - 403: a C{Host} not on the host allow-list, or an C{Origin} not on the
-    origin allow-list;
+  - 403: a C{Host} not on the host allow-list, or an C{Origin} that is
+    neither on the origin allow-list nor the server's own (its console);
   - 401: no token, or a wrong one.
 
 docs/security.rst says why each of these exists. The protocol in
@@ -95,11 +95,22 @@ def check_request(
     if host not in hosts:
         return Refusal(403, "Host not allowed", "Host %r not allowed" % (host[:200],))
     origin = request.headers.get("origin")
-    if origin is not None and origin.strip().lower() not in origins:
+    if origin is not None and not origin_allowed(origin.strip().lower(), host, origins):
         return Refusal(403, "Origin not allowed", "Origin %r not allowed" % (origin[:200],))
     if token is not None and not authorized(request, token):
         return Refusal(401, "Unauthorized", "missing or wrong token")
     return None
+
+
+def origin_allowed(origin: str, host: str, origins: frozenset[str]) -> bool:
+    """
+    Whether a page of C{origin} may connect: one on the allow-list, or one
+    served by this server itself (the console), whose origin is the very
+    C{Host} the handshake names, already checked against the host
+    allow-list. A page of any other site cannot make a browser send our
+    Host with its own Origin.
+    """
+    return origin in origins or origin in ("http://" + host, "https://" + host)
 
 
 def authorized(request: Any, token: str) -> bool:

@@ -86,6 +86,12 @@ class Projects(Protocol):
     def list(self) -> Sequence[Project]:
         """Every project, by path."""
 
+    def watch(self, watcher: Subscriber) -> Sequence[Project]:
+        """Tell C{watcher} of every change of the project list; the list now."""
+
+    def unwatch(self, watcher: Subscriber) -> None:
+        """Tell C{watcher} nothing more."""
+
     def delete(self, project: Any) -> defer.Deferred[Any]:
         """
         Forget C{project} (one this registry gave) and its history; fires
@@ -128,6 +134,7 @@ def server_info(settings: Settings, claude_version: str | None) -> dict[str, Any
         "version": claudews.__version__,
         "protocol": PROTOCOL_VERSION,
         "claude": {"bin": s.claude_bin, "version": claude_version},
+        "project_roots": list(s.project_roots),
         "limits": {
             "max_message_bytes": s.max_message_bytes,
             "max_prompt_bytes": s.max_prompt_bytes,
@@ -198,11 +205,13 @@ class Requests:
 
     def unsubscribe_all(self) -> None:
         """
-        The connection is closed: it leaves every project it subscribed to.
+        The connection is closed: it leaves every project it subscribed to,
+        and the server-wide feed.
         """
         for project in self._subscribed.values():
             project.unsubscribe(self._connection)
         self._subscribed.clear()
+        self._server.registry.unwatch(self._connection)
 
     def dispatch(self, message: dict[str, Any]) -> Any:
         """
@@ -230,6 +239,14 @@ class Requests:
 
     def handle_project_list(self, message: dict[str, Any]) -> dict[str, Any]:
         return {"projects": [p.describe() for p in self._server.registry.list()]}
+
+    def handle_watch(self, message: dict[str, Any]) -> dict[str, Any]:
+        projects = self._server.registry.watch(self._connection)
+        return {"projects": [p.describe() for p in projects]}
+
+    def handle_unwatch(self, message: dict[str, Any]) -> dict[str, Any]:
+        self._server.registry.unwatch(self._connection)
+        return {}
 
     def handle_project_get(self, message: dict[str, Any]) -> dict[str, Any]:
         return {"project": self._project(message).describe()}
@@ -302,6 +319,8 @@ HANDLERS: dict[str, Callable[[Requests, dict[str, Any]], Any]] = {
     "project.create": Requests.handle_project_create,
     "project.list": Requests.handle_project_list,
     "project.get": Requests.handle_project_get,
+    "watch": Requests.handle_watch,
+    "unwatch": Requests.handle_unwatch,
     "project.delete": Requests.handle_project_delete,
     "subscribe": Requests.handle_subscribe,
     "unsubscribe": Requests.handle_unsubscribe,

@@ -18,6 +18,7 @@ from claudews import config, options
 from claudews.config import Settings
 from claudews.interfaces import ProcessReactor
 from claudews.registry import Registry
+from claudews.site import make_site
 from claudews.websocket import ServerFactory, fanout
 
 Options = config.Options
@@ -223,21 +224,24 @@ class VersionProbe:
         return gone
 
 
-def _url(settings: Settings, address: Any) -> str:
+def _url(settings: Settings, address: Any, websocket: bool = True) -> str:
     """
-    The URL clients connect to, for the listening C{address}.
+    The URL clients connect to, for the listening C{address}: the
+    WebSocket's, or (C{websocket} false) the console's.
     """
-    scheme = "wss" if settings.listen.startswith(("ssl:", "tls:")) else "ws"
+    secure = settings.listen.startswith(("ssl:", "tls:"))
+    scheme = ("wss" if secure else "ws") if websocket else ("https" if secure else "http")
     host = getattr(address, "host", None)
     port = getattr(address, "port", None)
     if host in (None, "0.0.0.0", "::"):
         shown = "localhost"
     else:
         shown = "[%s]" % (host,) if ":" in host else host
+    path = "/ws" if websocket else "/"
     if port is None:
         # A UNIX socket: clients send Host without a port.
-        return "%s://%s/ws" % (scheme, shown)
-    return "%s://%s:%s/ws" % (scheme, shown, port)
+        return "%s://%s%s" % (scheme, shown, path)
+    return "%s://%s:%s%s" % (scheme, shown, port, path)
 
 
 class ClaudewsService(service.MultiService):
@@ -276,7 +280,7 @@ class ClaudewsService(service.MultiService):
         endpoint = endpoints.serverFromString(  # type: ignore[no-untyped-call]
             self._reactor, self.settings.listen
         )
-        d = endpoint.listen(self.factory)
+        d = endpoint.listen(make_site(self.factory))
         d.addCallbacks(self._listening, self._cannot_listen)
         self._version.start()
 
@@ -291,9 +295,9 @@ class ClaudewsService(service.MultiService):
                 "Listening on the UNIX socket {socket}",
                 socket=os.fsdecode(address.name),
             )
-        self._log_url(_url(self.settings, address))
+        self._log_url(_url(self.settings, address), _url(self.settings, address, websocket=False))
 
-    def _log_url(self, url: str) -> None:
+    def _log_url(self, url: str, console: str) -> None:
         token = self.token
         if token is not None and len(token) < MIN_TOKEN_CHARS:
             self._log.warn(
@@ -305,21 +309,31 @@ class ClaudewsService(service.MultiService):
         token_file = os.path.join(self.settings.data, TOKEN_FILE)
         if token is None:
             self._log.warn("Authentication is OFF (--no-auth): anyone who can connect can run commands")
-            self._log.info("claudews listening on {url}", url=url)
+            self._log.info("claudews listening on {url}; console at {console}", url=url, console=console)
         elif self._token_is_new:
-            # The one time the token is logged: it was just generated.
+            # The one time the token is logged: it was just generated. In
+            # the console's URL it goes after "#", which browsers never send.
             self._log.info(
-                "claudews listening; connect to {url}?token={token} (token stored in {file})",
+                "claudews listening; connect to {url}?token={token} or open the console at"
+                " {console}#token={token} (token stored in {file})",
                 url=url,
+                console=console,
                 token=token,
                 file=token_file,
             )
         elif self.settings.token:
             self._log.info(
-                "claudews listening on {url} (token from the configuration)", url=url
+                "claudews listening on {url}; console at {console} (token from the configuration)",
+                url=url,
+                console=console,
             )
         else:
-            self._log.info("claudews listening on {url} (token in {file})", url=url, file=token_file)
+            self._log.info(
+                "claudews listening on {url}; console at {console} (token in {file})",
+                url=url,
+                console=console,
+                file=token_file,
+            )
 
     def _cannot_listen(self, failure: Failure) -> None:
         self._log.failure("Cannot listen on {listen}", failure, listen=self.settings.listen)

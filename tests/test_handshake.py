@@ -53,6 +53,20 @@ class CheckRequestTests(SynchronousTestCase):
             Refusal(401, "Unauthorized", "missing or wrong token"),
         )
 
+    def test_a_page_of_the_server_itself_gets_in(self) -> None:
+        """The console's own origin (the very Host asked for) needs no allow-listing."""
+        token = {"token": [TOKEN]}
+        self.assertIsNone(check(_Request(params=token, origin="http://127.0.0.1:8765")))
+        self.assertIsNone(check(_Request(params=token, origin="https://127.0.0.1:8765")))
+
+    def test_a_page_of_another_port_or_host_is_refused(self) -> None:
+        """Same host name on another port, or another host: not our page."""
+        token = {"token": [TOKEN]}
+        for origin in ("http://127.0.0.1:8766", "http://localhost:8765", "http://127.0.0.1",
+                       "null", "http://127.0.0.1:8765.evil.example"):
+            refusal = check(_Request(params=token, origin=origin))
+            self.assertEqual(refusal and refusal.code, 403, origin)
+
     def test_without_a_token_only_path_host_and_origin_count(self) -> None:
         """With authentication off, any token (or none) passes."""
         self.assertIsNone(check(_Request(), token=None))

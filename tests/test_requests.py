@@ -55,6 +55,7 @@ class _Project:
 class _Projects:
     def __init__(self) -> None:
         self.projects: dict[str, _Project] = {}
+        self.watchers: set[Any] = set()
 
     def get(self, path: str) -> _Project:
         try:
@@ -72,6 +73,13 @@ class _Projects:
     def delete(self, project: Any) -> defer.Deferred[Any]:
         del self.projects[project.path]
         return defer.succeed(None)
+
+    def watch(self, watcher: Any) -> Any:
+        self.watchers.add(watcher)
+        return self.list()
+
+    def unwatch(self, watcher: Any) -> None:
+        self.watchers.discard(watcher)
 
 
 class _Server:
@@ -129,7 +137,7 @@ class RequestsTests(SynchronousTestCase):
         self.assertEqual(set(requests.HANDLERS), {
             "server.info", "project.create", "project.list", "project.get",
             "project.delete", "subscribe", "unsubscribe", "history", "prompt",
-            "cancel", "session.reset", "permission.respond",
+            "cancel", "session.reset", "permission.respond", "watch", "unwatch",
         })
 
     def test_server_info_says_the_version_and_limits(self) -> None:
@@ -154,6 +162,14 @@ class RequestsTests(SynchronousTestCase):
         self.requests.unsubscribe_all()
         self.requests.unsubscribe_all()
         self.assertEqual(self.project.calls[1:], [("unsubscribe", self.connection)])
+
+    def test_watching_ends_with_the_connection(self) -> None:
+        """watch lists the projects and adds the connection to the feed; closing ends it."""
+        reply = self.ask("watch")
+        self.assertEqual([p["path"] for p in reply["projects"]], ["/w/app"])
+        self.assertIn(self.connection, self.server.registry.watchers)
+        self.requests.unsubscribe_all()
+        self.assertNotIn(self.connection, self.server.registry.watchers)
 
     def test_history_limit_defaults_and_bounds(self) -> None:
         """limit defaults to 100 and must be within 1..1000; the reply is encoded."""

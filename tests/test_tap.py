@@ -220,6 +220,8 @@ class StartupLogTests(SynchronousTestCase):
         self.assertEqual(len(lines), 1)
         self.assertIn("?token=", lines[0])
         self.assertIn("ws://localhost:8765/ws?token=", lines[0])
+        # The console's URL carries it after "#": browsers never send that part.
+        self.assertIn("http://localhost:8765/#token=" + self.service.token, lines[0])
         self.assertEqual(log.lines("may be guessed"), [])
 
     def test_a_stored_token_is_not_logged(self) -> None:
@@ -237,7 +239,10 @@ class StartupLogTests(SynchronousTestCase):
         """Without authentication the log says so, and where the server listens."""
         log = self.listening_log(no_auth=True)
         self.assertEqual(len(log.lines("Authentication is OFF")), 1)
-        self.assertEqual(log.lines("claudews listening"), ["claudews listening on ws://localhost:8765/ws"])
+        self.assertEqual(
+            log.lines("claudews listening"),
+            ["claudews listening on ws://localhost:8765/ws; console at http://localhost:8765/"],
+        )
 
     def test_unix_socket_allows_the_loopback_hosts_without_a_port(self) -> None:
         """Listening on a UNIX socket, the Host allow-list has the loopback names, no "None" port."""

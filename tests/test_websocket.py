@@ -444,7 +444,8 @@ class ServerInfoTests(ServerTestCase):
         reply = c.request("server.info", 1)
         self.assertIs(reply["ok"], True)
         info = reply["result"]
-        self.assertEqual(set(info), {"version", "protocol", "claude", "limits"})
+        self.assertEqual(set(info), {"version", "protocol", "claude", "project_roots", "limits"})
+        self.assertEqual(info["project_roots"], list(self.settings.project_roots))
         self.assertIsInstance(info["version"], str)
         self.assertEqual(info["protocol"], 1)
         self.assertEqual(

@@ -13,10 +13,11 @@ export class RequestError extends Error {
   }
 }
 
-/** The WebSocket URL: ?ws= (a development aid) or /ws on this page's host. */
+/**
+ * The WebSocket URL: /ws on this page's own host, never one a link names
+ * (the token goes wherever the page connects).
+ */
 export function socketUrl(location) {
-  const given = new URLSearchParams(location.search).get("ws");
-  if (given) return given;
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   return scheme + "//" + location.host + "/ws";
 }
