@@ -104,21 +104,18 @@ class PermissionBroker:
         behavior: str,
         message: str | None = None,
         updated_input: dict[str, Any] | None = None,
+        updated_permissions: list[dict[str, Any]] | None = None,
     ) -> None:
         """
-        A client's answer; the first one wins.
+        A client's answer; the first one wins. An allow may change the
+        tool's input (C{updated_input}: how AskUserQuestion and
+        ExitPlanMode are answered) and add permission rules
+        (C{updated_permissions}, the CLI's "always allow").
 
         @raise RequestError: C{bad_request} for a malformed answer,
             C{not_found} when the request is unknown or already resolved.
         """
-        if not isinstance(request_id, str):
-            raise RequestError("bad_request", "request_id must be a string")
-        if behavior not in ("allow", "deny"):
-            raise RequestError("bad_request", 'behavior must be "allow" or "deny"')
-        if message is not None and not isinstance(message, str):
-            raise RequestError("bad_request", "message must be a string")
-        if updated_input is not None and not isinstance(updated_input, dict):
-            raise RequestError("bad_request", "updated_input must be an object")
+        _check_answer(request_id, behavior, message, updated_input, updated_permissions)
         pending = self._pending.pop(request_id, None)
         if pending is None:
             raise RequestError(
@@ -126,15 +123,14 @@ class PermissionBroker:
                 "no pending permission request " + repr(request_id),
             )
         _cancel(pending)
+        response: dict[str, Any]
         if behavior == "allow":
             response = {
                 "behavior": "allow",
-                "updatedInput": (
-                    updated_input
-                    if updated_input is not None
-                    else pending.fields["input"]
-                ),
+                "updatedInput": pending.fields["input"] if updated_input is None else updated_input,
             }
+            if updated_permissions is not None:
+                response["updatedPermissions"] = updated_permissions
         else:
             response = {"behavior": "deny", "message": message or DENIED_MESSAGE}
         self._answer(request_id, pending.answer, response)
@@ -227,3 +223,32 @@ def _cancel(pending: _Pending) -> None:
         if pending.timer.active():
             pending.timer.cancel()
         pending.timer = None
+
+
+def _check_answer(
+    request_id: object,
+    behavior: object,
+    message: object,
+    updated_input: object,
+    updated_permissions: object,
+) -> None:
+    """
+    Raise L{RequestError} C{bad_request} unless the answer's fields have
+    their types (clients send anything).
+    """
+    if not isinstance(request_id, str):
+        raise RequestError("bad_request", "request_id must be a string")
+    if behavior not in ("allow", "deny"):
+        raise RequestError("bad_request", 'behavior must be "allow" or "deny"')
+    if message is not None and not isinstance(message, str):
+        raise RequestError("bad_request", "message must be a string")
+    if updated_input is not None and not isinstance(updated_input, dict):
+        raise RequestError("bad_request", "updated_input must be an object")
+    if updated_permissions is None:
+        return
+    if behavior != "allow":
+        raise RequestError("bad_request", "updated_permissions go with an allow")
+    if not isinstance(updated_permissions, list) or not all(
+        isinstance(rule, dict) for rule in updated_permissions
+    ):
+        raise RequestError("bad_request", "updated_permissions must be a list of objects")

@@ -291,11 +291,14 @@ class Project:
         behavior: str,
         message: str | None = None,
         updated_input: dict[str, Any] | None = None,
+        updated_permissions: list[dict[str, Any]] | None = None,
     ) -> None:
         """
         A client's answer to a pending permission request (the first wins).
         """
-        self.permissions.respond(request_id, behavior, message, updated_input)
+        self.permissions.respond(
+            request_id, behavior, message, updated_input, updated_permissions
+        )
 
     # -- prompts
 

@@ -68,6 +68,7 @@ class Project(Protocol):
         behavior: str,
         message: str | None = None,
         updated_input: dict[str, Any] | None = None,
+        updated_permissions: list[dict[str, Any]] | None = None,
     ) -> None:
         """A client's answer to a pending permission request."""
 
@@ -310,6 +311,7 @@ class Requests:
             _field(message, "behavior", str),
             _field(message, "message", str, optional=True),
             _field(message, "updated_input", dict, optional=True),
+            _field(message, "updated_permissions", list, optional=True),
         )
         return {}
 

@@ -153,6 +153,27 @@ class RespondTests(BrokerTestCase):
             self.rec.answers["r1"], [{"behavior": "allow", "updatedInput": {"command": "ls"}}]
         )
 
+    def test_allow_always_passes_the_rules_to_the_cli(self):
+        """updated_permissions (one of the CLI's suggestions) goes back as updatedPermissions."""
+        rule = {"type": "addRules", "rules": [{"toolName": "Write"}], "behavior": "allow",
+                "destination": "session"}
+        self.ask("r1", command="make")
+        self.broker.respond("r1", "allow", updated_permissions=[rule])
+        self.assertEqual(
+            self.rec.answers["r1"],
+            [{"behavior": "allow", "updatedInput": {"command": "make"}, "updatedPermissions": [rule]}],
+        )
+
+    def test_rules_go_with_an_allow_only_and_must_be_objects(self):
+        """A deny with rules, or rules that are not objects, is a bad request; the request stays."""
+        self.ask("r1")
+        for behavior, rules in (("deny", []), ("allow", {"a": 1}), ("allow", ["Write"])):
+            e = self.assertRaises(
+                RequestError, self.broker.respond, "r1", behavior, updated_permissions=rules
+            )
+            self.assertEqual(e.code, "bad_request")
+        self.assertEqual(len(self.broker.pending()), 1)
+
     def test_deny_default_message(self):
         """deny without a message says a claudews client denied it."""
         self.ask("r1")

@@ -48,8 +48,11 @@ class _Project:
         self.calls.append(("reset",))
 
     def respond_permission(self, request_id: str, behavior: str, message: str | None = None,
-                           updated_input: dict[str, Any] | None = None) -> None:
-        self.calls.append(("respond", request_id, behavior, message, updated_input))
+                           updated_input: dict[str, Any] | None = None,
+                           updated_permissions: list[dict[str, Any]] | None = None) -> None:
+        self.calls.append(
+            ("respond", request_id, behavior, message, updated_input, updated_permissions)
+        )
 
 
 class _Projects:
@@ -194,7 +197,9 @@ class RequestsTests(SynchronousTestCase):
         self.assertEqual(self.error("project.get", path="/w/app"), "project_not_found")
 
     def test_permission_respond_passes_the_answer_on(self) -> None:
-        """permission.respond hands request_id, behavior, message and updated_input to the project."""
+        """permission.respond hands request_id, behavior, message, updated_input and updated_permissions on."""
+        rule = {"type": "addRules", "rules": [{"toolName": "Write"}], "behavior": "allow",
+                "destination": "session"}
         self.ask("permission.respond", path="/w/app", request_id="r", behavior="allow",
-                 updated_input={"a": 1})
-        self.assertEqual(self.project.calls, [("respond", "r", "allow", None, {"a": 1})])
+                 updated_input={"a": 1}, updated_permissions=[rule])
+        self.assertEqual(self.project.calls, [("respond", "r", "allow", None, {"a": 1}, [rule])])
