@@ -49,7 +49,7 @@ def session_named(message: Mapping[str, Any]) -> str | None:
         return None
     if kind == "result" and lost_session(message):
         return None
-    return session  # type: ignore[return-value]
+    return session if isinstance(session, str) else None
 
 
 def marker_prefix(directory: str) -> str:

@@ -285,13 +285,3 @@ class Settings:
                 " ({})".format(mode, ", ".join(self.permission_modes))
             )
 
-
-def __getattr__(name: str) -> Any:
-    # claudews.tap reads config.Options; the command line lives in
-    # claudews.cmdline now, which imports this module, so it is looked up
-    # lazily rather than imported in a circle.
-    if name in ("Options", "settings_from"):
-        from claudews import cmdline
-
-        return getattr(cmdline, name)
-    raise AttributeError("module {!r} has no attribute {!r}".format(__name__, name))

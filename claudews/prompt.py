@@ -124,9 +124,9 @@ class Run:
         d.addCallbacks(then, self._not_there)
 
     def _not_there(self, failure: Failure) -> None:
-        if failure.check(defer.CancelledError):
+        if isinstance(failure.value, defer.CancelledError):
             return
-        if failure.check(OSError):
+        if isinstance(failure.value, OSError):
             self.inputs.cannot_start("cannot start the CLI: %s" % (failure.value,))
             return
         self.inputs.crashed(failure)

@@ -16,7 +16,9 @@ from importlib import resources
 from typing import Any, Iterator
 
 from autobahn.twisted.resource import WebSocketResource
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http, resource, server
 
 import claudews
@@ -89,8 +91,8 @@ class Request(server.Request):
 
     def process(self) -> None:
         for name, value in SECURITY_HEADERS:
-            self.setHeader(name, value)
-        super().process()
+            self.setHeader(name, value)  # type: ignore[no-untyped-call]
+        super().process()  # type: ignore[no-untyped-call]
 
 
 class Console(resource.Resource):
@@ -101,10 +103,10 @@ class Console(resource.Resource):
     isLeaf = True
 
     def __init__(self, files: dict[str, tuple[bytes, bytes]]) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._files = files
 
-    def render_GET(self, request: server.Request) -> bytes:
+    def render_GET(self, request: Any) -> bytes:
         path = request.path.decode("utf-8", "replace")
         found = self._files.get(INDEX if path == "/" else path)
         if found is None:
@@ -129,10 +131,10 @@ class WebSocket(resource.Resource):
     isLeaf = True
 
     def __init__(self, factory: Any) -> None:
-        super().__init__()
-        self._websocket = WebSocketResource(factory)
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._websocket: Any = WebSocketResource(factory)  # type: ignore[no-untyped-call]
 
-    def render(self, request: server.Request) -> Any:
+    def render(self, request: Any) -> Any:
         upgrade = request.getHeader(b"upgrade") or b""
         if request.clientproto != b"HTTP/1.1":
             # Autobahn would see the request line WebSocketResource writes
@@ -145,7 +147,7 @@ class WebSocket(resource.Resource):
             request.setHeader(b"upgrade", b"websocket")
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"This is claudews' WebSocket: connect with a WebSocket client.\n"
-        channel = request.channel
+        channel: Any = request.channel
         # From here on the connection is the WebSocket protocol's, with its
         # own timers and its own producer (the slow-client rule): the HTTP
         # channel lets go of both.
@@ -167,16 +169,17 @@ class Channel(http.HTTPChannel):
     _deadline: Any = None
 
     def connectionMade(self) -> None:
-        super().connectionMade()
-        self._deadline = self.callLater(OPEN_HANDSHAKE_TIMEOUT, self._too_slow)
+        super().connectionMade()  # type: ignore[no-untyped-call]
+        later: Any = self.callLater
+        self._deadline = later(OPEN_HANDSHAKE_TIMEOUT, self._too_slow)
 
     def allHeadersReceived(self) -> None:
         self._cancel_deadline()
-        super().allHeadersReceived()
+        super().allHeadersReceived()  # type: ignore[no-untyped-call]
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_deadline()
-        super().connectionLost(reason)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -198,11 +201,11 @@ class Health(resource.Resource):
     isLeaf = True
 
     def __init__(self, factory: Any) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._factory = factory
         self._started = factory.reactor.seconds()
 
-    def render_GET(self, request: server.Request) -> bytes:
+    def render_GET(self, request: Any) -> bytes:
         factory = self._factory
         projects = factory.registry.list()
         request.setHeader(b"content-type", b"application/json")
@@ -225,29 +228,29 @@ class Root(resource.Resource):
     the console.
     """
 
-    def __init__(
-        self, websocket: resource.Resource, health: resource.Resource, console: resource.Resource
-    ) -> None:
-        super().__init__()
+    def __init__(self, websocket: Any, health: Any, console: Any) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
         self.putChild(b"ws", websocket)
         self.putChild(b"health", health)
         self._console = console
 
-    def getChild(self, path: bytes, request: server.Request) -> resource.Resource:
+    def getChild(self, path: bytes, request: Any) -> Any:
         # Reached for every path but /ws: the console is a leaf and reads
         # the whole path itself.
         return self._console
 
 
-def make_site(factory: Any, files: dict[str, tuple[bytes, bytes]] | None = None) -> server.Site:
+def make_site(factory: Any, files: dict[str, tuple[bytes, bytes]] | None = None) -> Any:
     """
     The site serving C{factory}'s WebSocket at C{/ws} and the console.
     """
     console = Console(console_files() if files is None else files)
     root = Root(WebSocket(factory), Health(factory), console)
-    site = server.Site(root, requestFactory=Request, reactor=factory.reactor)
+    site: Any = server.Site(  # type: ignore[no-untyped-call]
+        root, requestFactory=Request, reactor=factory.reactor
+    )
     site.protocol = Channel
     site.displayTracebacks = False
     # No access log: request lines can carry ?token=.
-    site.log = lambda request: None  # type: ignore[method-assign]
+    site.log = lambda request: None
     return site

@@ -14,14 +14,14 @@ from twisted.internet import defer, endpoints, error, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from claudews import config, options
+from claudews import cmdline, options
 from claudews.config import Settings
 from claudews.interfaces import ProcessReactor
 from claudews.registry import Registry
 from claudews.site import make_site
 from claudews.websocket import ServerFactory, fanout
 
-Options = config.Options
+Options = cmdline.Options
 
 TOKEN_FILE = "auth_token"
 
