@@ -52,6 +52,23 @@ class Parser(argparse.ArgumentParser):
         self.exit(errors.USAGE, "%s: %s (see --help)\n" % (self.prog, message))
 
 
+def global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """--url, --token, --data, --json: before or after the command."""
+    def default(value: Any) -> Any:
+        # On a command's parser, an option not given must not hide the
+        # value given before the command.
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--url", default=default(DEFAULT_URL),
+                        help="the server's WebSocket URL (default %s)" % DEFAULT_URL)
+    parser.add_argument("--token", default=default(None), help="the access token (default:"
+                        " $CLAUDEWS_TOKEN, else, for a loopback URL, DATA/auth_token)")
+    parser.add_argument("--data", default=default("data"), metavar="DIR",
+                        help="a local server's data directory, for its token (default ./data)")
+    parser.add_argument("--json", action="store_true", default=default(False),
+                        help="print raw JSON frames, one per line")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="claudews-client",
@@ -59,46 +76,51 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit statuses:\n" + errors.exit_status_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--url", default=DEFAULT_URL, help="the server's WebSocket URL"
-                        " (default %(default)s)")
-    parser.add_argument("--token", help="the access token (default: $CLAUDEWS_TOKEN, else,"
-                        " for a loopback URL, DATA/auth_token)")
-    parser.add_argument("--data", default="data", metavar="DIR",
-                        help="a local server's data directory, for its token (default ./data)")
-    parser.add_argument("--json", action="store_true",
-                        help="print raw JSON frames, one per line")
+    global_options(parser, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    global_options(common, defaults=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=Parser)
-    add_commands(sub)
+    add_commands(sub, common)
     return parser
 
 
-def add_commands(sub: Any) -> None:
-    sub.add_parser("projects", help="list the projects")
-    sub.add_parser("status", help="the server and every project's state")
+PROMPT_HELP = """\
+Send TEXT to the project's Claude, show the reply as it comes and end with
+one summary line (status, duration, cost, turns). Exits 0 only when the
+prompt completed. On a terminal, permission requests are asked in place.
+Ctrl-C cancels the prompt on the server; a second Ctrl-C exits without
+waiting for it to end."""
+
+
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    def command(name: str, text: str, description: str | None = None) -> Any:
+        return sub.add_parser(name, help=text, description=description or text,
+                              parents=[common])
+
+    command("projects", "list the projects")
+    command("status", "the server and every project's state")
     for name, text in (("create", "make a directory a project"),
                        ("delete", "forget a project (its directory is untouched)"),
                        ("reset", "start a new conversation with the next prompt")):
-        sub.add_parser(name, help=text).add_argument("path")
-    p = sub.add_parser("prompt", help="send a prompt and follow it to its end")
+        command(name, text).add_argument("path")
+    p = command("prompt", "send a prompt and follow it to its end", PROMPT_HELP)
     p.add_argument("path")
     p.add_argument("text", help="the prompt, or - to read it from standard input")
-    p = sub.add_parser("tail", help="follow a project live (Ctrl-C stops)")
+    p = command("tail", "follow a project live (Ctrl-C stops)")
     p.add_argument("path")
     p.add_argument("--since", type=int, metavar="N", help="replay events after seq N first")
-    p = sub.add_parser("history", help="stored events of a project")
+    p = command("history", "stored events of a project")
     p.add_argument("path")
     p.add_argument("--before", type=int, metavar="N", help="only events before seq N")
     p.add_argument("--limit", type=int, default=100, metavar="K", help="at most K events")
-    p = sub.add_parser("cancel", help="cancel the running (or the given) prompt")
+    p = command("cancel", "cancel the running (or the given) prompt")
     p.add_argument("path")
     p.add_argument("prompt_id", nargs="?")
-    p = sub.add_parser("allow", help="allow a permission request")
-    p.add_argument("path")
-    p.add_argument("request_id")
-    p = sub.add_parser("deny", help="deny a permission request")
-    p.add_argument("path")
-    p.add_argument("request_id")
+    for name in ("allow", "deny"):
+        p = command(name, "%s a permission request" % name)
+        p.add_argument("path")
+        p.add_argument("request_id")
     p.add_argument("--message", help="the reason given to Claude")
 
 
