@@ -285,3 +285,29 @@ class Settings:
                 " ({})".format(mode, ", ".join(self.permission_modes))
             )
 
+
+@frozen
+class ProjectConfig:
+    """
+    The settings a project needs (a slice of L{claudews.config.Settings}).
+    """
+
+    claude_bin: str = "claude"
+    timeout: float = 300.0
+    kill_grace: float = 5.0
+    max_line_bytes: int = 256 * 1024 * 1024
+    max_queue: int = 64
+    permission_timeout: float = 120.0
+    env: dict[str, str] = Factory(dict)
+
+    @classmethod
+    def of(cls, settings: Settings) -> ProjectConfig:
+        return cls(
+            claude_bin=settings.claude_bin,
+            timeout=settings.timeout,
+            kill_grace=settings.kill_grace,
+            max_line_bytes=settings.max_line_bytes,
+            max_queue=settings.max_queue,
+            permission_timeout=settings.permission_timeout,
+            env=dict(settings.env),
+        )

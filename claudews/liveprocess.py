@@ -18,6 +18,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from claudews.config import ProjectConfig
 from claudews.interfaces import DelayedCall, ProcessReactor, ProcessSlots, ProcessTrees, SlotOwner
 from claudews.runner import ClaudeProcess, Listener, build_argv, build_env
 
@@ -43,10 +44,7 @@ class LiveProcess:
         slots: ProcessSlots,
         trees: ProcessTrees,
         reactor: ProcessReactor,
-        claude_bin: str,
-        kill_grace: float,
-        max_line_bytes: int,
-        env: dict[str, str],
+        config: ProjectConfig,
         environ: dict[str, str],
         markers: list[str],
         save: Callable[[], object],
@@ -59,10 +57,8 @@ class LiveProcess:
         self._slots = slots
         self._trees = trees
         self._reactor = reactor
-        self._claude_bin = claude_bin
-        self._grace = kill_grace
-        self._max_line = max_line_bytes
-        self._env = env
+        self._config = config
+        self._grace = config.kill_grace
         self._environ = environ
         self.markers = markers
         self._save = save
@@ -118,11 +114,11 @@ class LiveProcess:
             trees=self._trees,
             reactor=self._reactor,
             flags=flags,
-            max_line_bytes=self._max_line,
+            max_line_bytes=self._config.max_line_bytes,
         )
         proc.marker = self._prefix + proc.marker
-        argv = build_argv(self._claude_bin, self._session_id(), flags)
-        env = build_env(self._environ, self._env, proc.marker)
+        argv = build_argv(self._config.claude_bin, self._session_id(), flags)
+        env = build_env(self._environ, self._config.env, proc.marker)
         # Record the marker first: a server that dies from here on leaves
         # its successor a way to find this process tree.
         self.markers.append(proc.marker)

@@ -9,27 +9,27 @@ the rooms it is composed of.
   ever sent (see docs/storage.rst);
 - L{claudews.permissions}: the CLI's pending permission requests.
 
-Prompts run one after another: the queue moves on from a failed prompt
-like from a completed one. The project is also the CLI processes'
-listener (L{claudews.runner.Listener}): a line the CLI prints becomes an
-event here and, when it is the prompt's C{result}, ends the prompt.
+- L{claudews.promptqueue}: prompts one after another;
+- L{claudews.clilistener}: what a CLI process prints becomes an event of
+  its prompt, and its C{result} ends the prompt;
+- L{claudews.record}: metadata.json, for whoever loads the project next.
 """
 
 import os
 import time
 import uuid
-from collections import deque
 from typing import Any, Callable
 
-import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from claudews import events
-from claudews.clisession import marker_prefix, session_named, valid_session
+from claudews.config import ProjectConfig
+from claudews.clilistener import CliListener
+from claudews.clisession import marker_prefix, valid_session
 from claudews.errors import RequestError
 from claudews.eventlog import EventLog
-from claudews.events import CANCELLED, INTERRUPTED, Event
+from claudews.events import INTERRUPTED, Event
 from claudews.interfaces import (
     EventStore,
     Fanout,
@@ -41,23 +41,9 @@ from claudews.interfaces import (
 from claudews.liveprocess import LiveProcess
 from claudews.permissions import PermissionBroker
 from claudews.prompt import Prompt
+from claudews.promptqueue import PromptQueue
 from claudews.record import Record
 from claudews.runner import ClaudeProcess
-
-
-@attrs.frozen
-class ProjectConfig:
-    """
-    The settings a project needs (a slice of L{claudews.config.Settings}).
-    """
-
-    claude_bin: str = "claude"
-    timeout: float = 300.0
-    kill_grace: float = 5.0
-    max_line_bytes: int = 256 * 1024 * 1024
-    max_queue: int = 64
-    permission_timeout: float = 120.0
-    env: dict[str, str] = attrs.Factory(dict)
 
 
 class Project:
@@ -98,11 +84,15 @@ class Project:
         stored = meta.get("session_id")
         self.session_id: str | None = stored if valid_session(stored) else None
         self.session_generation = 0
-        self._queue: deque[Prompt] = deque()
-        self._current: Prompt | None = None
         self._closing = False
         self._on_change = on_change
-        self._last_prompt_id: str | None = None
+        self._queue = PromptQueue(
+            reactor=reactor,
+            max_waiting=config.max_queue,
+            # Not while the disk refuses events: the queue waits for it.
+            may_start=lambda: not self._closing and not self._events.waiting,
+            changed=self._changed,
+        )
         self.history = history
         self._events = self._event_log(history, fanout)
         self.permissions = PermissionBroker(
@@ -133,19 +123,23 @@ class Project:
         trees: ProcessTrees,
         environ: dict[str, str] | None,
     ) -> LiveProcess:
-        config = self._config
+        listener = CliListener(
+            queue=self._queue,
+            permissions=self.permissions,
+            publish=self.publish,
+            session_seen=self._session_seen,
+            process_gone=self._process_gone,
+            save=self.save,
+        )
         return LiveProcess(
             path=self.path,
             marker_prefix=marker_prefix(self.directory),
             owner=self,
-            listener=self,
+            listener=listener,
             slots=supervisor,
             trees=trees,
             reactor=self._reactor,
-            claude_bin=config.claude_bin,
-            kill_grace=config.kill_grace,
-            max_line_bytes=config.max_line_bytes,
-            env=dict(config.env),
+            config=self._config,
             environ=dict(os.environ if environ is None else environ),
             markers=markers,
             save=self.save,
@@ -164,6 +158,10 @@ class Project:
     @property
     def first_seq(self) -> int:
         return self._events.first_seq
+
+    @property
+    def _current(self) -> Prompt | None:
+        return self._queue.current
 
     @property
     def running(self) -> bool:
@@ -213,15 +211,11 @@ class Project:
         }
 
     def save(self) -> bool:
-        """
-        Write metadata.json; whether that worked (a failure is logged).
-        """
+        """Write metadata.json; whether that worked (a failure is logged)."""
         return self._record.save()
 
     def moved_to(self, directory: str) -> None:
-        """
-        Its data was moved (set aside for deletion): save there from now on.
-        """
+        """Its data was moved (set aside for deletion): save there from now on."""
         self.directory = self._record.directory = directory
 
     # -- events
@@ -237,9 +231,7 @@ class Project:
         return stored
 
     def storage_problem(self) -> str | None:
-        """
-        Why events of this project cannot be stored now, or C{None}.
-        """
+        """Why events of this project cannot be stored now, or C{None}."""
         return self._events.problem()
 
     def _storage_failed(self, problem: str) -> None:
@@ -255,12 +247,10 @@ class Project:
         A write succeeds again: the metadata catches up, the queue moves.
         """
         self.save()
-        self._reactor.callLater(0, self._pump)
+        self._reactor.callLater(0, self._queue.pump)
 
     def settled(self, prompt_id: str) -> None:
-        """
-        A prompt's C{prompt.finished} is on disk: it is no longer open.
-        """
+        """A prompt's C{prompt.finished} is on disk: it is no longer open."""
         self._record.settled(prompt_id)
 
     # -- subscribers and permissions
@@ -305,16 +295,8 @@ class Project:
     def submit(self, text: str, options: dict[str, Any], flags: tuple[str, ...]) -> dict[str, Any]:
         if self._closing:
             raise RequestError("internal", "the server is shutting down")
-        # The head of the queue is about to start (on the next reactor turn)
-        # when nothing runs: it is not waiting.
-        waiting = len(self._queue) - (0 if self._current else min(1, len(self._queue)))
-        if waiting >= self._config.max_queue:
-            raise RequestError(
-                "queue_full",
-                "%d prompts are already waiting in this project" % (self._config.max_queue,),
-            )
+        position = self._queue.position()
         prompt = self._new_prompt(text, options, tuple(flags))
-        position = len(self._queue) + (1 if self._current else 0)
         # On record as open before its first event: a server that dies
         # from here on leaves its successor a prompt to interrupt.
         stored = self._record.opened(prompt.id)
@@ -327,9 +309,7 @@ class Project:
                 self.storage_problem()
                 or "cannot store the project's metadata: %s" % (self._record.error,),
             )
-        self._queue.append(prompt)
-        self._changed()
-        self._reactor.callLater(0, self._pump)
+        self._queue.add(prompt)
         return {"prompt_id": prompt.id, "position": position}
 
     def _new_prompt(self, text: str, options: dict[str, Any], flags: tuple[str, ...]) -> Prompt:
@@ -346,93 +326,30 @@ class Project:
             session_generation=self.session_generation,
         )
 
-    def _pump(self) -> None:
-        if self._current is not None or not self._queue or self._closing:
-            return
-        if self._events.waiting:
-            # The disk refuses events: the queue waits until it takes them.
-            return
-        prompt = self._current = self._queue.popleft()
-        self._last_prompt_id = prompt.id
-        prompt.done.addBoth(self._after_prompt)
-        prompt.start()
-        self._changed()
-
-    def _after_prompt(self, _: object) -> None:
-        self._current = None
-        self._pump()
-        self._changed()
-
     def cancel(self, prompt_id: str | None) -> list[str]:
-        current = self._current
-        if prompt_id is None:
-            if current is None or current.finished:
-                raise RequestError("not_running", "no prompt is running")
-            prompt_id = current.id
-        for prompt in self._queue:
-            if prompt.id == prompt_id:
-                self._queue.remove(prompt)
-                prompt.stop(CANCELLED)
-                return [prompt_id]
-        if current is not None and current.id == prompt_id and not current.finished:
-            current.stop(CANCELLED)
-            return [prompt_id]
-        raise RequestError("not_found", "no running or queued prompt %r" % (prompt_id,))
+        return self._queue.cancel(prompt_id)
 
     def cancel_permissions(self, prompt_id: str) -> None:
         self.permissions.cancel(prompt_id)
 
-    # -- the CLI's side (runner.Listener)
+    # -- what the CLI's side reports (L{CliListener})
 
-    def _prompt_of(self, process: ClaudeProcess) -> Prompt | None:
-        prompt = self._current
-        return prompt if prompt is not None and prompt.process is process else None
-
-    def cli_message(self, process: ClaudeProcess, message: dict[str, Any]) -> None:
-        prompt = self._prompt_of(process)
-        self.publish(events.claude(prompt.id if prompt else self._last_prompt_id, message))
-        if prompt is None:
-            return
-        session = session_named(message)
-        if (
-            session is not None
-            and session != self.session_id
-            and prompt.session_generation == self.session_generation
-        ):
+    def _session_seen(self, prompt: Prompt, session: str) -> None:
+        # A prompt queued before a reset must not bring the old
+        # conversation back.
+        if session != self.session_id and prompt.session_generation == self.session_generation:
             self.session_id = session
             self.save()
             self._changed()
-        if message.get("type") == "result":
-            prompt.result(message)
 
-    def cli_output(self, process: ClaudeProcess, stream: str, text: str) -> None:
-        prompt = self._prompt_of(process)
-        self.publish(events.output(prompt.id if prompt else self._last_prompt_id, stream, text))
-
-    def cli_permission(self, process: ClaudeProcess, request_id: str, request: dict[str, Any]) -> None:
-        prompt = self._prompt_of(process)
-        if prompt is None or prompt.finished:
-            process.answer(request_id, {"behavior": "deny", "message": "No prompt is running in claudews"})
-            return
-        self.permissions.request(
-            prompt.id, request_id, request, lambda response: process.answer(request_id, response)
-        )
-
-    def cli_exited(self, process: ClaudeProcess, exit_code: int | None, signal: int | None) -> None:
+    def _process_gone(self, process: ClaudeProcess) -> None:
         if process is self._process.current:
             # Nobody is left to answer what it asked.
             self.permissions.forget()
         self._process.exited(process)
-        prompt = self._prompt_of(process)
-        if prompt is not None:
-            prompt.exited(exit_code, signal, process.stderr_tail)
-        else:
-            self.save()
 
     def close_process(self) -> None:
-        """
-        The supervisor's request: close the idle process.
-        """
+        """The supervisor's request: close the idle process."""
         self._process.close_process()
 
     # -- session, recovery, shutdown
@@ -481,10 +398,7 @@ class Project:
         """
         self._closing = True
         error = "the server is shutting down" if status == INTERRUPTED else None
-        while self._queue:
-            self._queue.popleft().shutdown(status, error)
-        if self._current is not None:
-            self._current.shutdown(status, error)
+        self._queue.shutdown(status, error)
         return self._process.shutdown()
 
     def close(self) -> None:

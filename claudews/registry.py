@@ -26,26 +26,14 @@ from twisted.logger import Logger
 
 from claudews import metadata, paths, recovery
 from claudews.errors import RequestError
-from claudews.config import Settings
+from claudews.config import ProjectConfig, Settings
 from claudews.events import timestamp
 from claudews.history import History
-from claudews.project import Project, ProjectConfig
+from claudews.project import Project
 from claudews.interfaces import Fanout, ProcessReactor, Subscriber, send_each
 from claudews.proctree import SystemTrees
 from claudews.supervisor import Supervisor
 from claudews.watch import CREATED, DELETED, UPDATED, Watchers
-
-
-def project_config(settings: Settings) -> ProjectConfig:
-    return ProjectConfig(
-        claude_bin=settings.claude_bin,
-        timeout=settings.timeout,
-        kill_grace=settings.kill_grace,
-        max_line_bytes=settings.max_line_bytes,
-        max_queue=settings.max_queue,
-        permission_timeout=settings.permission_timeout,
-        env=dict(settings.env),
-    )
 
 
 class Registry(service.Service):
@@ -60,7 +48,7 @@ class Registry(service.Service):
     ) -> None:
         self._reactor = reactor
         self._settings = settings
-        self._config = project_config(settings)
+        self._config = ProjectConfig.of(settings)
         self._root = os.path.join(settings.data, "projects")
         self.supervisor = Supervisor(settings.max_running, settings.idle_timeout, reactor)
         self._projects: dict[str, Project] = {}

@@ -240,7 +240,8 @@ class MetadataWriteTests(SynchronousTestCase):
         """The marker a CLI inherits starts with the prefix of its data directory."""
         from claudews.interfaces import send_each
         from claudews.proctree import SystemTrees
-        from claudews.project import Project, ProjectConfig
+        from claudews.config import ProjectConfig
+        from claudews.project import Project
         from claudews.supervisor import Supervisor
 
         directory = tempfile.mkdtemp(prefix="claudews-marker-")

@@ -12,6 +12,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from claudews import proctree
+from claudews.config import ProjectConfig
 from claudews.liveprocess import LiveProcess
 from claudews.runner import ClaudeProcess
 from tests.test_project import FakeCLI, ProcessReactor
@@ -129,10 +130,9 @@ class LiveProcessTestCase(SynchronousTestCase):
             slots=self.slots,
             trees=self.trees,
             reactor=self.reactor,
-            claude_bin="claude",
-            kill_grace=GRACE,
-            max_line_bytes=1024,
-            env={"EXTRA": "yes"},
+            config=ProjectConfig(
+                claude_bin="claude", kill_grace=GRACE, max_line_bytes=1024, env={"EXTRA": "yes"}
+            ),
             environ={"PATH": "/bin", "CLAUDECODE": "1"},
             markers=self.markers,
             save=self.save,

@@ -28,7 +28,8 @@ from claudews import metadata, proctree
 from claudews.errors import RequestError
 from claudews.eventlog import STORAGE_RETRY
 from claudews.history import History
-from claudews.project import Project, ProjectConfig
+from claudews.config import ProjectConfig
+from claudews.project import Project
 from claudews.interfaces import send_each
 from claudews.proctree import SystemTrees
 from claudews.supervisor import Supervisor
