@@ -22,6 +22,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from claudews import interfaces, websocket
+from claudews.clilistener import CliListener
 from claudews.history import History
 from claudews.liveprocess import LiveProcess
 from claudews.proctree import SystemTrees
@@ -43,7 +44,7 @@ IMPLEMENTED = [
     (interfaces.ProcessTrees, SystemTrees),
     (interfaces.PromptHost, Project),
     (interfaces.ProcessRoom, LiveProcess),
-    (Listener, Project),
+    (Listener, CliListener),
 ]
 
 
@@ -55,6 +56,7 @@ def _checks(
     clock: Clock,
     trees: SystemTrees,
     live: LiveProcess,
+    cli: CliListener,
 ) -> None:
     """
     Never called: C{mypy} checks that each assignment is allowed, that
@@ -69,7 +71,7 @@ def _checks(
     process_trees: interfaces.ProcessTrees = trees
     host: interfaces.PromptHost = project
     room: interfaces.ProcessRoom = live
-    listener: Listener = project
+    listener: Listener = cli
     del store, subscriber, fanout, owner, slots, time, process_trees, host, room, listener
 
 
