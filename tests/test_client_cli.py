@@ -451,7 +451,7 @@ def test_ctrl_c_cancels_the_prompt_on_the_server():
     conn.requests[0][2].callback({"prompt_id": "p-1", "position": 0})
     run.pressed(1)
     assert conn.requests[-1][:2] == ("cancel", {"path": "/w", "prompt_id": "p-1"})
-    assert "press Ctrl-C again to leave it running" in out.getvalue()
+    assert "(Ctrl-C again: exit without waiting)" in out.getvalue()
     assert outcome == []
     conn.on_frame(finished("cancelled"))
     error = outcome[0].value

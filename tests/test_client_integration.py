@@ -20,6 +20,7 @@ import termios
 import time
 
 import pytest
+import websocket
 
 from tests.harness import DEADLINE, ROOT
 from tests.harness import submit as send_prompt
@@ -61,6 +62,7 @@ class Running:
     def __init__(self, server, *args, tty=False):
         self.buffers = {}
         self.lines = {"stdout": [], "stderr": []}
+        self.tty = tty
         if tty:
             master, slave = os.openpty()
             fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
@@ -126,13 +128,15 @@ class Running:
         return self.process.wait(timeout=DEADLINE)
 
     def kill(self):
+        """Make sure the client is gone (test teardown), and close its output."""
         if self.process.poll() is None:
             self.process.kill()
-            self.process.wait()
-        for fd in set(self.fds.values()):
-            if not isinstance(self.process.stdout, type(None)):
-                break
-            os.close(fd)
+        self.process.wait(timeout=DEADLINE)
+        if self.tty:
+            os.close(self.fds["stdout"])
+        else:
+            self.process.stdout.close()
+            self.process.stderr.close()
 
 
 @pytest.fixture
@@ -285,6 +289,20 @@ def test_token_is_read_from_the_local_data_directory(make_server):
     assert result.returncode == 0, result
     missing = run_client(server, "projects", token=False, cwd=server.root)
     assert missing.returncode == 4, missing
+    assert "no token was given" in missing.stderr
+
+
+def test_blocked_address_is_one_line_and_its_own_status(server):
+    """After ten refused handshakes the server answers 429: status 6."""
+    for _ in range(10):
+        with pytest.raises(websocket.WebSocketBadStatusException):
+            websocket.create_connection(
+                server.url(token=False) + "?token=wrong", suppress_origin=True,
+                timeout=DEADLINE)
+    result = run_client(server, "projects")
+    assert result.returncode == 6, result
+    assert result.stderr.startswith("claudews-client: blocked: too many failed handshakes")
+    assert len(result.stderr.splitlines()) == 1
 
 
 def test_cannot_connect_is_one_line_and_its_own_status(server):

@@ -165,7 +165,12 @@ async def run(reactor: Any, args: argparse.Namespace, token: str | None) -> int:
     view = make_view(args.json)
     interactive = sys.stdin.isatty() and not args.json
     conn = Connection(args.url, token, reactor, on_status=lambda text: view.note(text, "yellow"))
-    await conn.open()
+    try:
+        await conn.open()
+    except errors.HandshakeRefused as e:
+        if e.http_status == 401 and token is None:
+            raise errors.HandshakeRefused(401, errors.NO_TOKEN_HINT) from None
+        raise
     ctx = Context(reactor=reactor, view=view, interactive=interactive)
     try:
         return await COMMANDS[args.command](ctx, conn, args)

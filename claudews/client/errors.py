@@ -66,24 +66,30 @@ class ConnectFailed(ClientError):
 class HandshakeRefused(ClientError):
     """The server answered the opening handshake with an HTTP error."""
 
-    def __init__(self, http_status: int, reason: str = "") -> None:
+    def __init__(self, http_status: int, hint: str | None = None) -> None:
         self.http_status = http_status
-        status, text = _HANDSHAKE.get(http_status, (REFUSED, ""))
-        if not text:
-            text = "the server refused the connection"
-        detail = "HTTP %d%s" % (http_status, " " + reason if reason else "")
-        super().__init__("%s (%s)" % (text, detail), status)
+        status, text, default_hint = _HANDSHAKE.get(
+            http_status, (REFUSED, "the server refused the connection", ""))
+        hint = default_hint if hint is None else hint
+        super().__init__(
+            "%s (HTTP %d)%s" % (text, http_status, "; " + hint if hint else ""), status)
 
 
-_HANDSHAKE: dict[int, tuple[int, str]] = {
-    401: (UNAUTHORIZED, "unauthorized: the token is missing or wrong"
-          " (give --token or set CLAUDEWS_TOKEN)"),
-    403: (FORBIDDEN, "forbidden: the server refuses this Host or Origin"
-          " (see --allowed-host on the server)"),
-    429: (TOO_MANY, "too many failed handshakes from this address; wait a minute"),
-    503: (REFUSED, "the server has too many connections"),
-    404: (REFUSED, "no WebSocket endpoint at this URL (the path is /ws)"),
+_HANDSHAKE: dict[int, tuple[int, str, str]] = {
+    401: (UNAUTHORIZED, "unauthorized: the token is missing or wrong",
+          "check --token or CLAUDEWS_TOKEN"),
+    403: (FORBIDDEN, "forbidden: the server refuses this Host or Origin",
+          "see --allowed-host on the server"),
+    429: (TOO_MANY, "blocked: too many failed handshakes from this address",
+          "wait a minute"),
+    503: (REFUSED, "the server has too many connections", "try again later"),
+    404: (REFUSED, "no WebSocket endpoint at this URL", "the path is /ws"),
 }
+
+NO_TOKEN_HINT = (
+    "no token was given: use --token or CLAUDEWS_TOKEN, or run from the directory"
+    " that holds the server's data/ (or give --data DIR)"
+)
 
 _STATUS_IN_REASON = re.compile(r"upgrade failed \[(\d{3})\]")
 

@@ -55,7 +55,7 @@ class PromptRun:
         self._cancelling = True
         self.follower.stop()
         self._ctx.view.note(
-            "Ctrl-C: cancelling %s on the server (press Ctrl-C again to leave it running)"
+            "Ctrl-C: cancelling %s on the server (Ctrl-C again: exit without waiting)"
             % (self._prompt_id or "the prompt",), "yellow")
         if self._prompt_id is not None:
             self._send_cancel()
