@@ -18,6 +18,10 @@ behaviours:
     tool-sleep:SECONDS   a Bash tool_use running a sleep in its own session
     slow:SECONDS         wait (interruptibly) before replying
     permission:TOOL      ask can_use_tool; on allow write updatedInput's file
+    suggest:TOOL         the same (Write or Bash), asked as the real CLI asks, with
+                         display_name, description and permission_suggestions
+    ask-user             an AskUserQuestion tool call, answered with updatedInput's answers
+    exit-plan            an ExitPlanMode tool call with a Markdown plan to approve
     huge:BYTES           an assistant text of that many bytes
     nonjson              a plain text line on stdout before the result
     stderr:BYTES         that many bytes on stderr before replying
@@ -26,7 +30,10 @@ behaviours:
     crash                exit 3 after the assistant message, with no result
     error                an is_error result ("API Error: 500 fake failure")
 
-Tool pids are appended to the file named by $FAKE_CLAUDE_PIDFILE.
+Tool pids are appended to the file named by $FAKE_CLAUDE_PIDFILE. The
+answers to the suggest:, ask-user and exit-plan requests (the `response` of
+each control_response, as received) are appended, one JSON line each, to
+$HOME/.fake-claude/answers.jsonl.
 Stdlib only, single file.
 """
 
@@ -387,7 +394,7 @@ class Fake:
         values = {}
         for word in words:
             key, _, value = word.partition(":")
-            if key in ("tool-sleep", "slow", "huge", "stderr", "permission") and value:
+            if key in ("tool-sleep", "slow", "huge", "stderr", "permission", "suggest") and value:
                 values[key] = value
         reply = "turn %d: %s" % (turn, text)
         if number(values.get("stderr"), int):
@@ -400,6 +407,12 @@ class Fake:
             self.tool_sleep(number(values["tool-sleep"]), turns, tools)
         if values.get("permission"):
             reply = self.permission(values["permission"], turns)
+        if values.get("suggest"):
+            reply = self.suggest(values["suggest"], turns)
+        if "ask-user" in words:
+            reply = self.ask_user(turns)
+        if "exit-plan" in words:
+            reply = self.exit_plan(turns)
         if "grandchild" in words:
             child = spawn_sleeper(600)
             record_pid(child.pid)
@@ -471,15 +484,104 @@ class Fake:
         self.user_tool_result(tool_use_id, message, is_error=True)
         return "denied: %s" % message
 
-    def ask(self, tool, tool_input, tool_use_id):
+    def suggest(self, tool, turns):
+        """
+        A tool call asked for as the real CLI asks (2.1.x): with its display
+        name, a description, and the rules it suggests for "always allow".
+        """
+        if tool == "Bash":
+            tool_input = {"command": "echo hello", "description": "Say hello"}
+            extra = {"description": "Say hello", "permission_suggestions": [
+                {"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": "echo hello"}],
+                 "behavior": "allow", "destination": "localSettings"}]}
+        else:
+            tool, name = "Write", "out.txt"
+            tool_input = {"file_path": os.path.join(os.getcwd(), name), "content": "hello"}
+            extra = {"description": name, "permission_suggestions": [
+                {"type": "setMode", "mode": "acceptEdits", "destination": "session"}]}
+        tool_use_id = self.tool_use(tool, tool_input, turns)
+        decision = self.ask(tool, tool_input, tool_use_id, extra=extra, record=True)
+        if decision.get("behavior") != "allow":
+            return self.denied(tool_use_id, decision)
+        updated = decision.get("updatedInput")
+        if not isinstance(updated, dict):
+            updated = tool_input
+        if tool == "Write" and isinstance(updated.get("file_path"), str):
+            with open(updated["file_path"], "w") as f:
+                f.write(str(updated.get("content", "")))
+            outcome = "File created successfully at: %s" % updated["file_path"]
+        else:
+            outcome = "hello"
+        self.user_tool_result(tool_use_id, outcome)
+        rules = decision.get("updatedPermissions")
+        return "allowed always" if isinstance(rules, list) and rules else "allowed"
+
+    def ask_user(self, turns):
+        """AskUserQuestion, whose answers come back in updatedInput (as the real CLI's)."""
+        tool_input = {"questions": [
+            {"question": "Which database should the app use?", "header": "Database",
+             "options": [{"label": "SQLite", "description": "One file, no server"},
+                         {"label": "PostgreSQL", "description": "A server to run"}],
+             "multiSelect": False},
+            {"question": "What should come with it?", "header": "Extras",
+             "options": [{"label": "Migrations", "description": "Versioned schema changes"},
+                         {"label": "Seed data", "description": "Rows to start with"},
+                         {"label": "Backups", "description": "A nightly dump"}],
+             "multiSelect": True},
+        ]}
+        tool_use_id = self.tool_use("AskUserQuestion", tool_input, turns)
+        decision = self.ask("AskUserQuestion", tool_input, tool_use_id,
+                            extra={"requires_user_interaction": True}, record=True)
+        if decision.get("behavior") != "allow":
+            return self.denied(tool_use_id, decision)
+        updated = decision.get("updatedInput")
+        answers = updated.get("answers") if isinstance(updated, dict) else None
+        if not isinstance(answers, dict):
+            answers = {}
+        said = " ".join('"%s"="%s"' % (q, a if isinstance(a, str) else ", ".join(map(str, a)))
+                        for q, a in answers.items())
+        self.user_tool_result(tool_use_id, "Your questions have been answered: %s. You can "
+                              "now continue with these answers in mind." % said)
+        return "answered: " + said
+
+    def exit_plan(self, turns):
+        """ExitPlanMode: the real CLI puts the plan (from its plan file) in the input."""
+        plan = ("# Plan: a healthcheck\n\n1. Add a `/health` route\n"
+                "2. Test it with **pytest**\n\n```sh\nmake test\n```\n")
+        plans = os.path.join(os.path.expanduser("~"), ".fake-claude", "plans")
+        tool_input = {"plan": plan, "planFilePath": os.path.join(plans, self.sid + ".md")}
+        tool_use_id = self.tool_use("ExitPlanMode", {}, turns)
+        decision = self.ask("ExitPlanMode", tool_input, tool_use_id,
+                            extra={"requires_user_interaction": True}, record=True)
+        if decision.get("behavior") != "allow":
+            return self.denied(tool_use_id, decision)
+        self.user_tool_result(tool_use_id, "User has approved your plan. You can now start "
+                              "coding.\n\n## Approved Plan:\n" + plan)
+        return "plan approved"
+
+    def denied(self, tool_use_id, decision):
+        message = decision.get("message")
+        if not isinstance(message, str):
+            message = ""
+        self.user_tool_result(tool_use_id, message, is_error=True)
+        return "denied: %s" % message
+
+    def ask(self, tool, tool_input, tool_use_id, extra=None, record=False):
         request_id = str(uuid.uuid4())
-        self.emit({"type": "control_request", "request_id": request_id,
-                   "request": {"subtype": "can_use_tool", "tool_name": tool,
-                               "input": tool_input, "permission_suggestions": [],
-                               "tool_use_id": tool_use_id}})
+        if extra is None:
+            request = {"subtype": "can_use_tool", "tool_name": tool, "input": tool_input,
+                       "permission_suggestions": [], "tool_use_id": tool_use_id}
+        else:
+            # The real CLI's order: name, display name, input, the rest, tool use id.
+            request = dict({"subtype": "can_use_tool", "tool_name": tool, "display_name": tool,
+                            "input": tool_input}, **extra)
+            request["tool_use_id"] = tool_use_id
+        self.emit({"type": "control_request", "request_id": request_id, "request": request})
         while request_id not in self.responses:
             self.take(0.5, busy=True)
         response = self.responses.pop(request_id)
+        if record:
+            record_answer(response)
         if response.get("subtype") == "error":
             return {"behavior": "deny", "message": str(response.get("error", "error"))}
         decision = response.get("response")
@@ -522,6 +624,13 @@ def record_pid(pid):
         except OSError as e:
             sys.stderr.write("fake_claude: cannot record pid in %s: %s\n" % (path, e.strerror))
             sys.stderr.flush()
+
+
+def record_answer(response):
+    path = os.path.join(os.path.expanduser("~"), ".fake-claude", "answers.jsonl")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(response) + "\n")
 
 
 def kill_group(child):

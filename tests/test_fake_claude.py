@@ -301,3 +301,84 @@ class FakeClaudeTests(SynchronousTestCase):
         self.assertEqual(cli.message()["subtype"], "error_during_execution")
         cli.popen.kill()
         self.assertEqual(cli.popen.wait(timeout=TIMEOUT), -signal.SIGKILL)
+
+    def asked(self, prompt, answer):
+        """
+        Send C{prompt}, answer its can_use_tool with C{answer}: the request,
+        the messages up to the result, and the answers the fake recorded.
+        """
+        cli = self.start()
+        cli.send(user(prompt))
+        request = cli.until("control_request")[-1]
+        cli.send({"type": "control_response", "response": {
+            "subtype": "success", "request_id": request["request_id"], "response": answer}})
+        messages = cli.until("result")
+        with open(os.path.join(self.home, ".fake-claude", "answers.jsonl")) as f:
+            recorded = [json.loads(line) for line in f]
+        return request["request"], messages, recorded
+
+    def test_suggest_asks_like_the_real_cli_and_records_the_answer(self):
+        """suggest:Write asks with the real CLI's fields; the answer is recorded verbatim."""
+        rule = {"type": "setMode", "mode": "acceptEdits", "destination": "session"}
+        answer = {"behavior": "allow", "updatedInput": {
+            "file_path": os.path.join(self.home, "out.txt"), "content": "hello"},
+            "updatedPermissions": [rule]}
+        request, messages, recorded = self.asked("suggest:Write", answer)
+        tool_result = messages[0]["message"]["content"][0]
+        self.assertEqual(list(request), ["subtype", "tool_name", "display_name", "input",
+                                         "description", "permission_suggestions", "tool_use_id"])
+        self.assertEqual((request["tool_name"], request["display_name"], request["description"]),
+                         ("Write", "Write", "out.txt"))
+        self.assertEqual(request["permission_suggestions"], [rule])
+        self.assertEqual(request["tool_use_id"], tool_result["tool_use_id"])
+        self.assertEqual(messages[-1]["result"], "allowed always")
+        self.assertEqual(recorded, [{"subtype": "success", "request_id": recorded[0]["request_id"],
+                                     "response": answer}])
+        with open(os.path.join(self.home, "out.txt")) as f:
+            self.assertEqual(f.read(), "hello")
+
+    def test_suggest_bash_suggests_a_rule(self):
+        """suggest:Bash suggests an addRules rule; a plain allow is just allowed."""
+        request, messages, _ = self.asked("suggest:Bash", {"behavior": "allow"})
+        [suggestion] = request["permission_suggestions"]
+        self.assertEqual((suggestion["type"], suggestion["rules"]),
+                         ("addRules", [{"toolName": "Bash", "ruleContent": "echo hello"}]))
+        self.assertEqual(messages[-1]["result"], "allowed")
+
+    def test_ask_user_answers_come_back_in_the_tool_result(self):
+        """ask-user asks AskUserQuestion; the answers in updatedInput reach the model."""
+        def answer_for(questions):
+            return {"behavior": "allow", "updatedInput": {"questions": questions, "answers": {
+                questions[0]["question"]: "SQLite",
+                questions[1]["question"]: "Migrations, Backups"}}}
+
+        cli = self.start()
+        cli.send(user("ask-user"))
+        request = cli.until("control_request")[-1]
+        self.assertEqual(request["request"]["tool_name"], "AskUserQuestion")
+        self.assertIs(request["request"]["requires_user_interaction"], True)
+        questions = request["request"]["input"]["questions"]
+        self.assertEqual([q["multiSelect"] for q in questions], [False, True])
+        self.assertEqual([o["label"] for o in questions[0]["options"]], ["SQLite", "PostgreSQL"])
+        cli.send({"type": "control_response", "response": {
+            "subtype": "success", "request_id": request["request_id"],
+            "response": answer_for(questions)}})
+        messages = cli.until("result")
+        self.assertEqual(messages[-1]["result"], 'answered: "Which database should the app use?"='
+                         '"SQLite" "What should come with it?"="Migrations, Backups"')
+        self.assertIn('"SQLite"', messages[-3]["message"]["content"][0]["content"])
+
+    def test_exit_plan_asks_with_the_plan(self):
+        """exit-plan asks ExitPlanMode with the Markdown plan; an allow approves it."""
+        request, messages, recorded = self.asked("exit-plan", {"behavior": "allow"})
+        self.assertEqual(request["tool_name"], "ExitPlanMode")
+        self.assertTrue(request["input"]["plan"].startswith("# Plan: a healthcheck\n"))
+        self.assertTrue(request["input"]["planFilePath"].endswith(".md"))
+        self.assertEqual(messages[-1]["result"], "plan approved")
+        self.assertEqual(recorded[0]["response"], {"behavior": "allow"})
+
+    def test_exit_plan_deny_reports_the_message(self):
+        """A denied plan is a tool error carrying the message."""
+        _, messages, _ = self.asked("exit-plan", {"behavior": "deny", "message": "smaller"})
+        self.assertEqual(messages[-1]["result"], "denied: smaller")
+        self.assertIs(messages[-3]["message"]["content"][0]["is_error"], True)
