@@ -18,7 +18,7 @@ cancel) are named as ignored in the states where they mean nothing, so
 an input no state expects fails loudly instead of being lost.
 """
 
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Protocol
 
 import attrs
 from automat import TypeMachineBuilder
@@ -262,60 +262,72 @@ class Run:
         self.done.callback(None)
 
 
+if TYPE_CHECKING:
+    # Automat's state type, for the type checker only (not exported).
+    from automat._typed import TypedState
+
+    _State = TypedState[Lifecycle, Run]
+else:
+    _State = Any
+
+
+class _States(NamedTuple):
+    queued: _State
+    waiting: _State
+    starting: _State
+    running: _State
+    stopping: _State
+    finished: _State
+
+
 def _build() -> Callable[[Run], Lifecycle]:
     builder = TypeMachineBuilder(Lifecycle, Run)
-    queued = builder.state("queued")
-    waiting = builder.state("waiting")
-    starting = builder.state("starting")
-    running = builder.state("running")
-    stopping = builder.state("stopping")
-    finished = builder.state("finished")
-    alive = (queued, waiting, starting, running, stopping)
+    states = _States(*(builder.state(name) for name in _States._fields))
+    _starting(states)
+    _stopping(states)
+    _ending(states)
+    _ignoring(states)
+    return builder.build()
 
-    @queued.upon(Lifecycle.start).to(waiting)
+
+def _starting(s: _States) -> None:
+    """Queued, then a slot, then a process, then running."""
+
+    @s.queued.upon(Lifecycle.start).to(s.waiting)
     def _acquire(inputs: Lifecycle, run: Run) -> None:
         run.acquire()
 
-    @waiting.upon(Lifecycle.granted).to(starting)
+    @s.waiting.upon(Lifecycle.granted).to(s.starting)
     def _get_process(inputs: Lifecycle, run: Run) -> None:
         run.get_process()
 
-    @starting.upon(Lifecycle.launched).to(running)
+    @s.starting.upon(Lifecycle.launched).to(s.running)
     def _launch(inputs: Lifecycle, run: Run, process: ClaudeProcess) -> None:
         run.launch(process)
 
-    @starting.upon(Lifecycle.cannot_start).to(finished)
-    @running.upon(Lifecycle.cannot_start).to(finished)
+    @s.starting.upon(Lifecycle.cannot_start).to(s.finished)
+    @s.running.upon(Lifecycle.cannot_start).to(s.finished)
     def _cannot_start(inputs: Lifecycle, run: Run, error: str) -> None:
         run.finish(FAILED, error)
 
-    for state in (queued, waiting, starting):
 
-        @state.upon(Lifecycle.stop).to(finished)
+def _stopping(s: _States) -> None:
+    """Stopped before the CLI has it: at once; after: interrupt, then escalate."""
+    for state in (s.queued, s.waiting, s.starting):
+
+        @state.upon(Lifecycle.stop).to(s.finished)
         def _never_ran(inputs: Lifecycle, run: Run, status: str, error: str | None) -> None:
             run.finish(status, error)
 
-    @running.upon(Lifecycle.stop).to(stopping)
+    @s.running.upon(Lifecycle.stop).to(s.stopping)
     def _interrupt(inputs: Lifecycle, run: Run, status: str, error: str | None) -> None:
         run.interrupt(status, error)
 
-    @stopping.upon(Lifecycle.escalate).to(stopping)
+    @s.stopping.upon(Lifecycle.escalate).to(s.stopping)
     def _escalate(inputs: Lifecycle, run: Run) -> None:
         run.escalate()
 
-    for state in (running, stopping):
-
-        @state.upon(Lifecycle.result).to(finished)
-        def _result(inputs: Lifecycle, run: Run, message: dict[str, Any]) -> None:
-            run.finish_from_result(message)
-
-        @state.upon(Lifecycle.exited).to(finished)
-        def _exited(
-            inputs: Lifecycle, run: Run, exit_code: int | None, signal: int | None, stderr_tail: str
-        ) -> None:
-            run.finish_from_exit(exit_code, signal, stderr_tail)
-
-    @running.upon(Lifecycle.storage_lost).to(running)
+    @s.running.upon(Lifecycle.storage_lost).to(s.running)
     def _lost(inputs: Lifecycle, run: Run, problem: str) -> None:
         # Part of what it did is not on record: it must not go on, nor
         # finish as if nothing happened. Not stopped from inside the write
@@ -324,27 +336,43 @@ def _build() -> Callable[[Run], Lifecycle]:
             run.lost = problem
             run.reactor.callLater(0, inputs.stop, FAILED, problem)
 
-    for state in alive:
 
-        @state.upon(Lifecycle.shutdown).to(finished)
+def _ending(s: _States) -> None:
+    """What the CLI says ends a running prompt; shutdown and bugs end any."""
+    for state in (s.running, s.stopping):
+
+        @state.upon(Lifecycle.result).to(s.finished)
+        def _result(inputs: Lifecycle, run: Run, message: dict[str, Any]) -> None:
+            run.finish_from_result(message)
+
+        @state.upon(Lifecycle.exited).to(s.finished)
+        def _exited(
+            inputs: Lifecycle, run: Run, exit_code: int | None, signal: int | None, stderr_tail: str
+        ) -> None:
+            run.finish_from_exit(exit_code, signal, stderr_tail)
+
+    for state in (s.queued, s.waiting, s.starting, s.running, s.stopping):
+
+        @state.upon(Lifecycle.shutdown).to(s.finished)
         def _shutdown(inputs: Lifecycle, run: Run, status: str, error: str | None) -> None:
             if run.process is not None:
                 run.process.interrupt()
             run.finish(status, error)
 
-        @state.upon(Lifecycle.crashed).to(finished)
+        @state.upon(Lifecycle.crashed).to(s.finished)
         def _crashed(inputs: Lifecycle, run: Run, failure: Failure) -> None:
             _log.failure("Prompt {id} failed", failure, id=run.id)
             run.finish(FAILED, "internal error: %s" % (failure.value,))
 
-    # What may still arrive once it no longer matters.
-    stopping.upon(Lifecycle.stop).loop().returns(None)
-    stopping.upon(Lifecycle.storage_lost).loop().returns(None)
-    for state in (queued, waiting, starting):
+
+def _ignoring(s: _States) -> None:
+    """What may still arrive once it no longer matters."""
+    s.stopping.upon(Lifecycle.stop).loop().returns(None)
+    s.stopping.upon(Lifecycle.storage_lost).loop().returns(None)
+    for state in (s.queued, s.waiting, s.starting):
         state.upon(Lifecycle.storage_lost).loop().returns(None)
     for name in ("stop", "escalate", "result", "exited", "storage_lost", "shutdown", "crashed"):
-        finished.upon(getattr(Lifecycle, name)).loop().returns(None)
-    return builder.build()
+        s.finished.upon(getattr(Lifecycle, name)).loop().returns(None)
 
 
 _machine = _build()
