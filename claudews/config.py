@@ -272,6 +272,12 @@ class Settings:
         "permission_modes", ("default", "acceptEdits", "plan"), _names(PERMISSION_MODES)
     )
     env: tuple[tuple[str, str], ...] = _setting("env", (), _env)
+    # Appended after the hardening of issue 13; failed_handshake_block above
+    # is no longer used (wrong tokens are delayed, never blocked) and stays
+    # so that older files load.
+    failed_handshake_delay: float = _setting("failed_handshake_delay", 5.0, _positive_float)
+    max_message_frames: int = _setting("max_message_frames", 128, _positive_int)
+    history_page_bytes: int = _setting("history_page_bytes", 8 * MiB, _positive_int)
 
     def __attrs_post_init__(self) -> None:
         if self.send_backlog_cap < self.send_backlog_bytes:

@@ -55,6 +55,9 @@ class DefaultsTests(SettingsFiles, SynchronousTestCase):
         )
         self.assertEqual(s.history_rotate_bytes, 64 * 1024 * 1024)
         self.assertEqual(s.history_max_bytes, 1024 * 1024 * 1024)
+        self.assertEqual(s.failed_handshake_delay, 5.0)
+        self.assertEqual(s.max_message_frames, 128)
+        self.assertEqual(s.history_page_bytes, 8 * 1024 * 1024)
         self.assertEqual(s.fsync, "batch")
         self.assertEqual(set(s.client_options), set(OPTION_NAMES))
         self.assertEqual(s.prompt_defaults, ())
@@ -131,6 +134,19 @@ class ValueTests(SettingsFiles, SynchronousTestCase):
              s.request_burst, s.max_failed_handshakes, s.failed_handshake_window,
              s.failed_handshake_block),
             (8, 2, 0.5, 3, 4, 5.0, 600.0),
+        )
+
+    def test_hardeningSettings(self):
+        """The wrong-token delay, frames per message and page bytes are checked and set."""
+        self.assertIn("failed-handshake-delay", self.assertUsage("failed-handshake-delay = 0\n"))
+        self.assertIn("max-message-frames", self.assertUsage("max-message-frames = 0\n"))
+        self.assertIn("integer", self.assertUsage("history-page-bytes = 1.5\n"))
+        s = self.load(
+            "failed-handshake-delay = 2.5\nmax-message-frames = 16\nhistory-page-bytes = 4096\n"
+        )
+        self.assertEqual(
+            (s.failed_handshake_delay, s.max_message_frames, s.history_page_bytes),
+            (2.5, 16, 4096),
         )
 
     def test_floatIsNotAnInteger(self):
