@@ -1,6 +1,7 @@
 """
 The web console in a real browser (Playwright driving Debian's Chromium)
-against a real ``twistd`` server and the fake CLI.
+against a real ``twistd`` server and the fake CLI; one test (marked
+``realcli``) drives the pinned real CLI against the fake Messages API.
 
 Nothing sleeps: every wait is one of Playwright's auto-waiting
 expectations, or the harness client's wait for an event. The tests are
@@ -11,6 +12,7 @@ With ``CLAUDEWS_SCREENSHOTS=DIR`` the desktop and phone tests save their
 screenshots there (docs/console-*.png come from such a run).
 """
 
+import json
 import os
 import re
 import socket
@@ -132,6 +134,18 @@ def log(page):
 
 def outcomes(page):
     return log(page).locator("footer.outcome")
+
+
+def answers(server):
+    """The answers the fake CLI got to its suggest:, ask-user and exit-plan requests."""
+    with open(os.path.join(server.home, ".fake-claude", "answers.jsonl")) as f:
+        return [json.loads(line)["response"] for line in f]
+
+
+def project_item(page, path):
+    """The entry of C{path} in the page's project list."""
+    return page.get_by_role("navigation").get_by_role("listitem").filter(
+        has=page.get_by_role("link", name=path))
 
 
 def prompt_ids(page):
@@ -418,3 +432,142 @@ def test_the_desktop_layout(console, open_page):
     assert nav_box["x"] + nav_box["width"] <= log_box["x"]
     if SHOTS:
         page.screenshot(path=os.path.join(SHOTS, "console-desktop.png"))
+
+
+def test_allow_always_sends_the_suggested_rule(console, open_page):
+    """A request with permission_suggestions offers "allow always"; it sends the rule back."""
+    c = console()
+    path = c.server.project_dir("app")
+    page = open_page(c.url())
+    connected(page)
+    create(page, path)
+    send(page, "suggest:Write")
+    request = page.get_by_role("group", name="Claude wants to use Write")
+    expect(request).to_contain_text(os.path.join(path, "out.txt"))
+    always = request.get_by_role("button", name="Allow always: accept edits for this session")
+    expect(request.get_by_role("button", name="Allow", exact=True)).to_be_visible()
+    always.click()
+    expect(request).to_have_count(0)
+    expect(outcomes(page)).to_have_text(re.compile("Completed"))
+    expect(log(page).locator(".msg.assistant").get_by_text("allowed always", exact=True)).to_have_count(1)
+    [answer] = answers(c.server)
+    assert answer["behavior"] == "allow"
+    assert answer["updatedPermissions"] == [
+        {"type": "setMode", "mode": "acceptEdits", "destination": "session"}]
+    with open(os.path.join(path, "out.txt")) as f:
+        assert f.read() == "hello"
+
+
+def test_a_question_is_answered_in_the_page(console, open_page):
+    """AskUserQuestion shows its questions and choices; the choices go back as answers."""
+    c = console()
+    path = c.server.project_dir("app")
+    page = open_page(c.url())
+    connected(page)
+    create(page, path)
+    send(page, "ask-user")
+    request = page.get_by_role("group", name="Claude asks")
+    database = request.get_by_role("group", name="Which database should the app use?")
+    extras = request.get_by_role("group", name="What should come with it?")
+    expect(database).to_contain_text("Database")
+    expect(database.get_by_role("radio")).to_have_count(3)  # two options and "Other"
+    expect(database).to_contain_text("One file, no server")
+    expect(extras.get_by_role("checkbox")).to_have_count(4)
+    # However long the questions, the answer buttons stay in sight.
+    expect(request.get_by_role("button", name="Answer")).to_be_in_viewport()
+    # Every question needs an answer.
+    request.get_by_role("button", name="Answer").click()
+    expect(request.get_by_role("alert")).to_have_text("Choose an answer for every question.")
+    database.get_by_label("SQLite").check()
+    extras.get_by_label("Migrations").check()
+    extras.get_by_label("Backups").check()
+    request.get_by_role("button", name="Answer").click()
+    expect(request).to_have_count(0)
+    expect(outcomes(page)).to_have_text(re.compile("Completed"))
+    [answer] = answers(c.server)
+    assert answer["behavior"] == "allow"
+    given = answer["updatedInput"]["answers"]
+    # The real CLI takes a multiSelect answer as a list or as labels joined with ", ".
+    extra = given.get("What should come with it?")
+    assert given == {"Which database should the app use?": "SQLite",
+                     "What should come with it?": extra}
+    assert extra in ("Migrations, Backups", ["Migrations", "Backups"]), extra
+    assert [q["question"] for q in answer["updatedInput"]["questions"]] == [
+        "Which database should the app use?", "What should come with it?"]
+    expect(log(page).locator(".msg.assistant")).to_contain_text(
+        '"Which database should the app use?"="SQLite"')
+
+
+def test_a_plan_is_approved_in_the_page(console, open_page):
+    """ExitPlanMode shows its plan as rendered Markdown; Approve plan allows it."""
+    c = console()
+    path = c.server.project_dir("app")
+    page = open_page(c.url())
+    connected(page)
+    create(page, path)
+    send(page, "exit-plan")
+    request = page.get_by_role("group", name="Claude has a plan")
+    plan = request.locator(".plan")
+    expect(plan.get_by_role("heading", name="Plan: a healthcheck")).to_be_visible()
+    expect(plan.get_by_role("listitem")).to_have_count(2)
+    expect(plan.locator("strong")).to_have_text("pytest")
+    expect(plan.locator("pre code")).to_have_text("make test\n")
+    request.get_by_role("button", name="Approve plan").click()
+    expect(request).to_have_count(0)
+    expect(outcomes(page)).to_have_text(re.compile("Completed"))
+    expect(log(page).locator(".msg.assistant").get_by_text("plan approved", exact=True)).to_have_count(1)
+    [answer] = answers(c.server)
+    assert answer["behavior"] == "allow"
+
+
+def test_the_project_list_follows_the_whole_server(console, open_page):
+    """A page's list shows, without reload, projects another page creates and who waits for an answer."""
+    c = console()
+    path = c.server.project_dir("app")
+    first = open_page(c.url())
+    second = open_page(c.url())
+    connected(first)
+    connected(second)
+    expect(second.get_by_role("navigation")).to_contain_text("No projects yet.")
+    create(first, path)
+    item = project_item(second, path)
+    expect(item).to_contain_text("idle")
+    expect(item).not_to_contain_text("waiting")
+
+    send(first, "permission:Write")
+    expect(item).to_contain_text("1 waiting for you")
+    expect(item).to_contain_text("running")
+    expect(second).to_have_title("(1) claudews")
+    first.get_by_role("button", name="Allow", exact=True).click()
+    expect(item).not_to_contain_text("waiting")
+    expect(item).to_contain_text("idle")
+    expect(second).to_have_title("claudews")
+
+
+@pytest.mark.realcli
+def test_the_real_cli_writes_a_file_approved_in_the_page(console, open_page):
+    """The pinned Claude Code CLI, against the fake Messages API: a Write allowed in the page."""
+    # Imported here: without the real CLI that module skips (in CI, fails)
+    # this test alone.
+    from tests import fake_api, test_real_cli
+
+    api = fake_api.FakeAPI(test_real_cli.script)
+    try:
+        c = console(claude_bin=test_real_cli.CLI, env=test_real_cli.cli_env(api))
+        path = c.server.project_dir("app")
+        target = os.path.join(path, "real.txt")
+        page = open_page(c.url())
+        connected(page)
+        create(page, path)
+        send(page, "write %s hello from the page" % target)
+        request = page.get_by_role("group", name="Claude wants to use Write")
+        expect(request).to_contain_text(target)
+        expect(request.locator(".diff .add")).to_have_text("+ hello from the page")
+        request.get_by_role("button", name="Allow", exact=True).click()
+        expect(request).to_have_count(0)
+        expect(outcomes(page)).to_have_text(re.compile("Completed"), timeout=90_000)
+        expect(log(page).locator(".tool .tool-permission")).to_have_text("allowed")
+        with open(target) as f:
+            assert f.read() == "hello from the page"
+    finally:
+        api.close()
