@@ -97,12 +97,16 @@ export class Store extends EventTarget {
     return Array.isArray(allowed) ? allowed : null;
   }
 
-  /** Permission requests waiting across every project (from the feed or subscriptions). */
+  /**
+   * Permission requests waiting across every project: a subscription's own
+   * count while it is live, else the feed's (what a project left behind
+   * still holds is no longer kept up to date).
+   */
   pendingCount() {
     let n = 0;
     for (const p of this.projects.values()) {
       const c = this.conversations.get(p.path);
-      n += c && c.ready ? c.pending.size : (p.pending_permissions || 0);
+      n += c && c.subscribed ? c.pending.size : (p.pending_permissions || 0);
     }
     return n;
   }
