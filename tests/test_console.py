@@ -521,7 +521,10 @@ def test_a_plan_is_approved_in_the_page(console, open_page):
 
 
 def test_the_project_list_follows_the_whole_server(console, open_page):
-    """A page's list shows, without reload, projects another page creates and who waits for an answer."""
+    """
+    A page's list shows, without reload, projects another page creates and
+    who waits for an answer; a project the page has left follows the feed again.
+    """
     c = console()
     path = c.server.project_dir("app")
     first = open_page(c.url())
@@ -542,6 +545,19 @@ def test_the_project_list_follows_the_whole_server(console, open_page):
     expect(item).not_to_contain_text("waiting")
     expect(item).to_contain_text("idle")
     expect(second).to_have_title("claudews")
+
+    # The first page asks again, then moves to another project: the request
+    # answered elsewhere leaves its list and its title too.
+    send(first, "permission:Write")
+    expect(first).to_have_title("(1) app · claudews")
+    create(first, c.server.project_dir("other"))
+    left = project_item(first, path)
+    expect(left).to_contain_text("1 waiting for you")
+    second.get_by_role("navigation").get_by_role("link", name=path).click()
+    second.get_by_role("button", name="Allow", exact=True).click()
+    expect(outcomes(second)).to_have_count(2)
+    expect(left).not_to_contain_text("waiting")
+    expect(first).to_have_title("other · claudews")
 
 
 @pytest.mark.realcli
