@@ -2,23 +2,29 @@
 The command line of C{twistd claudews}, and the merge of its flags with a
 TOML file and the environment into L{claudews.config.Settings}.
 
-Precedence, highest first: a command-line flag, the C{--config} file, the
-environment (C{CLAUDEWS_TOKEN}, the token only), the built-in default.  A
-repeatable flag (C{--project-root}) given on the command line replaces the
-file's whole list rather than adding to it, so the command line alone says
-what the list is.
+Precedence, highest first: a command-line flag, the environment
+(C{CLAUDEWS_<OPTION>}: C{CLAUDEWS_MAX_RUNNING=8}), the C{--config} file,
+the built-in default.  A repeatable option given on the command line (or
+in the environment) replaces the whole list of the places below it rather
+than adding to it, so the highest place alone says what the list is.
+
+The environment is the usual way to configure a service (systemd's
+C{Environment=}, a container's C{-e}), and outranks the file so that one
+file can serve several servers that differ in a variable or two.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+import sys
 import tomllib
 from typing import Any, Mapping
 
 from attrs import fields
 from twisted.python import usage
 
+from claudews import __version__
 from claudews.config import Settings, home
 
 #: Extra spellings: the repeatable flags are singular, the fields plural.
@@ -34,6 +40,26 @@ _KEYS = sorted(
 )
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+
+#: The prefix of the environment variables that configure claudews.
+ENV_PREFIX = "CLAUDEWS_"
+
+
+def environment_name(key: str) -> str:
+    """
+    The environment variable for the option C{key}: C{max-running} is
+    C{CLAUDEWS_MAX_RUNNING}.
+    """
+    return ENV_PREFIX + key.upper().replace("-", "_")
+
+
+#: Each setting's variable, named after its flag (the singular of a
+#: repeatable one), or its file key where it has no flag.
+_FLAG_NAMES = {field_name: alias for alias, field_name in _ALIASES.items()}
+ENVIRONMENT = {
+    environment_name(_FLAG_NAMES.get(name, name)): name for name in _FIELDS
+}
+CONFIG_VARIABLE = environment_name("config")
 
 #: Each given value with the label an error about it names: the flag, the
 #: file and key, or the environment variable.
@@ -93,9 +119,44 @@ def _unknown(key: str) -> str:
     return " (did you mean {}?)".format(close[0]) if close else ""
 
 
+def _from_environ_text(name: str, text: str) -> object:
+    """
+    Parse an environment variable's value for the field C{name}: a list
+    is separated by commas (project roots by C{os.pathsep}, as C{PATH}),
+    a table is a TOML inline table.
+    """
+    kind = _kind(name)
+    if kind == "tuple[str, ...]":
+        separator = os.pathsep if name == "project_roots" else ","
+        return [item.strip() for item in text.split(separator) if item.strip()]
+    if str(kind).startswith("tuple[tuple["):
+        try:
+            return tomllib.loads("value = " + text)["value"]
+        except tomllib.TOMLDecodeError:
+            raise ValueError(
+                'must be a TOML inline table like {{ NAME = "value" }}, not {!r}'.format(text)
+            ) from None
+    return _from_text(name, text)
+
+
 def _from_environ(environ: Mapping[str, str]) -> _Given:
-    token = environ.get("CLAUDEWS_TOKEN")
-    return {"token": (token, "CLAUDEWS_TOKEN")} if token else {}
+    """
+    The settings C{CLAUDEWS_<OPTION>} variables give; an empty one is
+    unset. Variables of the prefix that name no option are left alone
+    (other tools, and claudews' tests, have their own).
+
+    @raise usage.UsageError: a value that does not parse, naming the variable.
+    """
+    given: _Given = {}
+    for variable, name in ENVIRONMENT.items():
+        text = environ.get(variable)
+        if not text:
+            continue
+        try:
+            given[name] = (_from_environ_text(name, text), variable)
+        except ValueError as e:
+            raise usage.UsageError("{}: {}".format(variable, e)) from None
+    return given
 
 
 def _from_file(file_path: str) -> _Given:
@@ -182,23 +243,27 @@ def settings_from(
     environ: Mapping[str, str] = os.environ,
 ) -> Settings:
     """
-    Merge the command line, a TOML file and the environment into Settings.
+    Merge the command line, the environment and a TOML file into Settings.
 
-    Precedence: C{flags} > the file > C{environ} (C{CLAUDEWS_TOKEN}) >
+    Precedence: C{flags} > C{environ} (C{CLAUDEWS_<OPTION>}) > the file >
     defaults.
 
     @param flags: long option names (dashes or underscores, singular
         aliases allowed) to values; C{None}, an empty list or a false flag
         means not given.  Strings are parsed for the field's type.
         C{"config"} is ignored (it is C{file_path}).
-    @param file_path: the TOML file, or C{None}.
-    @param environ: where C{CLAUDEWS_TOKEN} and C{HOME} (the default
-        project root) are read.
-    @raise usage.UsageError: naming the flag or file key at fault.
+    @param file_path: the TOML file, or C{None}: then C{CLAUDEWS_CONFIG}'s,
+        if set.
+    @param environ: where the C{CLAUDEWS_*} variables and C{HOME} (the
+        default project root) are read.
+    @raise usage.UsageError: naming the flag, variable or file key at fault.
     """
-    given = _from_environ(environ)
+    given: _Given = {}
+    if file_path is None:
+        file_path = environ.get(CONFIG_VARIABLE) or None
     if file_path is not None:
         given.update(_from_file(file_path))
+    given.update(_from_environ(environ))
     given.update(_from_flags(flags))
     if "project_roots" not in given:
         given["project_roots"] = (
@@ -223,12 +288,13 @@ class Options(usage.Options):
     synopsis = "[--config FILE] [options]"
     longdesc = """Serve the Claude Code CLI over one WebSocket.
 
-Settings come from, highest first: these options, the --config TOML file
-(keys are the option names; every setting has a key, see
-data/claudews.example.toml), the CLAUDEWS_TOKEN environment variable (the token
-only), and the defaults. A repeatable option given here replaces the file's
-list. Without a configured token one is generated on first start, stored in
-DATA/auth_token and logged."""
+Settings come from, highest first: these options, the environment
+(CLAUDEWS_<OPTION>, e.g. CLAUDEWS_MAX_RUNNING=8 or CLAUDEWS_TOKEN; lists
+separated by commas, project roots by colons), the --config TOML file (keys
+are the option names; every setting has a key, see
+data/claudews.example.toml), and the defaults. A repeatable option given
+higher up replaces the list given lower down. Without a configured token one
+is generated on first start and stored in DATA/auth_token."""
 
     optFlags = [
         ["no-auth", None, "Accept clients without a token. Only behind a "
@@ -281,5 +347,20 @@ DATA/auth_token and logged."""
         """Extra Host header value to accept: host[:port] (repeatable)."""
         self["allowed-host"].append(host)
 
+    def opt_version(self) -> None:
+        """Print claudews' version and exit."""
+        print(
+            "claudews {} (Twisted {}, Python {})".format(
+                __version__, _twisted_version(), sys.version.split()[0]
+            )
+        )
+        sys.exit(0)
+
     def postOptions(self) -> None:
         self.settings = settings_from(self, self["config"], self._environ)
+
+
+def _twisted_version() -> str:
+    from twisted import __version__ as twisted_version
+
+    return twisted_version

@@ -3,12 +3,17 @@ Tests for L{claudews.cmdline}: settings merged from the command line, a
 TOML file and the environment, and the errors that name the source at fault.
 """
 
+import io
 import os
+from contextlib import redirect_stdout
 
+from attrs import fields
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from claudews.cmdline import Options, settings_from
+from claudews import __version__
+from claudews.cmdline import ENVIRONMENT, Options, settings_from
+from claudews.config import Settings
 from tests.settingsfiles import SettingsFiles
 
 
@@ -28,10 +33,11 @@ class PrecedenceTests(SettingsFiles, SynchronousTestCase):
         self.assertEqual((s.timeout, s.max_running), (7.0, 2))
 
     def test_tokenPrecedence(self):
-        """Token: flag > file > CLAUDEWS_TOKEN."""
+        """Token: flag > CLAUDEWS_TOKEN > file (issue 12: the environment outranks the file)."""
+        self.assertEqual(self.load('token = "from-file"\n').token, "from-file")
         self.environ["CLAUDEWS_TOKEN"] = "from-env"
         self.assertEqual(self.load().token, "from-env")
-        self.assertEqual(self.load('token = "from-file"\n').token, "from-file")
+        self.assertEqual(self.load('token = "from-file"\n').token, "from-env")
         self.assertEqual(
             self.load('token = "from-file"\n', token="from-flag").token, "from-flag"
         )
@@ -67,6 +73,92 @@ class PrecedenceTests(SettingsFiles, SynchronousTestCase):
         message = self.assertUsage("max_running = 3\nmax-running = 4\n")
         self.assertIn("max_running", message)
         self.assertIn("max-running", message)
+
+
+class EnvironmentTests(SettingsFiles, SynchronousTestCase):
+    """
+    Every option is also C{CLAUDEWS_<OPTION>}, between the flags and the file.
+    """
+
+    def test_everySettingHasAVariable(self):
+        """Each setting has one variable, named after its flag or file key."""
+        self.assertEqual(set(ENVIRONMENT.values()), {f.name for f in fields(Settings)})
+        self.assertEqual(ENVIRONMENT["CLAUDEWS_MAX_RUNNING"], "max_running")
+        self.assertEqual(ENVIRONMENT["CLAUDEWS_PROJECT_ROOT"], "project_roots")
+        self.assertEqual(ENVIRONMENT["CLAUDEWS_MAX_MESSAGE_BYTES"], "max_message_bytes")
+
+    def test_variableOverFileUnderFlag(self):
+        """CLAUDEWS_MAX_RUNNING beats the file and loses to --max-running."""
+        self.environ["CLAUDEWS_MAX_RUNNING"] = "8"
+        self.assertEqual(self.load().max_running, 8)
+        self.assertEqual(self.load("max-running = 2\n").max_running, 8)
+        self.assertEqual(self.load("max-running = 2\n", max_running="3").max_running, 3)
+
+    def test_scalarKinds(self):
+        """Numbers, booleans and strings parse as their flags do."""
+        self.environ.update(
+            CLAUDEWS_TIMEOUT="1.5", CLAUDEWS_NO_AUTH="yes", CLAUDEWS_FSYNC="every",
+            CLAUDEWS_LISTEN="tcp:9000", CLAUDEWS_MAX_MESSAGE_BYTES="2048",
+        )
+        s = self.load()
+        self.assertEqual(
+            (s.timeout, s.no_auth, s.fsync, s.listen, s.max_message_bytes),
+            (1.5, True, "every", "tcp:9000", 2048),
+        )
+
+    def test_lists(self):
+        """Project roots are separated like PATH, other lists by commas."""
+        a, b = self.directory("a"), self.directory("b")
+        self.environ.update(
+            CLAUDEWS_PROJECT_ROOT=a + os.pathsep + b,
+            CLAUDEWS_ALLOWED_HOST="h:1, g",
+            CLAUDEWS_ALLOWED_ORIGIN="https://a.example",
+        )
+        s = self.load('project-root = ["%s"]\n' % (b,))
+        self.assertEqual(s.project_roots, (a, b))
+        self.assertEqual(s.allowed_hosts, ("h:1", "g"))
+        self.assertEqual(s.allowed_origins, ("https://a.example",))
+        self.assertEqual(self.load(project_root=[b]).project_roots, (b,))
+
+    def test_table(self):
+        """A table is a TOML inline table."""
+        self.environ["CLAUDEWS_ENV"] = '{ FOO = "bar" }'
+        self.assertEqual(self.load().env, (("FOO", "bar"),))
+
+    def test_badValuesNameTheVariable(self):
+        """A value that does not parse, or fails its check, names the variable."""
+        for variable, value, words in [
+            ("CLAUDEWS_MAX_RUNNING", "two", "must be an integer number, not 'two'"),
+            ("CLAUDEWS_MAX_RUNNING", "0", "must be at least 1"),
+            ("CLAUDEWS_NO_AUTH", "maybe", "must be true or false"),
+            ("CLAUDEWS_ENV", "FOO=bar", "TOML inline table"),
+            ("CLAUDEWS_FSYNC", "sometimes", "sometimes"),
+        ]:
+            environ = dict(self.environ, **{variable: value})
+            e = self.assertRaises(usage.UsageError, settings_from, {}, None, environ)
+            self.assertIn(variable + ": ", str(e))
+            self.assertIn(words, str(e))
+
+    def test_sameMessageAsTheFlag(self):
+        """A variable's error is the flag's, under the variable's name."""
+        environ = dict(self.environ, CLAUDEWS_TIMEOUT="-1")
+        by_env = str(self.assertRaises(usage.UsageError, settings_from, {}, None, environ))
+        by_flag = self.assertUsage(timeout="-1")
+        self.assertEqual(
+            by_env.replace("CLAUDEWS_TIMEOUT", "X"), by_flag.replace("--timeout", "X")
+        )
+
+    def test_emptyOrUnknownVariablesIgnored(self):
+        """An empty variable is unset; CLAUDEWS_ names of no option are left alone."""
+        self.environ.update(CLAUDEWS_TIMEOUT="", CLAUDEWS_TEST_CLAUDE_BIN="/x")
+        self.assertEqual(self.load().timeout, 300.0)
+
+    def test_configFileFromTheEnvironment(self):
+        """CLAUDEWS_CONFIG names the file when --config does not."""
+        self.environ["CLAUDEWS_CONFIG"] = self.write("timeout = 5\n", "env.toml")
+        self.assertEqual(settings_from({}, None, self.environ).timeout, 5.0)
+        other = self.write("timeout = 6\n", "flag.toml")
+        self.assertEqual(settings_from({}, other, self.environ).timeout, 6.0)
 
 
 class OptionsTests(SettingsFiles, SynchronousTestCase):
@@ -116,11 +208,20 @@ class OptionsTests(SettingsFiles, SynchronousTestCase):
         e = self.assertRaises(usage.UsageError, self.parse, ["--max-running", "two"])
         self.assertIn("--max-running", str(e))
 
+    def test_version(self):
+        """--version prints claudews' version, not Twisted's, and exits 0."""
+        out = io.StringIO()
+        with redirect_stdout(out):
+            e = self.assertRaises(SystemExit, self.parse, ["--version"])
+        self.assertEqual(e.code, 0)
+        self.assertTrue(out.getvalue().startswith("claudews " + __version__), out.getvalue())
+
     def test_help(self):
         """The help text names the options and the defaults."""
         text = str(Options(environ=self.environ))
         for word in ["--config", "--project-root", "--allowed-origin", "--no-auth",
-                     "tcp:8765:interface=127.0.0.1", "CLAUDEWS_TOKEN"]:
+                     "tcp:8765:interface=127.0.0.1", "CLAUDEWS_TOKEN",
+                     "CLAUDEWS_MAX_RUNNING"]:
             self.assertIn(word, text)
 
 
