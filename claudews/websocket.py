@@ -67,6 +67,10 @@ class ServerProtocol(WebSocketServerProtocol):
         super().__init__()
         self._address: str | None = None
         self._budget: limits.RequestBudget | None = None
+        # The frames of the message being received, and whether one of them
+        # found the request budget empty (the message is then refused).
+        self._frames = 0
+        self._refused = False
         # What to log about a refusal, when it says more than the HTTP reason.
         self._why: str | None = None
 
@@ -225,8 +229,41 @@ class ServerProtocol(WebSocketServerProtocol):
                 "Closing {peer}: over {rate:g} requests per second", peer=self.peer,
                 rate=self.factory.settings.request_rate,
             )
-            self.close(POLICY_VIOLATION, "too many requests")
+            self._cut("too many requests")
         return verdict
+
+    def _cut(self, reason: str) -> None:
+        """
+        Close with 1008 and read nothing more: what a flooding client has
+        sent already is not parsed (each tiny frame costs Autobahn a copy of
+        what follows it in the buffer), and the close frame goes out first.
+        """
+        if self._open():
+            self.close(POLICY_VIOLATION, reason)
+            self.wasClean = True
+            self.dropConnection(abort=False)
+
+    def onMessageBegin(self, isBinary: bool) -> None:
+        super().onMessageBegin(isBinary)
+        self._frames = 0
+        self._refused = False
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        # Every data frame, continuation frames too, is a request: a
+        # message in a million 1-byte fragments costs a million frames.
+        super().onMessageFrameBegin(length)
+        if not self._open() or self.failedByMe:
+            return
+        self._frames += 1
+        most = self.factory.settings.max_message_frames
+        if self._frames > most:
+            self._log.info(
+                "Closing {peer}: more than {most} frames in one message", peer=self.peer,
+                most=most,
+            )
+            self._cut("more than %d frames in one message" % (most,))
+        elif self._spend() == limits.REFUSE:
+            self._refused = True
 
     def onPing(self, payload: bytes) -> None:
         # Every ping costs a pong: a flood of pings is a flood of requests.
@@ -246,14 +283,12 @@ class ServerProtocol(WebSocketServerProtocol):
         if isBinary:
             self.close(UNSUPPORTED_DATA, "binary frames are not supported")
             return
-        verdict = self._spend()
-        if verdict == limits.CLOSE:
-            return
+        # Its frames have spent from the budget as they came.
         message = self._decode(payload)
         if message is None:
             return
         request_id = message.get("id")
-        if verdict == limits.REFUSE:
+        if self._refused:
             rate = self.factory.settings.request_rate
             self._error(
                 request_id, "bad_request", "too many requests: at most %g per second" % (rate,)
@@ -360,9 +395,23 @@ class ServerFactory(WebSocketServerFactory):
     def _set_safety_options(self, settings: Settings) -> None:
         # Autobahn's defaults are unlimited: set every safety option here.
         self.setProtocolOptions(  # type: ignore[no-untyped-call]
+            versions=[8, 13],
             maxFramePayloadSize=settings.max_message_bytes,
             maxMessagePayloadSize=settings.max_message_bytes,
+            # Frames per message are bounded in onMessageFrameBegin. What the
+            # server sends is not fragmented (a history page streamed as
+            # fragments is, on purpose).
             autoFragmentSize=0,
+            utf8validateIncoming=True,
+            requireMaskedClientFrames=True,
+            maskServerFrames=False,
+            applyMask=True,
+            # No permessage-deflate: a compressed message could inflate to
+            # far more than it cost to send.
+            perMessageCompressionAccept=lambda offers: None,
+            echoCloseCodeReason=False,
+            serveFlashSocketPolicy=False,
+            trustXForwardedFor=0,
             failByDrop=False,
             openHandshakeTimeout=OPEN_HANDSHAKE_TIMEOUT,
             closeHandshakeTimeout=5,

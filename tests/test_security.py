@@ -10,6 +10,7 @@ need a real socket (the real reactor, through pytest-twisted) or a real
 twistd (L{tests.harness.Server}).
 """
 
+import json
 import os
 import re
 import socket
@@ -363,6 +364,55 @@ class RequestRateTests(SecureServerTestCase):
         for _ in range(3):
             self.c.send(wsmemory.ping_frame(b"p"))
         self.assertClosedWith(self.c, 1008)
+
+    def fragments(self, text: bytes, size: int = 1) -> bytes:
+        """
+        C{text} as one text message in fragments of C{size} bytes.
+        """
+        pieces = [text[i:i + size] for i in range(0, len(text), size)]
+        return b"".join(
+            wsmemory.encode_frame(1 if i == 0 else 0, piece, fin=i == len(pieces) - 1)
+            for i, piece in enumerate(pieces)
+        )
+
+    def test_every_fragment_spends_from_the_budget(self) -> None:
+        """A message in five fragments is served, and spends the whole burst of five."""
+        text = json.dumps({"type": "server.info", "id": 1}).encode()
+        self.c.send(self.fragments(text, size=len(text) // 5 + 1))
+        [reply] = self.c.messages()
+        self.assertIs(reply["ok"], True)
+        self.assertError(self.c.request("server.info", 2), "bad_request", 2)
+
+    def test_a_message_whose_fragments_overspend_is_refused(self) -> None:
+        """A message whose later fragments find the budget empty gets "too many requests"."""
+        text = json.dumps({"type": "server.info", "id": 1}).encode()
+        self.c.send(self.fragments(text, size=len(text) // 7 + 1))
+        [reply] = self.c.messages()
+        self.assertError(reply, "bad_request", 1)
+        self.assertIn("too many requests", reply["error"]["message"])
+        self.assertOpen(self.c)
+
+    def test_a_fragment_flood_is_closed_with_1008(self) -> None:
+        """1-byte fragments are closed at twice the burst, and what follows is not read."""
+        self.serve(request_rate=10.0, request_burst=5, max_message_frames=10000)
+        c = self.client()
+        flood = self.fragments(json.dumps({"type": "server.info", "x": "y" * 500}).encode())
+        c.send(flood)
+        self.assertClosedWith(c, 1008)
+        self.assertEqual(c.close_frames()[0].close_reason, "too many requests")
+        self.assertTrue(c.transport.disconnecting)
+        self.assertEqual(c.messages(), [])
+
+    def test_fragments_at_the_rate_are_served(self) -> None:
+        """Fragments that arrive no faster than the rate never use the budget up."""
+        self.serve(request_rate=10.0, request_burst=5, max_message_frames=10000)
+        c = self.client()
+        text = json.dumps({"type": "server.info", "id": "slow"}).encode()
+        for i in range(len(text)):
+            self.clock.advance(0.1)
+            c.send(wsmemory.encode_frame(1 if i == 0 else 0, text[i:i + 1], fin=i == len(text) - 1))
+        [reply] = c.messages()
+        self.assertIs(reply["ok"], True)
 
     def test_each_connection_has_its_own_budget(self) -> None:
         """One connection over the limit does not slow down another."""

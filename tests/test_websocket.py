@@ -337,6 +337,47 @@ class FrameTests(ServerTestCase):
         self.assertEqual(reply["id"], request_id)
         self.assertOpen(c)
 
+    def fragmented(self, c: Connection, text: bytes, count: int) -> None:
+        size = -(-len(text) // count)
+        pieces = [text[i:i + size] for i in range(0, len(text), size)]
+        self.assertEqual(len(pieces), count)
+        for i, piece in enumerate(pieces):
+            c.send(wsmemory.encode_frame(1 if i == 0 else 0, piece, fin=i == count - 1))
+
+    def test_message_in_as_many_fragments_as_allowed_is_answered(self) -> None:
+        """A message in max_message_frames fragments is one request, answered."""
+        self.serve(max_message_frames=4)
+        c = self.client()
+        self.fragmented(c, json.dumps({"type": "server.info", "id": 1}).encode(), 4)
+        [reply] = c.messages()
+        self.assertEqual((reply["id"], reply["ok"]), (1, True))
+        self.assertOpen(c)
+
+    def test_message_in_too_many_fragments_closes_1008(self) -> None:
+        """One fragment more than max_message_frames closes with 1008 and a reason."""
+        self.serve(max_message_frames=4)
+        c = self.client()
+        self.fragmented(c, json.dumps({"type": "server.info", "id": 1}).encode(), 5)
+        self.assertClosedWith(c, 1008)
+        self.assertEqual(c.close_frames()[0].close_reason, "more than 4 frames in one message")
+        self.assertEqual(c.messages(), [])
+
+    def test_fragments_of_a_message_over_the_limit_close_1009(self) -> None:
+        """Fragments that add up to more than max_message_bytes close with 1009."""
+        c = self.client()
+        self.fragmented(c, b"x" * 1200, 3)
+        self.assertClosedWith(c, 1009)
+
+    def test_autobahn_safety_options_are_set(self) -> None:
+        """Frame and message sizes, no outbound fragments, no compression, masks and UTF-8 checked."""
+        f = self.factory
+        self.assertEqual((f.maxFramePayloadSize, f.maxMessagePayloadSize), (1024, 1024))
+        self.assertEqual(f.autoFragmentSize, 0)
+        self.assertIsNone(f.perMessageCompressionAccept([object()]))
+        self.assertTrue(f.utf8validateIncoming and f.requireMaskedClientFrames and f.applyMask)
+        self.assertFalse(f.maskServerFrames or f.echoCloseCodeReason or f.serveFlashSocketPolicy)
+        self.assertEqual(f.trustXForwardedFor, 0)
+
     def test_ping_is_answered_with_pong(self) -> None:
         """A ping gets a pong with the same payload."""
         c = self.client()
