@@ -129,6 +129,9 @@ def parse_args(argv):
     return opts
 
 
+#: The real CLI's error text in the result of an interrupted turn.
+INTERRUPT_DIAGNOSTIC = "[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=null"
+
 class Interrupted(Exception):
     """The current prompt was interrupted by a control_request."""
 
@@ -254,7 +257,7 @@ class Fake:
             "parent_tool_use_id": None, "session_id": self.sid, "uuid": str(uuid.uuid4()),
         })
 
-    def result(self, started, turns, subtype="success", is_error=False, text=None):
+    def result(self, started, turns, subtype="success", is_error=False, text=None, errors=None):
         ms = int((time.monotonic() - started) * 1000)
         message = {
             "type": "result", "subtype": subtype, "is_error": is_error,
@@ -265,6 +268,8 @@ class Fake:
         }
         if text is not None:
             message["result"] = text
+        if errors is not None:
+            message["errors"] = errors
         self.emit(message)
 
     # -- input
@@ -387,7 +392,9 @@ class Fake:
         except Interrupted:
             for child in tools:
                 kill_group(child)
-            self.result(started, turns[0], subtype="error_during_execution", is_error=True)
+            # What the real CLI (2.1.332) says of a turn it was told to stop.
+            self.result(started, turns[0], subtype="error_during_execution", is_error=True,
+                        errors=[INTERRUPT_DIAGNOSTIC])
 
     def behave(self, text, turn, started, turns, tools):
         words = text.split()

@@ -12,6 +12,9 @@ const STATUS_TEXT = {
   timeout: "Timed out", interrupted: "Interrupted",
 };
 
+/** Outcomes of prompts stopped on purpose: the CLI's error result is not news. */
+const STOPPED = new Set(["cancelled", "timeout", "interrupted"]);
+
 /** Turns events, in seq order, into nodes appended to `root`. */
 class EventRenderer {
   constructor(root, openDetails) {
@@ -107,7 +110,11 @@ class EventRenderer {
       const bits = [m.model, m.permissionMode && m.permissionMode !== "default" ? m.permissionMode + " mode" : null].filter(Boolean);
       this.add(ev.prompt_id, h("p", { class: "meta" }, "Claude Code " + (m.claude_code_version || "") + (bits.length ? " · " + bits.join(" · ") : "")));
     } else if (m.type === "result" && m.is_error && (m.result || m.errors)) {
-      this.add(ev.prompt_id, h("p", { class: "error-text" }, bounded(m.result || [].concat(m.errors).join("\n"), 4000)));
+      // Kept aside until the prompt's outcome is known: a prompt that was
+      // stopped on purpose ends with the CLI's own diagnostics, which are
+      // not a failure to show.
+      const turn = this.turn(ev.prompt_id);
+      turn.resultError = this.add(ev.prompt_id, h("p", { class: "error-text" }, bounded(m.result || [].concat(m.errors).join("\n"), 4000)));
     }
   }
 
@@ -172,6 +179,7 @@ class EventRenderer {
   finished(ev) {
     this.dropStream(ev.prompt_id);
     const turn = this.turn(ev.prompt_id);
+    if (turn.resultError && STOPPED.has(ev.status)) turn.resultError.remove();
     turn.el.classList.remove("running");
     turn.badge?.replaceChildren(STATUS_TEXT[ev.status] || String(ev.status));
     const facts = [formatDuration(ev.duration_ms), formatCost(ev.cost_usd),
