@@ -2,26 +2,60 @@
 The twistd plugin's body: command-line options and the service tree.
 
 This is the only module that touches the global reactor.
+
+Whatever can stop the server from working is found before twistd goes on
+(before it daemonizes, writes its pid file or opens its log): a bad
+setting, an unusable data directory, another server on it, a port that
+cannot be listened on. Each ends the process with one line on standard
+error and status 1 (L{StartError}), never with the usage text or a
+traceback.
 """
 
+import atexit
 import os
 import secrets
 import stat
-from typing import Any, Protocol, cast
+import sys
+from typing import Any, Mapping, Protocol, cast
 
 from twisted.application import service
-from twisted.internet import defer, endpoints, error, protocol
+from twisted.internet import defer, endpoints
 from twisted.logger import Logger
+from twisted.python import usage
 from twisted.python.failure import Failure
 
 from claudews import cmdline, options
 from claudews.config import Settings
+from claudews.datalock import DataDirectoryLocked, DataLock
 from claudews.interfaces import ProcessReactor
+from claudews.logtarget import LogTarget
 from claudews.registry import Registry
 from claudews.site import make_site
+from claudews.versionprobe import VERSION_TIMEOUT, VersionProbe
 from claudews.websocket import ServerFactory, fanout
 
-Options = cmdline.Options
+__all__ = ["VERSION_TIMEOUT", "Options", "makeService", "ClaudewsService"]
+
+
+class StartError(Exception):
+    """
+    The server cannot start; the message is the one line that says why.
+    """
+
+
+class Options(cmdline.Options):
+    """
+    twistd's view of L{cmdline.Options}: a bad value ends the process with
+    one line. twistd prints its whole usage text before any
+    L{usage.UsageError}; that is kept for what it helps with, an unknown
+    flag (which getopt reports before L{postOptions} runs) and C{--help}.
+    """
+
+    def postOptions(self) -> None:
+        try:
+            super().postOptions()
+        except usage.UsageError as e:
+            raise SystemExit("claudews: {}".format(e)) from None
 
 TOKEN_FILE = "auth_token"
 
@@ -33,13 +67,6 @@ TOKEN_BYTES = 32
 MIN_TOKEN_CHARS = 32
 
 _log = Logger()
-
-#: Seconds C{claude --version} may take before it is killed.
-VERSION_TIMEOUT = 30.0
-
-#: What of C{claude --version}'s output is kept (server.info trims to 200).
-_VERSION_BYTES = 4096
-
 
 def make_data_private(path: str) -> None:
     """
@@ -100,6 +127,24 @@ def load_token(settings: Settings) -> tuple[str | None, bool]:
     return token, True
 
 
+def open_data_directory(path: str) -> DataLock:
+    """
+    Make the data directory private and lock it for this process.
+
+    @raise StartError: it cannot be created or written, or another server
+        holds it.
+    """
+    try:
+        make_data_private(path)
+        return DataLock.acquire(path)
+    except DataDirectoryLocked as e:
+        raise StartError(str(e)) from None
+    except OSError as e:
+        raise StartError(
+            "cannot use the data directory {}: {}".format(path, e.strerror or e)
+        ) from None
+
+
 class Reactor(ProcessReactor, Protocol):
     """
     What the service needs of the reactor: its clock, starting processes,
@@ -108,120 +153,6 @@ class Reactor(ProcessReactor, Protocol):
 
     def stop(self) -> None:
         """Stop the reactor."""
-
-
-class _VersionProtocol(protocol.ProcessProtocol):
-    """
-    C{claude --version}: C{exited} fires once the process is gone; C{ended}
-    fires with what it printed (C{None} when it printed nothing or failed)
-    and why it ended, once its pipes are closed too (a child it left may
-    hold them longer).
-    """
-
-    def __init__(self) -> None:
-        self.output = b""
-        self.exited: defer.Deferred[None] = defer.Deferred()
-        self.ended: defer.Deferred[tuple[str | None, Failure]] = defer.Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        if len(self.output) < _VERSION_BYTES:
-            self.output += data[: _VERSION_BYTES - len(self.output)]
-
-    def errReceived(self, data: bytes) -> None:
-        # Read and dropped: a chatty CLI must never block on a full pipe.
-        pass
-
-    def processExited(self, reason: Failure) -> None:
-        self.exited.callback(None)
-
-    def processEnded(self, reason: Failure) -> None:
-        version = None
-        if isinstance(reason.value, error.ProcessDone):
-            version = self.output.decode("utf-8", "replace").strip()[:200] or None
-        self.ended.callback((version, reason))
-
-
-class VersionProbe:
-    """
-    Asks C{claude --version} once, killing it after L{VERSION_TIMEOUT}: a
-    hung CLI must neither delay anything nor outlive the server.
-
-    @ivar version: what it said; C{None} until it has answered, or when it
-        could not.
-    """
-
-    _log = Logger()
-
-    def __init__(self, reactor: Reactor, claude_bin: str) -> None:
-        self._reactor = reactor
-        self._bin = claude_bin
-        self._process: _VersionProtocol | None = None
-        self.version: str | None = None
-
-    def start(self) -> None:
-        process = _VersionProtocol()
-        try:
-            self._reactor.spawnProcess(
-                process, self._bin, [self._bin, "--version"], env=dict(os.environ)
-            )
-        except OSError as e:
-            self._log.warn("Could not run {bin} --version: {error}", bin=self._bin, error=e)
-            return
-        self._process = process
-        timeout = self._reactor.callLater(VERSION_TIMEOUT, self._too_slow)
-
-        def ended(result: tuple[str | None, Failure]) -> None:
-            if timeout.active():
-                timeout.cancel()
-                self._ended(*result)
-            # Otherwise _too_slow said so already.
-
-        process.ended.addCallback(ended).addErrback(
-            lambda f: self._log.failure("Asking the CLI its version failed", f)
-        )
-
-    def _ended(self, version: str | None, reason: Failure) -> None:
-        if version is None:
-            self._log.warn(
-                "Could not run {bin} --version: {error}",
-                bin=self._bin,
-                error=reason.getErrorMessage()
-                if isinstance(reason.value, error.ProcessTerminated)
-                else "it printed nothing",
-            )
-            return
-        self.version = version
-        # Tests (and people) wait for this line to know server.info has it.
-        self._log.info("Claude Code CLI: {version}", version=version)
-
-    def _too_slow(self) -> None:
-        self._log.warn(
-            "{bin} --version did not answer within {timeout} s; killed",
-            bin=self._bin,
-            timeout=VERSION_TIMEOUT,
-        )
-        self.stop()
-
-    def stop(self) -> defer.Deferred[None]:
-        """
-        Kill C{claude --version} if it still runs; fires once it is gone.
-        """
-        process = self._process
-        if process is None or process.exited.called:
-            return defer.succeed(None)
-        transport: Any = process.transport
-        try:
-            transport.signalProcess("KILL")
-        except error.ProcessExitedAlready:
-            pass
-        gone: defer.Deferred[None] = defer.Deferred()
-
-        def exited(result: object) -> object:
-            gone.callback(None)
-            return result
-
-        process.exited.addBoth(exited)
-        return gone
 
 
 def _url(settings: Settings, address: Any, websocket: bool = True) -> str:
@@ -249,14 +180,25 @@ class ClaudewsService(service.MultiService):
     Starts the projects, then listens; stops in the order that loses
     nothing: stop accepting, finish the projects (their last events still
     reach connected clients), then close the connections with 1001.
+
+    @ivar failed: whether listening failed after start (an endpoint that
+        answers late); the process then ends with status 1.
     """
 
     _log = Logger()
 
-    def __init__(self, settings: Settings, reactor: Reactor) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        reactor: Reactor,
+        lock: DataLock | None = None,
+        show_token: bool = True,
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._reactor = reactor
         self.settings = settings
+        self._lock = lock
+        self._show_token = show_token
         make_data_private(settings.data)
         self.token, self._token_is_new = load_token(settings)
         self.registry = Registry(settings, reactor, fanout)
@@ -274,14 +216,32 @@ class ClaudewsService(service.MultiService):
             reactor=reactor,
         )
         self._port: Any = None
+        self._listening_d: defer.Deferred[None] | None = None
+        self.failed = False
+
+    def listen(self) -> "defer.Deferred[None]":
+        """
+        Listen on the configured endpoint, once. The built-in endpoints
+        (TCP, TLS, UNIX) answer at once, so that L{makeService} can refuse
+        to start on a busy port before twistd goes on.
+        """
+        if self._listening_d is None:
+            endpoint = endpoints.serverFromString(  # type: ignore[no-untyped-call]
+                self._reactor, self.settings.listen
+            )
+            d = endpoint.listen(make_site(self.factory))
+            self._listening_d = d.addCallback(self._listening)
+        return self._listening_d
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        endpoint = endpoints.serverFromString(  # type: ignore[no-untyped-call]
-            self._reactor, self.settings.listen
-        )
-        d = endpoint.listen(make_site(self.factory))
-        d.addCallbacks(self._listening, self._cannot_listen)
+        if self._lock is not None:
+            # twistd has daemonized by now: the pid is the final one.
+            self._lock.record_pid()
+        if self._listening_d is None:
+            self.listen().addErrback(self._cannot_listen)
+        elif self._port is not None:
+            self._announce()
         self._version.start()
 
     def _listening(self, port: Any) -> None:
@@ -290,6 +250,11 @@ class ClaudewsService(service.MultiService):
         self.factory.listening_on(
             getattr(address, "host", None), getattr(address, "port", None)
         )
+        if self.running:
+            self._announce()
+
+    def _announce(self) -> None:
+        address = self._port.getHost()
         if getattr(address, "port", None) is None:
             self._log.info(
                 "Listening on the UNIX socket {socket}",
@@ -310,15 +275,24 @@ class ClaudewsService(service.MultiService):
         if token is None:
             self._log.warn("Authentication is OFF (--no-auth): anyone who can connect can run commands")
             self._log.info("claudews listening on {url}; console at {console}", url=url, console=console)
-        elif self._token_is_new:
-            # The one time the token is logged: it was just generated. In
-            # the console's URL it goes after "#", which browsers never send.
+        elif self._token_is_new and self._show_token:
+            # The one time the token is logged: it was just generated, and
+            # the log goes to a terminal, not to a file. In the console's
+            # URL it goes after "#", which browsers never send.
             self._log.info(
                 "claudews listening; connect to {url}?token={token} or open the console at"
                 " {console}#token={token} (token stored in {file})",
                 url=url,
                 console=console,
                 token=token,
+                file=token_file,
+            )
+        elif self._token_is_new:
+            self._log.info(
+                "claudews listening on {url}; console at {console} (a new token was"
+                " generated and stored in {file}; it is not written to log files)",
+                url=url,
+                console=console,
                 file=token_file,
             )
         elif self.settings.token:
@@ -336,7 +310,12 @@ class ClaudewsService(service.MultiService):
             )
 
     def _cannot_listen(self, failure: Failure) -> None:
-        self._log.failure("Cannot listen on {listen}", failure, listen=self.settings.listen)
+        self._log.critical(
+            "claudews: cannot listen on {listen}: {error}",
+            listen=self.settings.listen,
+            error=failure.getErrorMessage(),
+        )
+        self.failed = True
         self._reactor.stop()
 
     def claude_version(self) -> str | None:
@@ -353,9 +332,76 @@ class ClaudewsService(service.MultiService):
             yield self._port.stopListening()
         yield super().stopService()  # type: ignore[no-untyped-call]
         yield self.factory.close_all()
+        if self._lock is not None:
+            self._lock.release()
 
 
-def makeService(options: Any) -> ClaudewsService:
+def start(
+    settings: Settings, reactor: Reactor, twistd: Mapping[str, Any] | None
+) -> ClaudewsService:
+    """
+    The service, its data directory locked and its port open.
+
+    @param twistd: twistd's own options (where it logs), or C{None}.
+    @raise StartError: saying why it cannot start.
+    """
+    target = LogTarget.of(twistd)
+    try:
+        target.make_private()
+    except OSError as e:
+        raise StartError(
+            "cannot open the log file {}: {}".format(target.file, e.strerror or e)
+        ) from None
+    lock = open_data_directory(settings.data)
+    try:
+        server = ClaudewsService(settings, reactor, lock, show_token=target.shows_token)
+        failure = _listen_now(server)
+    except BaseException:
+        lock.release()
+        raise
+    if failure is not None:
+        lock.release()
+        raise StartError(
+            "cannot listen on {}: {}".format(settings.listen, failure.getErrorMessage())
+        )
+    return server
+
+
+def _listen_now(server: ClaudewsService) -> Failure | None:
+    """
+    Listen; the failure if that failed at once. An endpoint that answers
+    later and fails makes the server stop, the process to end with status 1.
+    """
+    now: list[Failure] = []
+    returned = False
+
+    def failed(failure: Failure) -> None:
+        if returned:
+            server._cannot_listen(failure)
+        else:
+            now.append(failure)
+
+    server.listen().addErrback(failed)
+    returned = True
+    return now[0] if now else None
+
+
+def _exit_status(server: ClaudewsService) -> None:
+    if server.failed:
+        # twistd has shut down in order; only the status is left to say.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+
+def makeService(config: Any) -> ClaudewsService:
     from twisted.internet import reactor
 
-    return ClaudewsService(options.settings, cast(Reactor, reactor))
+    try:
+        server = start(
+            config.settings, cast(Reactor, reactor), getattr(config, "parent", None)
+        )
+    except StartError as e:
+        raise SystemExit("claudews: {}".format(e)) from None
+    atexit.register(_exit_status, server)
+    return server

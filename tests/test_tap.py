@@ -358,3 +358,91 @@ class ClaudeVersionTests(SynchronousTestCase):
         self.process.ends(0)
         self.reactor.advance(tap.VERSION_TIMEOUT * 2)
         self.assertEqual(self.process.signals, [])
+
+
+class _BusyReactor(_ProcessReactor):
+    """A reactor on which every port is taken."""
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        from twisted.internet.error import CannotListenError
+
+        raise CannotListenError(interface, port, OSError(98, "Address already in use"))
+
+
+class StartTests(SynchronousTestCase):
+    """
+    L{tap.start}, what makeService does before twistd goes on: every reason
+    not to start is one L{tap.StartError} line, found before the reactor runs.
+    """
+
+    def setUp(self) -> None:
+        self.base = os.path.realpath(tempfile.mkdtemp(prefix="claudews-start-"))
+        self.addCleanup(shutil.rmtree, self.base, True)
+        self.data = os.path.join(self.base, "data")
+
+    def settings(self, **overrides: object) -> Settings:
+        values: dict = dict(data=self.data, project_roots=(self.base,), token="t" * 40)
+        values.update(overrides)
+        return Settings(**values)
+
+    def start(self, reactor=None, twistd=None, **overrides: object) -> tap.ClaudewsService:
+        server = tap.start(self.settings(**overrides), reactor or _ProcessReactor(), twistd)
+        self.addCleanup(server._lock.release)
+        return server
+
+    def test_a_busy_port_is_one_line_and_frees_the_data_directory(self) -> None:
+        """A port that cannot be listened on is a StartError naming the endpoint and the reason."""
+        e = self.assertRaises(tap.StartError, tap.start, self.settings(), _BusyReactor(), None)
+        self.assertEqual(
+            str(e).splitlines(),
+            ["cannot listen on tcp:8765:interface=127.0.0.1: Couldn't listen on"
+             " 127.0.0.1:8765: [Errno 98] Address already in use."],
+        )
+        self.start()
+
+    def test_a_second_server_on_the_data_directory_is_refused(self) -> None:
+        """While one server holds DATA, a second one's start names the holder's pid."""
+        self.start()
+        e = self.assertRaises(tap.StartError, tap.start, self.settings(), _ProcessReactor(), None)
+        self.assertIn("in use by process %d" % (os.getpid(),), str(e))
+
+    def test_an_unusable_data_directory_is_one_line(self) -> None:
+        """A data path that is a file cannot be used: said in one line naming it."""
+        with open(self.data, "w"):
+            pass
+        e = self.assertRaises(tap.StartError, tap.start, self.settings(), _ProcessReactor(), None)
+        self.assertIn("cannot use the data directory " + self.data, str(e))
+        self.assertEqual(len(str(e).splitlines()), 1)
+
+    def test_the_log_file_is_made_private_before_twistd_opens_it(self) -> None:
+        """With --logfile FILE, FILE exists mode 0600 once start returns."""
+        logfile = os.path.join(self.base, "claudews.log")
+        self.start(twistd={"logfile": logfile, "nodaemon": 0})
+        self.assertEqual(stat.S_IMODE(os.stat(logfile).st_mode), 0o600)
+
+    def test_stopping_releases_the_data_directory(self) -> None:
+        """Once the service stopped, another server may take the directory."""
+        reactor = _ProcessReactor()
+        server = self.start(reactor)
+        server.startService()
+        [(_, _, process)] = reactor.spawned
+        _stop(self, server, process, reactor)
+        self.start()
+
+    def test_a_generated_token_is_not_logged_to_a_file(self) -> None:
+        """Logging to a file, the first start names the token file, never the token."""
+        reactor = _ProcessReactor()
+        log = LogCapture(self)
+        server = self.start(reactor, {"logfile": os.path.join(self.base, "l"), "nodaemon": 1}, token=None)
+        server.startService()
+        [(_, _, process)] = reactor.spawned
+        self.addCleanup(_stop, self, server, process, reactor)
+        [line] = log.lines("claudews listening")
+        self.assertIn("a new token was generated and stored in " + os.path.join(self.data, "auth_token"), line)
+        self.assertNotIn(server.token, log.text())
+
+    def test_a_bad_value_under_twistd_is_one_line_without_usage(self) -> None:
+        """tap.Options turns a bad value into SystemExit with one line, not a usage error."""
+        options = tap.Options(environ={"HOME": self.base})
+        e = self.assertRaises(SystemExit, options.parseOptions, ["--max-running", "two"])
+        self.assertEqual(e.code, "claudews: --max-running: must be an integer number, not 'two'")
