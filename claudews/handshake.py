@@ -5,15 +5,17 @@ Refusals, in the order they are checked:
 
   - far too many connections: dropped at once, before any handshake;
   - 431: a request line and headers over L{MAX_HANDSHAKE_BYTES};
-  - 429: the address failed too many handshakes lately;
   - 503: too many connections from the address (Autobahn itself answers
     503 past C{max_connections});
   - 404: a path other than C{/ws};
   - 403: a C{Host} not on the host allow-list, or an C{Origin} that is
     neither on the origin allow-list nor the server's own (its console);
-  - 401: no token, or a wrong one.
+  - 401: no token, or a wrong one; past a few of those from one address
+    the 401 waits a while (L{refusal_delay}).
 
-docs/security.rst says why each of these exists. The protocol in
+No address is ever blocked: a web page can make the user's browser send
+any of these from the user's own address, and a correct token is always
+answered at once. docs/security.rst says why each of these exists. The protocol in
 L{claudews.websocket} applies these checks; they live here so that each
 reads, and is tested, on its own.
 """
@@ -73,12 +75,22 @@ def before_parsing(data: bytes, address: str | None, gate: limits.Gate, most: in
         return Refusal(431, "Request Header Fields Too Large")
     if end < 0 or address is None:
         return None
-    if gate.guard.blocked(address):
-        return Refusal(429, "Too Many Requests")
     if gate.peers.count(address) > most:
         why = "over %d connections from %s" % (most, address)
         return Refusal(503, "Service Unavailable", why)
     return None
+
+
+def refusal_delay(refusal: Refusal, address: str | None, gate: limits.Gate) -> float:
+    """
+    The seconds C{refusal} waits before it is sent: only a wrong or
+    missing token ever does, and never long enough to run into the
+    handshake timeout. A delay is L{limits.TokenThrottle.released} once
+    over.
+    """
+    if refusal.code != 401:
+        return 0.0
+    return min(gate.wrong_token(address), OPEN_HANDSHAKE_TIMEOUT / 2)
 
 
 def check_request(

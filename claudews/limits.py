@@ -1,13 +1,14 @@
 """
-What a peer may do before it is refused: connections per address, failed
-handshakes per address, requests per connection, and how many log lines
-refusals may cost. L{Gate} puts the per-address ones together for the
-WebSocket factory.
+What a peer may do before it is refused: connections per address, how
+long refusals of wrong tokens wait per address, requests per connection,
+and how many log lines refusals may cost. L{Gate} puts the per-address
+ones together for the WebSocket factory.
 
 Each limiter takes the time from the reactor (C{reactor.seconds}, or an
 explicit C{now}), so tests drive it with a L{Clock}.
 """
 
+import math
 import re
 from collections import deque
 from typing import Any, Callable
@@ -79,68 +80,87 @@ class AddressCounter:
         return len(self._counts)
 
 
-class _Failures:
-    __slots__ = ("blocked_until", "times")
+class _WrongTokens:
+    __slots__ = ("held", "times")
 
-    def __init__(self, limit: int) -> None:
-        self.times: deque[float] = deque(maxlen=limit)
-        self.blocked_until = 0.0
+    def __init__(self, most: int) -> None:
+        self.times: deque[float] = deque(maxlen=most)
+        self.held = 0
 
 
-class HandshakeGuard:
+class TokenThrottle:
     """
-    Failed handshakes per address: an address that fails C{failures} times
-    within C{window} seconds is blocked for C{block} seconds.
+    Wrong or missing tokens per address, and how long the next refusal to
+    that address waits before it is sent: the first C{free} within
+    C{window} seconds are answered at once, each further one after
+    L{FIRST_DELAY} seconds, doubled each time, at most C{max_delay}.
+
+    Nothing here ever refuses anyone: a correct token is answered at once
+    whatever its address did, because a web page can make the browser send
+    wrong tokens from the user's own address. The delays slow a guesser
+    down and cost a flood of garbage more than it costs the server; at most
+    C{held} refusals wait at once per address (the others are answered at
+    once), so that waiting refusals never fill the connections an address
+    may open.
 
     At most C{max_addresses} addresses are remembered, the least recently
     failed forgotten first, so a peer with many addresses costs bounded
-    memory (and, past that bound, escapes the count: the other limits
-    still hold).
+    memory.
     """
+
+    #: Seconds the first delayed refusal waits.
+    FIRST_DELAY = 0.1
 
     def __init__(
         self,
         seconds: Callable[[], float],
-        failures: int,
+        free: int,
         window: float,
-        block: float,
+        max_delay: float,
+        held: int = 8,
         max_addresses: int = 10000,
     ) -> None:
         self._seconds = seconds
-        self.failures = failures
+        self.free = free
         self.window = window
-        self.block = block
+        self.max_delay = max_delay
+        self._held = held
         self._max = max_addresses
-        self._records: dict[str, _Failures] = {}
+        self._records: dict[str, _WrongTokens] = {}
+        # Failures past free that reach max_delay, and a few more.
+        self._remember = free + 2 + max(0, int(math.log2(max_delay / self.FIRST_DELAY)) + 1)
 
-    def blocked(self, address: str) -> bool:
-        record = self._records.get(address)
-        return record is not None and record.blocked_until > self._seconds()
-
-    def failed(self, address: str) -> bool:
+    def failed(self, address: str) -> float:
         """
-        Count one failed handshake.
+        Count one wrong token from C{address}.
 
-        @return: True if it starts a block of C{address}.
+        @return: how many seconds its refusal waits (0: at once). A refusal
+            that waits must be L{released} once it is sent or gone.
         """
         now = self._seconds()
         # Popped and put back: dicts keep insertion order, so the first
         # entry is the one that failed least recently.
-        record = self._records.pop(address, None) or _Failures(self.failures)
+        record = self._records.pop(address, None) or _WrongTokens(self._remember)
         self._records[address] = record
         while len(self._records) > self._max:
             del self._records[next(iter(self._records))]
-        if record.blocked_until > now:
-            return False
         times = record.times
         while times and times[0] <= now - self.window:
             times.popleft()
         times.append(now)
-        if len(times) < self.failures:
-            return False
-        times.clear()
-        record.blocked_until = now + self.block
-        return True
+        over = len(times) - self.free
+        if over <= 0 or record.held >= self._held:
+            return 0.0
+        record.held += 1
+        return float(min(self.max_delay, self.FIRST_DELAY * 2 ** (over - 1)))
+
+    def released(self, address: str) -> None:
+        """
+        A waiting refusal to C{address} was sent, or its peer went away.
+        """
+        record = self._records.get(address)
+        if record is not None and record.held > 0:
+            record.held -= 1
 
     def __len__(self) -> int:
         return len(self._records)
@@ -210,32 +230,36 @@ class LogBudget:
 
 class Gate:
     """
-    Who may open a connection: open connections per address, failed
-    handshakes per address (and the blocks they lead to), and a log of
-    refusals that neither shows the token nor floods the disk.
+    Who may open a connection: open connections per address, how long
+    refusals of wrong tokens wait per address, and a log of refusals that
+    neither shows the token nor floods the disk.
 
     @ivar peers: an L{AddressCounter} of the open connections.
-    @ivar guard: the L{HandshakeGuard}.
+    @ivar tokens: the L{TokenThrottle}.
     """
 
     _log = Logger()
 
-    #: Log lines about refusals, and about blocks, per period: beyond that
-    #: they are counted, and the count logged with the next one.
+    #: Log lines about refusals, and about addresses whose refusals start
+    #: to wait, per period: beyond that they are counted, and the count
+    #: logged with the next one.
     LOG_LINES = 20
     LOG_PERIOD = 60.0
 
     def __init__(self, settings: Settings, token: str | None, seconds: Callable[[], float]) -> None:
         self.token = token
         self.peers = AddressCounter()
-        self.guard = HandshakeGuard(
+        self.tokens = TokenThrottle(
             seconds,
             settings.max_failed_handshakes,
             settings.failed_handshake_window,
-            settings.failed_handshake_block,
+            settings.failed_handshake_delay,
+            # Waiting refusals may hold at most a quarter of the
+            # connections an address may open.
+            held=max(1, settings.max_connections_per_address // 4),
         )
         self._refusal_log = LogBudget(seconds, self.LOG_LINES, self.LOG_PERIOD)
-        self._block_log = LogBudget(seconds, self.LOG_LINES, self.LOG_PERIOD)
+        self._delay_log = LogBudget(seconds, self.LOG_LINES, self.LOG_PERIOD)
 
     def redact(self, text: str) -> str:
         """
@@ -243,40 +267,43 @@ class Gate:
         """
         return redact(text, self.token)
 
-    def refused(self, address: str | None, peer: str | None, code: int, why: str) -> None:
+    def wrong_token(self, address: str | None) -> float:
         """
-        Count and log a refused handshake (HTTP status C{code}); block its
-        address once it failed too often.
-
-        Refusals for want of capacity (503) are not the peer's fault and do
-        not count; those of a blocked address (429) are not logged one by
-        one, the block was.
+        Count a wrong or missing token; the seconds its refusal waits (see
+        L{TokenThrottle.failed}, and L{TokenThrottle.released} after).
         """
-        blocks = False
-        if address is not None and code not in (429, 503):
-            blocks = self.guard.failed(address)
-        if code != 429:
-            suppressed = self._refusal_log.allow()
+        if address is None:
+            return 0.0
+        delay = self.tokens.failed(address)
+        if delay == self.tokens.FIRST_DELAY:
+            # The first refusal of this address that waits.
+            suppressed = self._delay_log.allow()
             if suppressed is not None:
                 self._log.info(
-                    "Refused {peer}: {code} {why}{more}",
-                    peer=peer,
-                    code=code,
-                    why=self.redact(why),
-                    more=_more(suppressed, "refusals"),
-                )
-        if blocks:
-            suppressed = self._block_log.allow()
-            if suppressed is not None:
-                self._log.warn(
-                    "Blocking {address} for {block:g} s: {count} failed handshakes"
-                    " within {window:g} s{more}",
+                    "Delaying refusals to {address}: {count} wrong tokens within"
+                    " {window:g} s{more}",
                     address=address,
-                    block=self.guard.block,
-                    count=self.guard.failures,
-                    window=self.guard.window,
-                    more=_more(suppressed, "blocks"),
+                    count=self.tokens.free + 1,
+                    window=self.tokens.window,
+                    more=_more(suppressed, "addresses"),
                 )
+        return delay
+
+    def refused(self, address: str | None, peer: str | None, code: int, why: str) -> None:
+        """
+        Log a refused handshake (HTTP status C{code}), within the log's
+        budget. Nothing is counted against the address here: only wrong
+        tokens are (L{wrong_token}), and they only ever delay refusals.
+        """
+        suppressed = self._refusal_log.allow()
+        if suppressed is not None:
+            self._log.info(
+                "Refused {peer}: {code} {why}{more}",
+                peer=peer,
+                code=code,
+                why=self.redact(why),
+                more=_more(suppressed, "refusals"),
+            )
 
 
 def _more(suppressed: int, what: str) -> str:

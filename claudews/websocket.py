@@ -9,12 +9,13 @@ Wire protocol (version 1; docs/protocol.rst has the whole of it)::
 
 Every request gets exactly one C{result}; events are pushed to the
 subscribers of a project in C{seq} order. The handshake is refused with
-429 (the address failed too many handshakes lately), 503 (too many
-connections), 404 (wrong path), 403 (Host or Origin not allowed) or 401
-(no or wrong token) before the upgrade (L{claudews.handshake}). A
-connection sends at most C{request_rate} requests a second (bursts of
-C{request_burst}): past that a request is refused with C{bad_request}, and
-a client that keeps going is closed with 1008. A client that does not read
+503 (too many connections), 404 (wrong path), 403 (Host or Origin not
+allowed) or 401 (no or wrong token; past a few from one address, after a
+growing delay) before the upgrade (L{claudews.handshake}). A connection
+sends at most C{request_rate} frames a second (bursts of
+C{request_burst}), continuation frames included: past that a request is
+refused with C{bad_request}, and a client that keeps going is closed with
+1008, as is a message in more than C{max_message_frames} fragments. A client that does not read
 what it is sent is closed with 1008 too (L{claudews.backlog}).
 docs/security.rst says why each of these exists.
 """
@@ -37,7 +38,7 @@ from claudews.config import Settings
 from claudews.errors import RequestError
 from claudews.events import encode, error_reply, reply
 from claudews.handshake import MAX_HANDSHAKE_BYTES, OPEN_HANDSHAKE_TIMEOUT
-from claudews.interfaces import ReactorTime, Subscriber
+from claudews.interfaces import DelayedCall, ReactorTime, Subscriber
 from claudews.requests import HANDLERS, Projects, Requests, parse
 
 __all__ = [  # HANDLERS and the handshake bounds are re-exported for tests.
@@ -73,6 +74,8 @@ class ServerProtocol(WebSocketServerProtocol):
         self._refused = False
         # What to log about a refusal, when it says more than the HTTP reason.
         self._why: str | None = None
+        # A refusal of a wrong token that waits (handshake.refusal_delay).
+        self._refusal_call: DelayedCall | None = None
 
     # -- connection accounting
 
@@ -113,6 +116,7 @@ class ServerProtocol(WebSocketServerProtocol):
         try:
             super().connectionLost(reason)
         finally:
+            self._forget_refusal()
             if self._address is not None:
                 self.factory.gate.peers.remove(self._address)
                 self._address = None
@@ -120,6 +124,10 @@ class ServerProtocol(WebSocketServerProtocol):
     # -- handshake (the checks are in claudews.handshake)
 
     def processHandshake(self) -> None:
+        if self._refusal_call is not None:
+            # The request was read and is refused, later: whatever else
+            # comes meanwhile is not another handshake.
+            return
         refusal = handshake.before_parsing(
             self.data,
             self._address,
@@ -132,14 +140,47 @@ class ServerProtocol(WebSocketServerProtocol):
             return
         super().processHandshake()
 
-    def onConnect(self, request: Any) -> None:
+    def onConnect(  # type: ignore[override]  # Autobahn waits for a Deferred too
+        self, request: Any
+    ) -> defer.Deferred[None] | None:
         factory = self.factory
         refusal = handshake.check_request(
             request, factory.allowed_hosts(), factory.allowed_origins, factory.token
         )
-        if refusal is not None:
-            self._why = refusal.why
-            raise ConnectionDeny(refusal.code, refusal.reason)  # type: ignore[no-untyped-call]
+        if refusal is None:
+            return None
+        self._why = refusal.why
+        deny = ConnectionDeny(refusal.code, refusal.reason)  # type: ignore[no-untyped-call]
+        delay = handshake.refusal_delay(refusal, self._address, factory.gate)
+        if not delay:
+            raise deny
+        return self._refuse_later(deny, delay)
+
+    def _refuse_later(self, deny: ConnectionDeny, delay: float) -> defer.Deferred[None]:
+        """
+        Refuse after C{delay} seconds: Autobahn waits for the Deferred
+        C{onConnect} returns, and fails the handshake with its error.
+        """
+        refused: defer.Deferred[None] = defer.Deferred()
+
+        def refuse() -> None:
+            self._refusal_call = None
+            self._release_refusal()
+            refused.errback(deny)
+
+        self._refusal_call = self.factory.reactor.callLater(delay, refuse)
+        return refused
+
+    def _release_refusal(self) -> None:
+        if self._address is not None:
+            self.factory.gate.tokens.released(self._address)
+
+    def _forget_refusal(self) -> None:
+        # The peer went away while its refusal waited.
+        call, self._refusal_call = self._refusal_call, None
+        if call is not None and call.active():
+            call.cancel()
+            self._release_refusal()
 
     def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
         # Autobahn quotes the request line in some reasons (a malformed

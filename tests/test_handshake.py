@@ -117,11 +117,28 @@ class BeforeParsingTests(SynchronousTestCase):
         self.assertEqual(self.refusal(big).code, 431)  # type: ignore[union-attr]
         self.assertEqual(self.refusal(big + b"\r\n\r\n").code, 431)  # type: ignore[union-attr]
 
-    def test_a_blocked_address_is_429_once_its_request_is_in(self) -> None:
-        """A blocked address waits for its request, then gets 429."""
-        self.gate.guard.failed("10.0.0.1")
-        self.assertIsNone(self.refusal(self.request[:10]))
-        self.assertEqual(self.refusal(self.request), Refusal(429, "Too Many Requests"))
+    def test_wrong_tokens_never_refuse_before_parsing(self) -> None:
+        """However many wrong tokens an address sent, its next request goes on to be checked."""
+        for _ in range(50):
+            self.gate.wrong_token("10.0.0.1")
+        self.assertIsNone(self.refusal(self.request))
+
+    def test_only_a_401_waits_and_never_as_long_as_the_handshake_time(self) -> None:
+        """refusal_delay: 0 but for wrong tokens past the free ones, capped below the handshake timeout."""
+        gate = limits.Gate(
+            Settings(project_roots=("/tmp",), max_failed_handshakes=1, failed_handshake_delay=60.0),
+            TOKEN, self.clock.seconds,
+        )
+        for code in (403, 404, 431, 503):
+            self.assertEqual(handshake.refusal_delay(Refusal(code, "x"), "10.0.0.1", gate), 0)
+        wrong = Refusal(401, "Unauthorized")
+        self.assertEqual(handshake.refusal_delay(wrong, "10.0.0.1", gate), 0)
+        self.assertEqual(handshake.refusal_delay(wrong, "10.0.0.1", gate), 0.1)
+        for _ in range(10):
+            gate.tokens.released("10.0.0.1")
+            delay = handshake.refusal_delay(wrong, "10.0.0.1", gate)
+        self.assertEqual(delay, handshake.OPEN_HANDSHAKE_TIMEOUT / 2)
+        self.assertEqual(handshake.refusal_delay(wrong, None, gate), 0)
 
     def test_too_many_from_one_address_is_503(self) -> None:
         """Past C{most} connections from the address, 503, and the log says why."""

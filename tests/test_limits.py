@@ -1,6 +1,6 @@
 """
 Tests for L{claudews.limits}: redaction, the per-address counter, the
-failed-handshake guard, the request budget and the log budget, on a
+wrong-token throttle, the request budget and the log budget, on a
 L{Clock}.
 """
 
@@ -50,16 +50,46 @@ class RequestBudgetTests(SynchronousTestCase):
         self.assertEqual(budget.spend(50.0), "refuse")
 
 
-class HandshakeGuardTests(SynchronousTestCase):
+class TokenThrottleTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.throttle = limits.TokenThrottle(self.clock.seconds, 3, 60.0, 1.0, held=2)
+
     def test_remembered_addresses_are_bounded(self) -> None:
         """Failures from many addresses keep at most max_addresses records."""
-        clock = Clock()
-        guard = limits.HandshakeGuard(clock.seconds, 2, 60.0, 60.0, max_addresses=100)
+        throttle = limits.TokenThrottle(self.clock.seconds, 1, 60.0, 5.0, max_addresses=100)
         for i in range(1000):
-            guard.failed("10.0.%d.%d" % (i // 256, i % 256))
-        self.assertEqual(len(guard), 100)
-        guard.failed("10.0.3.231")
-        self.assertTrue(guard.blocked("10.0.3.231"))
+            throttle.failed("10.0.%d.%d" % (i // 256, i % 256))
+        self.assertEqual(len(throttle), 100)
+        self.assertEqual(throttle.failed("10.0.3.231"), 0.1)
+
+    def test_free_failures_then_delays_doubling_up_to_the_cap(self) -> None:
+        """Three refusals at once, then 0.1, 0.2, 0.4, 0.8, 1.0, 1.0 s (each released)."""
+        delays = []
+        for _ in range(9):
+            delays.append(self.throttle.failed("a"))
+            self.throttle.released("a")
+        self.assertEqual(delays, [0, 0, 0, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
+        self.assertEqual(self.throttle.failed("b"), 0)
+
+    def test_failures_spread_over_more_than_the_window_are_not_delayed(self) -> None:
+        """Failures older than the window are not counted."""
+        for _ in range(10):
+            self.assertEqual(self.throttle.failed("a"), 0)
+            self.clock.advance(31)
+
+    def test_at_most_held_refusals_wait_at_once(self) -> None:
+        """Past C{held} waiting refusals, the next is answered at once until one is released."""
+        for _ in range(3):
+            self.throttle.failed("a")
+        self.assertEqual([self.throttle.failed("a") for _ in range(3)], [0.1, 0.2, 0])
+        self.throttle.released("a")
+        self.assertEqual(self.throttle.failed("a"), 0.8)
+
+    def test_releasing_a_forgotten_address_is_harmless(self) -> None:
+        """A release for an address no longer remembered changes nothing."""
+        self.throttle.released("nobody")
+        self.assertEqual(len(self.throttle), 0)
 
 
 class PeerAddressTests(SynchronousTestCase):
@@ -83,36 +113,6 @@ class AddressCounterTests(SynchronousTestCase):
         counter.remove("a")
         counter.remove("a")
         self.assertEqual((counter.count("a"), len(counter)), (0, 0))
-
-
-class HandshakeGuardBlockTests(SynchronousTestCase):
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.guard = limits.HandshakeGuard(self.clock.seconds, 3, 60.0, 300.0)
-
-    def test_failures_within_the_window_block_for_the_block_time(self) -> None:
-        """The third failure within the window starts a block, which ends after the block time."""
-        self.assertEqual([self.guard.failed("a") for _ in range(3)], [False, False, True])
-        self.assertTrue(self.guard.blocked("a"))
-        self.assertFalse(self.guard.blocked("b"))
-        self.clock.advance(300)
-        self.assertFalse(self.guard.blocked("a"))
-
-    def test_failures_spread_over_more_than_the_window_do_not_block(self) -> None:
-        """Failures older than the window are not counted."""
-        for _ in range(5):
-            self.assertFalse(self.guard.failed("a"))
-            self.clock.advance(31)
-        self.assertFalse(self.guard.blocked("a"))
-
-    def test_failures_while_blocked_do_not_extend_the_block(self) -> None:
-        """A blocked address failing again is still unblocked at the end of the first block."""
-        for _ in range(3):
-            self.guard.failed("a")
-        self.clock.advance(299)
-        self.assertFalse(self.guard.failed("a"))
-        self.clock.advance(1)
-        self.assertFalse(self.guard.blocked("a"))
 
 
 class RequestBudgetVerdictTests(SynchronousTestCase):

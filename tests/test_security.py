@@ -122,113 +122,133 @@ class HandshakeLogTests(SecureServerTestCase):
 # -- failed handshakes per address
 
 
-class HandshakeRateLimitTests(SecureServerTestCase):
+class WrongTokenTests(SecureServerTestCase):
     """
-    Defaults: 10 failures within 60 s block an address for 60 s.
+    Defaults: 10 wrong tokens within 60 s are refused at once, later ones
+    wait 0.1 s, doubled each time, at most 5 s. No address is ever blocked.
     """
 
-    def fail(self, times: int, peer: str = "127.0.0.1") -> None:
+    def wrong_tokens(self, times: int, peer: str = "127.0.0.1") -> None:
         for _ in range(times):
             self.assertEqual(self.refused(peer, token="wrong"), 401)
 
-    def test_too_many_failures_block_the_address_with_429(self) -> None:
-        """After 10 failed handshakes, even the right token gets 429."""
-        self.fail(10)
-        self.assertEqual(self.refused(), 429)
+    def start(self, peer: str = "127.0.0.1", **kwargs: object) -> wsmemory.MemoryTransport:
+        """
+        A handshake from C{peer} whose answer may wait; its transport.
+        """
+        transport = self.half_open(peer)
+        transport.protocol.dataReceived(wsmemory.handshake_request(**kwargs))
+        return transport
 
-    def test_nine_failures_do_not_block(self) -> None:
-        """Fewer failures than the limit leave the address alone."""
-        self.fail(9)
+    def answer(self, transport: wsmemory.MemoryTransport) -> tuple[float, int]:
+        """
+        How long C{transport}'s handshake waited for its answer, and its
+        status; then its TCP connection closes.
+        """
+        start = self.clock.seconds()
+        while not transport.value():
+            self.clock.advance(min(c.getTime() for c in self.clock.getDelayedCalls()) - self.clock.seconds())
+        status, _ = wsmemory.parse_status(transport.value())
+        transport.protocol.connectionLost(Failure(ConnectionDone()))
+        return round(self.clock.seconds() - start, 3), status
+
+    def test_a_correct_token_gets_in_at_once_after_any_failures(self) -> None:
+        """Fifty wrong tokens and a waiting refusal later, the right token is answered at once."""
+        self.wrong_tokens(10)
+        for _ in range(40):
+            self.answer(self.start(token="wrong"))
+        waiting = self.start(token="wrong")
         self.assertEqual(self.client().status, 101)
+        self.assertEqual(waiting.value(), b"")
 
-    def test_block_ends_after_the_block_time(self) -> None:
-        """A blocked address may connect again once the block time is over."""
-        self.fail(10)
-        self.clock.advance(59)
-        self.assertEqual(self.refused(), 429)
-        self.clock.advance(1)
-        self.assertEqual(self.client().status, 101)
-
-    def test_refusals_while_blocked_do_not_extend_the_block(self) -> None:
-        """Knocking on while blocked does not keep an address blocked."""
-        self.fail(10)
-        for _ in range(29):
-            self.clock.advance(2)
-            self.assertEqual(self.refused(token="wrong"), 429)
-        self.clock.advance(2)
-        self.assertEqual(self.client().status, 101)
-
-    def test_other_addresses_are_not_blocked(self) -> None:
-        """The block is per address."""
-        self.fail(10, "10.0.0.1")
-        self.assertEqual(self.refused("10.0.0.1"), 429)
-        self.assertEqual(self.connect_from("10.0.0.2").status, 101)
-
-    def test_failures_spread_over_more_than_the_window_do_not_block(self) -> None:
-        """Only failures within the window count."""
-        self.fail(9)
-        self.clock.advance(61)
-        self.fail(9)
-        self.assertEqual(self.client().status, 101)
-
-    def test_every_kind_of_refusal_counts(self) -> None:
-        """Wrong path, Host, Origin, token and malformed requests all count as failures."""
-        for kwargs in (
-            {"path": "/x"},
-            {"host": "evil.example:8765"},
-            {"origin": "https://evil.example"},
-            {"token": "wrong"},
-            {"authorization": "Bearer wrong", "token": None},
-        ):
-            self.assertIn(self.refused(**kwargs), (401, 403, 404))
-            self.assertIn(self.refused(**kwargs), (401, 403, 404))
-        self.assertEqual(self.refused(), 429)
-
-    def test_malformed_requests_count(self) -> None:
-        """Requests Autobahn itself refuses (400) count too."""
+    def test_no_status_429_ever(self) -> None:
+        """However many refusals of any kind, nobody is told to go away."""
+        for _ in range(20):
+            for kwargs in ({"origin": "https://evil.example"}, {"host": "evil.example:8765"}):
+                self.assertEqual(self.refused(**kwargs), 403)
+        self.wrong_tokens(10)
         for _ in range(10):
+            self.assertEqual(self.answer(self.start(token="wrong"))[1], 401)
+
+    def test_past_ten_refusals_wait_longer_each_time_up_to_the_cap(self) -> None:
+        """The 11th wrong token waits 0.1 s, then 0.2, 0.4 ... at most failed_handshake_delay."""
+        self.wrong_tokens(10)
+        waits = [self.answer(self.start(token="wrong")) for _ in range(9)]
+        self.assertEqual(waits, [(w, 401) for w in (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0)])
+
+    def test_only_wrong_tokens_count(self) -> None:
+        """Origin, Host, path, malformed and unfinished handshakes never make a refusal wait."""
+        for _ in range(20):
+            for kwargs in ({"path": "/x"}, {"host": "evil.example:8765"},
+                           {"origin": "https://evil.example"}):
+                self.assertIn(self.refused(**kwargs), (403, 404))
             c = Connection(self.factory, b"POST /ws HTTP/1.1\r\nHost: x\r\n\r\n")
             self.assertEqual(c.status, 405)
             c.lose()
-        self.assertEqual(self.refused(), 429)
-
-    def test_blocked_address_is_refused_before_its_request_is_parsed(self) -> None:
-        """A blocked address gets 429 whatever it sends, even a malformed request."""
-        self.fail(10)
-        c = Connection(self.factory, b"NONSENSE\r\n\r\n")
-        self.assertEqual(c.status, 429)
-
-    def test_configured_limits_are_used(self) -> None:
-        """max_failed_handshakes, the window and the block time come from the settings."""
-        self.serve(max_failed_handshakes=2, failed_handshake_window=5.0,
-                   failed_handshake_block=1000.0)
-        self.fail(1)
-        self.clock.advance(6)
-        self.fail(2)
-        self.clock.advance(999)
-        self.assertEqual(self.refused(), 429)
-        self.clock.advance(1)
-        self.assertEqual(self.client().status, 101)
-
-    def test_a_block_is_logged_once(self) -> None:
-        """The start of a block is logged once; 429 refusals are not logged each."""
-        log = LogCapture(self)
-        self.fail(10)
-        for _ in range(5):
-            self.refused()
-        [line] = log.lines("Blocking")
-        self.assertIn("127.0.0.1", line)
-        self.assertEqual(len(log.lines("^Refused")), 10)
-
-    def test_unfinished_handshakes_count_and_are_dropped(self) -> None:
-        """A connection with no complete handshake in 10 s is dropped and counts as a failure."""
-        log = LogCapture(self)
-        transports = [self.half_open() for _ in range(10)]
+        transports = [self.half_open() for _ in range(20)]
         self.clock.advance(websocket.OPEN_HANDSHAKE_TIMEOUT)
         self.assertTrue(all(t.disconnecting for t in transports))
-        self.assertEqual(len(log.lines("408")), 10)
-        self.assertEqual(log.lines("dropping connection"), [])
-        self.assertEqual(self.refused(), 429)
+        self.wrong_tokens(10)
+
+    def test_failures_spread_over_more_than_the_window_are_not_delayed(self) -> None:
+        """Only wrong tokens within the window count."""
+        self.wrong_tokens(10)
+        self.clock.advance(61)
+        self.wrong_tokens(10)
+
+    def test_other_addresses_are_not_delayed(self) -> None:
+        """The count is per address."""
+        self.wrong_tokens(10, "10.0.0.1")
+        self.wrong_tokens(10, "10.0.0.2")
+        self.assertEqual(self.answer(self.start("10.0.0.1", token="wrong")), (0.1, 401))
+
+    def test_at_most_a_quarter_of_an_address_connections_wait(self) -> None:
+        """With 8 connections per address, 2 refusals wait; others are answered at once."""
+        self.serve(max_connections_per_address=8)
+        self.wrong_tokens(10)
+        waiting = [self.start(token="wrong") for _ in range(2)]
+        self.assertEqual([t.value() for t in waiting], [b"", b""])
+        self.assertEqual(self.refused(token="wrong"), 401)
+        self.assertEqual(self.client().status, 101)
+        self.assertEqual([self.answer(t)[1] for t in waiting], [401, 401])
+        self.assertEqual(self.answer(self.start(token="wrong"))[1], 401)
+
+    def test_a_peer_that_leaves_while_its_refusal_waits_frees_its_place(self) -> None:
+        """The waiting refusal is cancelled and no longer counts against the address."""
+        self.serve(max_connections_per_address=4)
+        self.wrong_tokens(10)
+        transport = self.start(token="wrong")
+        transport.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(self.factory.gate.peers), 0)
+        self.assertEqual(self.answer(self.start(token="wrong")), (0.2, 401))
+
+    def test_data_while_a_refusal_waits_is_not_another_handshake(self) -> None:
+        """A second request sent on a waiting connection is ignored, not counted."""
+        self.wrong_tokens(10)
+        transport = self.start(token="wrong")
+        transport.protocol.dataReceived(wsmemory.handshake_request(token="wrong"))
+        self.assertEqual(self.answer(transport), (0.1, 401))
+        self.assertEqual(self.answer(self.start(token="wrong")), (0.2, 401))
+
+    def test_configured_limits_are_used(self) -> None:
+        """max_failed_handshakes, the window and the longest delay come from the settings."""
+        self.serve(max_failed_handshakes=2, failed_handshake_window=5.0,
+                   failed_handshake_delay=0.15)
+        self.wrong_tokens(2)
+        self.assertEqual(self.answer(self.start(token="wrong")), (0.1, 401))
+        self.assertEqual(self.answer(self.start(token="wrong")), (0.15, 401))
+        self.clock.advance(6)
+        self.wrong_tokens(2)
+
+    def test_delays_start_once_in_the_log(self) -> None:
+        """The first waiting refusal of an address is logged; each refusal within the log budget."""
+        log = LogCapture(self)
+        self.wrong_tokens(10)
+        for _ in range(5):
+            self.answer(self.start(token="wrong"))
+        [line] = log.lines("Delaying")
+        self.assertIn("127.0.0.1", line)
+        self.assertEqual(len(log.lines("^Refused")), 15)
 
     def test_endless_handshake_is_refused_with_431(self) -> None:
         """A request whose headers pass 64 KiB is refused with 431 before it ends."""
