@@ -21,6 +21,7 @@ CODES = frozenset(
         "too_many_projects",
         "not_running",
         "not_found",
+        "storage_error",
         "internal",
     }
 )

@@ -19,7 +19,7 @@ import errno
 import os
 import re
 import time
-from typing import Callable
+from typing import BinaryIO, Callable, cast
 
 from twisted.logger import Logger
 from twisted.python.logfile import BaseLogFile
@@ -32,6 +32,9 @@ LATEST_TMP = ".latest.jsonl.tmp"
 NAME = re.compile(r"^messages_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(?:-\d+)?\.jsonl$")
 #: How much of a file is read at a time when reading it backwards.
 CHUNK = 64 * 1024
+#: A history file is its owner's alone, whatever the umask or the mode of
+#: the directories above it.
+FILE_MODE = 0o600
 
 
 def fresh_name(directory: str, when: float) -> str:
@@ -104,7 +107,17 @@ class JsonlFile(BaseLogFile):
     # wrapped here, so mypy checks every other use.
 
     def _openFile(self) -> None:
-        BaseLogFile._openFile(self)  # type: ignore[no-untyped-call]
+        # Not BaseLogFile's way, which sets the process-wide umask to make
+        # a file with its mode; a file an older server made is tightened.
+        self.closed = False
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        try:
+            os.fchmod(fd, FILE_MODE)
+            self._file = cast(BinaryIO, os.fdopen(fd, "rb+", 0))
+        except BaseException:
+            os.close(fd)
+            raise
+        self._file.seek(0, os.SEEK_END)
         self.size = self._file.tell()
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from claudews.config import ProjectConfig
+from claudews.errors import RequestError
 from claudews.interfaces import DelayedCall, ProcessReactor, ProcessSlots, ProcessTrees, SlotOwner
 from claudews.runner import ClaudeProcess, Listener, build_argv, build_env
 
@@ -30,6 +31,8 @@ class LiveProcess:
     @param markers: the markers on record (in the project's metadata);
         C{save} writes them.
     @param session_id: the conversation a new process resumes.
+    @param confine: checks the project's directory is still the project's
+        (L{claudews.confinement}), raising L{RequestError} when not.
     """
 
     _log = Logger()
@@ -49,6 +52,7 @@ class LiveProcess:
         markers: list[str],
         save: Callable[[], object],
         session_id: Callable[[], str | None],
+        confine: Callable[[], None],
     ) -> None:
         self._path = path
         self._prefix = marker_prefix
@@ -63,6 +67,7 @@ class LiveProcess:
         self.markers = markers
         self._save = save
         self._session_id = session_id
+        self._confine = confine
         self._proc: ClaudeProcess | None = None
         #: Fires when a process being replaced has ended.
         self._retiring: defer.Deferred[None] | None = None
@@ -92,7 +97,10 @@ class LiveProcess:
         """
         A live process started with C{flags}: the one there is, or a new
         one once the one there is (other flags, abandoned conversation)
-        has ended. Fails with L{OSError} when none can be started.
+        has ended. Fails with L{OSError} when none can be started, and
+        with L{RequestError} (C{path_invalid}) when the project's directory
+        is no longer the project's (a live process is then ended: its
+        tools would work on through the path, wherever it now leads).
         """
         proc = self._proc
         if proc is not None and (proc.flags != flags or self._stale):
@@ -101,11 +109,17 @@ class LiveProcess:
             waiting: defer.Deferred[None] = defer.Deferred()
             self._retiring.addBoth(lambda _: None if waiting.called else waiting.callback(None))
             return waiting.addCallback(lambda _: self.ready(flags))
-        if proc is None:
-            try:
+        try:
+            if proc is None:
                 proc = self._spawn(flags)
-            except OSError as e:
-                return defer.fail(e)
+            else:
+                self._confine()
+        except RequestError as e:
+            if proc is not None:
+                self._retire(proc)
+            return defer.fail(e)
+        except OSError as e:
+            return defer.fail(e)
         return defer.succeed(proc)
 
     def _spawn(self, flags: tuple[str, ...]) -> ClaudeProcess:
@@ -123,6 +137,14 @@ class LiveProcess:
         # its successor a way to find this process tree.
         self.markers.append(proc.marker)
         self._save()
+        try:
+            # As late as can be: what remains between this check and the
+            # child's chdir is in docs/security.rst.
+            self._confine()
+        except RequestError:
+            self.markers.remove(proc.marker)
+            self._save()
+            raise
         proc.spawn(argv, self._path, env)
         self._proc = proc
         self._stale = False

@@ -13,6 +13,7 @@ string prefix: C{/a/bc} is not inside C{/a/b}.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -173,6 +174,102 @@ def check_not_nested(path: str, existing: Iterable[str]) -> None:
                     quote(path), quote(other)
                 ),
             )
+
+
+#: Opens a directory without following a symlink; C{O_PATH} (Linux) needs
+#: only search permission, as C{chdir} does.
+_DIRECTORY_FLAGS = (
+    getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+)
+
+
+def open_directory(path: str) -> int:
+    """
+    Open canonical C{path} one component at a time, following no symlink.
+
+    The returned descriptor names the very directory C{path} named at the
+    moment of the walk: a component that is a symlink (or not a directory)
+    fails with L{OSError} (C{ELOOP} or C{ENOTDIR}), whoever swapped it in.
+
+    @raise OSError: as the walk met it; C{EINVAL} for a path that is not
+        canonical (relative, or with C{.} or C{..} components).
+    """
+    parts = [] if path == "/" else path.split("/")[1:]
+    if not path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise OSError(errno.EINVAL, "not a canonical path", path)
+    fd = os.open("/", _DIRECTORY_FLAGS)
+    try:
+        for part in parts:
+            inner = os.open(part, _DIRECTORY_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+Identity = tuple[int, int]
+
+
+def identity(path: str) -> Identity:
+    """
+    The device and inode of the directory at canonical C{path}, reached
+    without following a symlink (L{open_directory}). Raises L{OSError}.
+    """
+    fd = open_directory(path)
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return (st.st_dev, st.st_ino)
+
+
+def check_confined(path: str, roots: Sequence[str] | None, known: Identity | None) -> Identity:
+    """
+    Is the project at canonical C{path} still where it was created: the
+    path still canonical (no component became a symlink), still inside
+    one of C{roots} (C{None}: no root rule), still the same directory
+    (C{known}, unless C{None})?
+
+    @return: the directory's identity now.
+    @raise RequestError: C{path_invalid}, saying what changed.
+    """
+    if roots is not None:
+        try:
+            check_allowed(path, roots)
+        except RequestError as e:
+            raise _invalid("the project directory is no longer allowed: " + e.message) from None
+    try:
+        now = identity(path)
+    except OSError as e:
+        raise _invalid(_gone(path, e)) from None
+    if known is not None and now != known:
+        raise _invalid(
+            "the project directory {} was replaced by another directory since "
+            "the project was created; delete the project and create it again "
+            "to work there".format(quote(path))
+        )
+    return now
+
+
+def _gone(path: str, e: OSError) -> str:
+    if e.errno == errno.ENOENT:
+        return "the project directory {} no longer exists".format(quote(path))
+    if e.errno in (errno.ELOOP, errno.ENOTDIR):
+        try:
+            now = os.path.realpath(path)
+        except (OSError, ValueError):
+            now = "somewhere else"
+        return (
+            "the project directory {} is now a symlink or leads through one "
+            "(to {}); the CLI is not started outside the project".format(
+                quote(path), quote(now)
+            )
+        )
+    return "the project directory {} cannot be opened ({})".format(
+        quote(path), e.strerror or type(e).__name__
+    )
 
 
 def project_id(path: str) -> str:

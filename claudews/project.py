@@ -27,6 +27,7 @@ from claudews import events
 from claudews.config import ProjectConfig
 from claudews.clilistener import CliListener
 from claudews.clisession import marker_prefix, valid_session
+from claudews.confinement import Confinement
 from claudews.errors import RequestError
 from claudews.eventlog import EventLog
 from claudews.events import INTERRUPTED, Event
@@ -72,9 +73,12 @@ class Project:
         reactor: ProcessReactor,
         environ: dict[str, str] | None = None,
         on_change: Callable[["Project"], object] = lambda project: None,
+        confinement: Confinement | None = None,
     ) -> None:
         self._reactor = reactor
         self.path = path
+        # Checked before a CLI works in it (without roots unless given).
+        self.confinement = confinement or Confinement.of(path, None, meta)
         self.id = project_id
         self.directory = directory
         self._config = config
@@ -144,6 +148,7 @@ class Project:
             markers=markers,
             save=self.save,
             session_id=lambda: self.session_id,
+            confine=self._confine,
         )
 
     def __repr__(self) -> str:
@@ -185,10 +190,17 @@ class Project:
             "created_at": self.created_at,
             "last_seq": self.last_seq,
             "epoch": self.epoch,
+            "problem": self.confinement.problem,
         }
 
     def _summary_now(self) -> tuple[object, ...]:
-        return (self._current is not None, len(self._queue), self.permissions.count, self.session_id)
+        return (
+            self._current is not None,
+            len(self._queue),
+            self.permissions.count,
+            self.session_id,
+            self.confinement.problem,
+        )
 
     def _changed(self) -> None:
         """
@@ -208,11 +220,23 @@ class Project:
             "created_at": self.created_at,
             "epoch": self.epoch,
             "last_seq": self.last_seq,
+            **self.confinement.fields(),
         }
 
     def save(self) -> bool:
         """Write metadata.json; whether that worked (a failure is logged)."""
         return self._record.save()
+
+    def store(self) -> None:
+        """Write metadata.json, or raise L{OSError} (a new project's first)."""
+        self._record.write()
+
+    def _confine(self) -> None:
+        """Refuse to run a CLI in a directory that is no longer the project's."""
+        try:
+            self.confinement.check()
+        finally:
+            self._changed()
 
     def moved_to(self, directory: str) -> None:
         """Its data was moved (set aside for deletion): save there from now on."""

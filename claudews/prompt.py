@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 
 from claudews import events
 from claudews.clisession import exit_error, outcome
+from claudews.errors import RequestError
 from claudews.events import CANCELLED, FAILED, TIMEOUT, Event
 from claudews.interfaces import DelayedCall, ProcessRoom, PromptHost, ReactorTime
 from claudews.runner import ClaudeProcess
@@ -117,8 +118,9 @@ class Run:
     def wait_for(self, d: defer.Deferred[Any], then: Callable[[Any], None]) -> None:
         """
         Wait, cancellably, for C{d}; a cancel is the prompt's own doing and
-        ends nothing, an L{OSError} means no process could be started, any
-        other failure fails the prompt.
+        ends nothing, an L{OSError} means no process could be started, a
+        L{RequestError} that none may be (its text is the prompt's error),
+        any other failure fails the prompt.
         """
         self.pending = d
         d.addCallbacks(then, self._not_there)
@@ -128,6 +130,10 @@ class Run:
             return
         if isinstance(failure.value, OSError):
             self.inputs.cannot_start("cannot start the CLI: %s" % (failure.value,))
+            return
+        if isinstance(failure.value, RequestError):
+            # "path_invalid: ...": the project's directory is not its own.
+            self.inputs.cannot_start(str(failure.value))
             return
         self.inputs.crashed(failure)
 

@@ -44,16 +44,25 @@ class Record:
         """
         Write metadata.json; whether that worked (a failure is logged).
         """
+        try:
+            self.write()
+        except OSError as e:
+            self._log.error("Could not write metadata of {path}: {error}", path=self._fields().get("path"), error=e)
+            return False
+        return True
+
+    def write(self) -> None:
+        """
+        Write metadata.json, or raise L{OSError} (kept in L{error}).
+        """
         data = self._fields()
         data.update(open_prompts=self.open_prompts, markers=self._markers, clean=self.clean)
         try:
             metadata.write(self.directory, data)
         except OSError as e:
-            self._log.error("Could not write metadata of {path}: {error}", path=data.get("path"), error=e)
             self.error = e
-            return False
+            raise
         self.error = None
-        return True
 
     def opened(self, prompt_id: str) -> bool:
         """

@@ -25,6 +25,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from claudews import metadata, paths, recovery
+from claudews.confinement import Confinement
 from claudews.errors import RequestError
 from claudews.config import ProjectConfig, Settings
 from claudews.events import timestamp
@@ -68,6 +69,7 @@ class Registry(service.Service):
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         os.makedirs(self._root, mode=0o700, exist_ok=True)
+        os.chmod(self._root, 0o700)
         for name in sorted(os.listdir(self._root)):
             directory = os.path.join(self._root, name)
             if ".deleted-" in name:
@@ -91,6 +93,7 @@ class Registry(service.Service):
         # the server listens meanwhile.
 
     def _load(self, directory: str, name: str) -> Project | None:
+        _tighten(directory)
         meta = metadata.read(directory)
         history = self._history(directory)
         if meta is None:
@@ -109,7 +112,14 @@ class Registry(service.Service):
         epoch = meta.get("epoch")
         if isinstance(epoch, int):
             self._epochs[path] = max(epoch, self._epochs.get(path, 0))
-        return self._project(path, directory, meta, history)
+        project = self._project(path, directory, meta, history)
+        # Says why in project.get at once; a project from before device and
+        # inode were recorded gets them here, when its path still checks out.
+        if not project.confinement.checked():
+            self._log.warn(
+                "{path}: {problem}", path=path, problem=project.confinement.problem
+            )
+        return project
 
     def _settle(
         self, directory: str, history: History, meta: dict[str, Any]
@@ -154,8 +164,11 @@ class Registry(service.Service):
         return meta
 
     def _history(self, directory: str) -> History:
+        logs = os.path.join(directory, "logs")
+        # Made here, 0700: History would make it with the umask's mode.
+        os.makedirs(logs, mode=0o700, exist_ok=True)
         return History(
-            os.path.join(directory, "logs"),
+            logs,
             rotate_bytes=self._settings.history_rotate_bytes,
             max_bytes=self._settings.history_max_bytes,
             fsync=self._settings.fsync,
@@ -177,6 +190,7 @@ class Registry(service.Service):
             trees=self._trees,
             reactor=self._reactor,
             on_change=self._changed,
+            confinement=Confinement.of(path, self._settings.project_roots, meta),
         )
 
     def _changed(self, project: Project) -> None:
@@ -243,30 +257,63 @@ class Registry(service.Service):
                 "too_many_projects",
                 "the server has %d projects, its limit" % (self._settings.max_projects,),
             )
-        project_id = paths.project_id(canonical)
-        directory = os.path.join(self._root, project_id)
-        if os.path.exists(directory):
-            # A project that could not be loaded at start (its files are
-            # damaged or unreadable): keep them for the operator.
-            aside = "%s.replaced-%d" % (directory, int(time.time()))
-            os.rename(directory, aside)
-            self._log.warn(
-                "Moved the unloadable data of {path} aside to {aside}",
-                path=canonical,
-                aside=aside,
-            )
-        os.makedirs(directory, mode=0o700)
+        try:
+            device, inode = paths.identity(canonical)
+        except OSError as e:
+            raise RequestError(
+                "path_invalid", "cannot open %s: %s" % (paths.quote(canonical), e.strerror)
+            ) from None
         meta = {
             "path": canonical,
             "created_at": timestamp(),
             "epoch": self._new_epoch(canonical),
+            "device": device,
+            "inode": inode,
         }
-        metadata.write(directory, meta)
-        project = self._project(canonical, directory, meta, self._history(directory))
-        project.save()
+        project = self._new_project(canonical, meta)
         self._projects[canonical] = project
         self.watchers.send(CREATED, project.describe())
         return project
+
+    def _new_project(self, path: str, meta: dict[str, Any]) -> Project:
+        """
+        A new project's directory and files, or, when the disk refuses
+        them, nothing at all and a C{storage_error} with the OS's words.
+        """
+        directory = os.path.join(self._root, paths.project_id(path))
+        history: History | None = None
+        made = False
+        try:
+            self._set_aside(path, directory)
+            os.makedirs(directory, mode=0o700)
+            made = True
+            history = self._history(directory)
+            project = self._project(path, directory, meta, history)
+            project.store()
+        except OSError as e:
+            if history is not None:
+                _quietly(history.close)
+            if made:
+                shutil.rmtree(directory, ignore_errors=True)
+            self._log.warn("Could not create {path}: {error}", path=path, error=e)
+            raise RequestError(
+                "storage_error",
+                "cannot store the new project's data: %s" % (e.strerror or e,),
+            ) from None
+        return project
+
+    def _set_aside(self, path: str, directory: str) -> None:
+        """
+        Keep the files of a project that could not be loaded at start
+        (damaged or unreadable) for the operator.
+        """
+        if not os.path.lexists(directory):
+            return
+        aside = "%s.replaced-%d" % (directory, int(time.time()))
+        os.rename(directory, aside)
+        self._log.warn(
+            "Moved the unloadable data of {path} aside to {aside}", path=path, aside=aside
+        )
 
     def _new_epoch(self, path: str) -> int:
         """
@@ -304,6 +351,31 @@ class Registry(service.Service):
         self._deleting.add(d)
         d.addCallback(remove)
         return d
+
+
+def _quietly(close: Callable[[], object]) -> None:
+    try:
+        close()
+    except OSError:
+        pass
+
+
+def _tighten(directory: str) -> None:
+    """
+    Make a project's data its owner's alone (0700 directories, 0600
+    files), as an older server may have left it; symlinks are left as
+    they are (latest.jsonl points at a file made 0600).
+    """
+    try:
+        for top, dirs, files in os.walk(directory):
+            os.chmod(top, 0o700)
+            for name in files:
+                path = os.path.join(top, name)
+                if not os.path.islink(path):
+                    os.chmod(path, 0o600)
+    except OSError as e:
+        # Loaded all the same: the data directory above is 0700.
+        Registry._log.warn("Could not tighten the modes in {dir}: {error}", dir=directory, error=e)
 
 
 def _close(project: Project) -> None:

@@ -58,10 +58,25 @@ def build_argv(claude_bin: str, session_id: str | None, flags: tuple[str, ...]) 
     return argv
 
 
+#: The server's own settings (its token among them, CLAUDEWS_TOKEN) are
+#: no business of the CLI or of any tool it runs.
+SERVER_ENV_PREFIX = "CLAUDEWS_"
+
+
 def build_env(
     base: Mapping[str, str], extra: Mapping[str, str], marker: str
 ) -> dict[str, str]:
-    env = {k: v for k, v in base.items() if k not in SCRUBBED_ENV}
+    """
+    The CLI's environment: the server's, without what would confuse a
+    nested CLI and without the server's own C{CLAUDEWS_*} settings, plus
+    what the operator set for the CLI (C{extra}, as given), plus the
+    process marker.
+    """
+    env = {
+        k: v
+        for k, v in base.items()
+        if k not in SCRUBBED_ENV and not k.startswith(SERVER_ENV_PREFIX)
+    }
     env.update(extra)
     env[proctree.MARKER_ENV] = marker
     return env

@@ -7,6 +7,7 @@ C{tests.test_history}.
 import errno
 import os
 import shutil
+import stat
 import tempfile
 
 from twisted.logger import Logger
@@ -111,6 +112,32 @@ class WriterTests(JsonlTestCase):
         self.assertEqual(writer.name, "messages_2026-11-26_10-28-07.jsonl")
         self.assertEqual((self.contents(old), self.contents(writer.name)), (b"one\n", b"two\n"))
         self.assertEqual(writer.size, 4)
+
+    def test_every_file_is_the_owners_alone_whatever_the_umask(self):
+        """Created 0600 under a lax umask, and so is each file a rotation starts."""
+        old_umask = os.umask(0o022)
+        self.addCleanup(os.umask, old_umask)
+        writer = self.writer(rotate=10)
+        first = writer.name
+        writer.write(b"x" * 20 + b"\n")
+        self.time += 61
+        writer.rotate()
+        writer.write(b"two\n")
+        self.assertTrue(writer.linkLatest())
+        for name in (first, writer.name, LATEST):
+            self.assertEqual(stat.S_IMODE(os.stat(self.path(name)).st_mode), 0o600, name)
+
+    def test_a_file_an_older_server_made_readable_is_tightened(self):
+        """Opening an existing 0644 file makes it 0600 and appends after what it holds."""
+        name = "messages_2026-11-26_10-27-06.jsonl"
+        with open(self.path(name), "wb") as f:
+            f.write(b"one\n")
+        os.chmod(self.path(name), 0o644)
+        writer = self.writer(name)
+        writer.write(b"two\n")
+        self.assertEqual(stat.S_IMODE(os.stat(self.path(name)).st_mode), 0o600)
+        self.assertEqual(self.contents(name), b"one\ntwo\n")
+        self.assertEqual(writer.size, 8)
 
     def test_latest_points_at_the_file_being_written(self):
         """The link is relative, moved in one step, and a leftover temporary is replaced."""

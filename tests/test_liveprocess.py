@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from claudews import proctree
 from claudews.config import ProjectConfig
+from claudews.errors import RequestError
 from claudews.liveprocess import LiveProcess
 from claudews.runner import ClaudeProcess
 from tests.test_project import FakeCLI, ProcessReactor
@@ -122,6 +123,10 @@ class LiveProcessTestCase(SynchronousTestCase):
         #: At each save: the markers on record and how many processes were spawned.
         self.saves: list[tuple[list[str], int]] = []
         self.session: str | None = "s-1"
+        #: Why the project's directory is no longer its own, or None.
+        self.refusal: str | None = None
+        #: At each confinement check: how many processes were spawned.
+        self.checks: list[int] = []
         self.live = LiveProcess(
             path="/w/app",
             marker_prefix=PREFIX,
@@ -137,8 +142,14 @@ class LiveProcessTestCase(SynchronousTestCase):
             markers=self.markers,
             save=self.save,
             session_id=lambda: self.session,
+            confine=self.confine,
         )
         self.listener.live = self.live
+
+    def confine(self) -> None:
+        self.checks.append(len(self.reactor.spawned))
+        if self.refusal is not None:
+            raise RequestError("path_invalid", self.refusal)
 
     def save(self) -> None:
         self.saves.append((list(self.markers), len(self.reactor.spawned)))
@@ -228,6 +239,61 @@ class ReadyTests(LiveProcessTestCase):
         self.reactor.spawnProcess = refuse  # type: ignore[method-assign]
         self.failureResultOf(self.live.ready(()), OSError)
         self.assertIsNone(self.live.current)
+
+
+class ConfinementTests(LiveProcessTestCase):
+    """
+    The project's directory is checked before a CLI starts in it, and
+    before a live one is handed another prompt.
+    """
+
+    def test_checked_after_the_marker_is_saved_and_before_the_spawn(self) -> None:
+        """The check is the last thing before spawnProcess."""
+        self.ready()
+        self.assertEqual(self.checks, [0])
+        self.assertEqual(self.saves, [([self.live.current.marker], 0)])
+
+    def test_a_directory_that_is_not_the_projects_starts_nothing(self) -> None:
+        """The refusal is the Deferred's failure; no process, no marker left."""
+        self.refusal = "the project directory '/w/app' is now a symlink"
+        failure = self.failureResultOf(self.live.ready(MODEL), RequestError)
+        self.assertEqual(failure.value.code, "path_invalid")
+        self.assertEqual(self.reactor.spawned, [])
+        self.assertIsNone(self.live.current)
+        self.assertEqual(self.markers, [])
+        self.assertEqual(self.saves[-1], ([], 0))
+
+    def test_a_resume_start_is_checked_too(self) -> None:
+        """A new process that would resume the session is refused the same way."""
+        self.ready()
+        self.cli().exit(0)
+        self.refusal = "gone"
+        self.failureResultOf(self.live.ready(()), RequestError)
+        self.assertEqual(len(self.reactor.spawned), 1)
+        self.assertEqual(self.checks, [0, 1])
+
+    def test_a_live_process_gets_no_prompt_there_and_is_ended(self) -> None:
+        """Its tools would follow the path wherever it leads now: it is retired."""
+        self.successResultOf(self.live.acquire())
+        old = self.ready()
+        self.refusal = "replaced"
+        self.failureResultOf(self.live.ready(()), RequestError)
+        self.assertIsNone(self.live.current)
+        [ending] = self.trees.endings
+        self.assertEqual((ending.pid, ending.marker), (old.pid, old.marker))
+        self.live.prompt_done(None, held=True)
+        self.cli().exit(0, 15)
+        self.end(ending)
+        # The slot is given back once, when the retired process is gone.
+        self.assertEqual(self.slots.named("exited"), 1)
+
+    def test_passes_again_once_the_directory_is_back(self) -> None:
+        """A refusal is not remembered here: the next check decides."""
+        self.refusal = "gone"
+        self.failureResultOf(self.live.ready(()), RequestError)
+        self.refusal = None
+        self.ready()
+        self.assertEqual(len(self.reactor.spawned), 1)
 
 
 class MarkerTests(LiveProcessTestCase):

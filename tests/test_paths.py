@@ -2,6 +2,7 @@
 Tests for L{claudews.paths}: canonical project paths, roots and nesting.
 """
 
+import errno
 import os
 import shutil
 import tempfile
@@ -12,8 +13,11 @@ from claudews.errors import RequestError
 from claudews.paths import (
     canonical,
     check_allowed,
+    check_confined,
     check_not_nested,
+    identity,
     is_inside,
+    open_directory,
     project_id,
 )
 
@@ -289,3 +293,108 @@ class ProjectIdTests(SynchronousTestCase):
         """Different paths get different ids."""
         self.assertNotEqual(project_id("/w/a"), project_id("/w/b"))
         self.assertNotEqual(project_id("/a/bc"), project_id("/a/b"))
+
+
+class ConfinedTests(SynchronousTestCase):
+    """
+    L{check_confined}: a project's directory, checked again before a CLI
+    works in it.
+    """
+
+    def setUp(self):
+        self.top = _tree(self)
+        self.root = os.path.join(self.top, "root")
+        self.outside = os.path.join(self.top, "outside")
+        self.dir = os.path.join(self.root, "p2")
+        for d in (self.dir, self.outside):
+            os.makedirs(d)
+        self.known = identity(self.dir)
+
+    def assertRefused(self, *words, roots=None, known=None):
+        e = self.assertRaises(
+            RequestError,
+            check_confined,
+            self.dir,
+            (self.root,) if roots is None else roots,
+            self.known if known is None else known,
+        )
+        self.assertEqual(e.code, "path_invalid")
+        for word in words:
+            self.assertIn(word, e.message)
+        return e
+
+    def swap_for_symlink(self, target):
+        os.rmdir(self.dir)
+        os.symlink(target, self.dir)
+
+    def test_the_same_directory_passes_and_says_what_it_is(self):
+        """Unchanged: its device and inode come back."""
+        st = os.stat(self.dir)
+        self.assertEqual(check_confined(self.dir, (self.root,), self.known), (st.st_dev, st.st_ino))
+
+    def test_a_symlink_out_of_the_roots_in_its_place_is_refused(self):
+        """The swap of issue 13: ROOT/p2 -> a directory outside, named in the message."""
+        self.swap_for_symlink(self.outside)
+        self.assertRefused("symlink", repr(self.outside))
+
+    def test_a_symlink_to_the_same_directory_is_refused_too(self):
+        """No component of the path may become a symlink, wherever it leads."""
+        real = os.path.join(self.root, "real")
+        os.rename(self.dir, real)
+        os.symlink(real, self.dir)
+        self.assertRefused("symlink")
+
+    def test_a_parent_that_became_a_symlink_is_refused(self):
+        """A swap higher up the path is caught as well."""
+        moved = os.path.join(self.top, "moved")
+        os.rename(self.root, moved)
+        os.symlink(moved, self.root)
+        self.assertRefused("symlink")
+
+    def test_another_directory_of_the_same_name_is_refused(self):
+        """Moved away and another made in its place: refused with a way out."""
+        # (Removed and made again, a directory may get its old inode back.)
+        os.rename(self.dir, os.path.join(self.root, "old"))
+        os.mkdir(self.dir)
+        self.assertRefused("replaced by another directory", "create it again")
+
+    def test_a_removed_directory_is_refused(self):
+        """Gone: said so."""
+        os.rmdir(self.dir)
+        self.assertRefused("no longer exists")
+
+    def test_a_directory_no_longer_inside_the_roots_is_refused(self):
+        """Roots configured otherwise since: refused, saying why."""
+        self.assertRefused("no longer allowed", "outside the project roots", roots=(self.outside,))
+
+    def test_without_roots_or_a_known_identity_only_the_path_is_checked(self):
+        """A project from before identities were recorded: the path decides."""
+        self.assertEqual(check_confined(self.dir, None, None), self.known)
+        self.swap_for_symlink(self.outside)
+        self.assertRaises(RequestError, check_confined, self.dir, None, None)
+
+
+class OpenDirectoryTests(SynchronousTestCase):
+    """
+    L{open_directory} reaches a directory without following a symlink.
+    """
+
+    def test_opens_the_directory_itself(self):
+        """The descriptor names the directory the path names."""
+        top = _tree(self)
+        fd = open_directory(top)
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        self.assertEqual((st.st_dev, st.st_ino), (os.stat(top).st_dev, os.stat(top).st_ino))
+
+    def test_the_root_opens(self):
+        """'/' has no component to walk."""
+        os.close(open_directory("/"))
+
+    def test_a_path_that_is_not_canonical_is_refused_before_any_walk(self):
+        """Relative paths, '.', '..' and doubled slashes: EINVAL."""
+        for path in ("relative", "/a/../b", "/a/./b", "/a//b", "/a/"):
+            e = self.assertRaises(OSError, open_directory, path)
+            self.assertEqual(e.errno, errno.EINVAL, path)

@@ -1765,3 +1765,79 @@ class StorageFailureTests(ProjectTestCase):
         finished = fx.finished(prompt)
         self.assertEqual((finished["status"], finished["error"]), ("failed", NO_SPACE))
         self.assertEqual(cli.interrupts, [])
+
+
+class ConfinementTests(ProjectTestCase):
+    """
+    The project's directory is checked again before a CLI starts there.
+    """
+
+    def swap(self, fx):
+        """Issue 13's trick: the directory gone, a symlink out in its place."""
+        outside = os.path.join(self.root, "outside")
+        os.makedirs(outside, exist_ok=True)
+        os.rename(fx.workdir, fx.workdir + ".away")
+        os.symlink(outside, fx.workdir)
+        return outside
+
+    def test_a_symlink_swapped_in_fails_the_prompt_and_starts_nothing(self):
+        """path_invalid in prompt.finished, no CLI, no prompt.started; the project says why."""
+        fx = self.make()
+        changes = []
+        fx.project._on_change = changes.append
+        outside = self.swap(fx)
+        prompt = self.submit(fx)
+        finished = fx.finished(prompt)
+        self.assertEqual(finished["status"], "failed")
+        self.assertTrue(finished["error"].startswith("path_invalid: "), finished["error"])
+        self.assertIn(outside, finished["error"])
+        self.assertEqual(self.reactor.spawned, [])
+        self.assertEqual(fx.started(prompt), [])
+        problem = fx.project.describe()["problem"]
+        self.assertEqual("path_invalid: " + problem, finished["error"])
+        self.assertIn(fx.project, changes)
+        self.assertEqual(fx.meta()["markers"], [])
+        self.assertEqual(fx.meta()["open_prompts"], [])
+
+    def test_no_problem_while_the_directory_is_the_projects(self):
+        """describe() carries problem: null for a sound project."""
+        fx = self.make()
+        self.assertIsNone(fx.project.describe()["problem"])
+        self.complete(self.started_cli(fx))
+        self.assertIsNone(fx.project.describe()["problem"])
+
+    def started_cli(self, fx):
+        self.submit(fx)
+        [cli] = self.reactor.spawned
+        return cli
+
+    def test_an_older_projects_identity_is_recorded_at_its_first_start(self):
+        """No device/inode in its metadata: taken, and saved, when the path checks out."""
+        fx = self.make()
+        self.assertNotIn("inode", fx.meta() or {})
+        self.complete(self.started_cli(fx))
+        st = os.stat(fx.workdir)
+        self.assertEqual((fx.meta()["device"], fx.meta()["inode"]), (st.st_dev, st.st_ino))
+
+    def test_a_recorded_identity_survives_in_metadata(self):
+        """device and inode given at create stay in every later write."""
+        st = self.workdir_stat()
+        fx = self.make(meta={"device": st.st_dev, "inode": st.st_ino})
+        fx.project.save()
+        self.assertEqual((fx.meta()["device"], fx.meta()["inode"]), (st.st_dev, st.st_ino))
+
+    def workdir_stat(self):
+        """The stat of the directory L{make} will use, made beforehand."""
+        workdir = os.path.join(self.root, "app", "work")
+        os.makedirs(workdir)
+        return os.stat(workdir)
+
+    def test_a_directory_made_anew_under_the_same_name_is_refused(self):
+        """Another inode than the one recorded: refused, the way out in the message."""
+        st = self.workdir_stat()
+        fx = self.make(meta={"device": st.st_dev, "inode": st.st_ino})
+        os.rename(fx.workdir, fx.workdir + ".old")
+        os.mkdir(fx.workdir)
+        prompt = self.submit(fx)
+        self.assertIn("create it again", fx.finished(prompt)["error"])
+        self.assertEqual(self.reactor.spawned, [])

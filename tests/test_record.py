@@ -49,6 +49,17 @@ class RecordTestCase(SynchronousTestCase):
 
 
 class SaveTests(RecordTestCase):
+    def test_write_raises_what_the_disk_said_and_logs_nothing(self) -> None:
+        """write() is save() for a caller that reports the failure itself."""
+        self.break_disk()
+        e = self.assertRaises(OSError, self.record.write)
+        self.assertIs(self.record.error, e)
+        self.assertEqual(self.errors(), [])
+        self.mend_disk()
+        self.record.write()
+        self.assertIsNone(self.record.error)
+        self.assertIsNotNone(self.stored())
+
     def test_save_writes_the_fields_and_the_record(self) -> None:
         """metadata.json holds the project's fields, open prompts, markers and clean flag."""
         self.assertTrue(self.record.save())

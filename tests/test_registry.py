@@ -3,20 +3,27 @@ Tests for claudews.registry: all projects, their directories, and the
 order of things when the server stops.
 """
 
+import errno
 import os
 import shutil
+import stat
 import tempfile
 
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
-from claudews import paths
+from claudews import metadata, paths
 from claudews.config import Settings
 from claudews.errors import RequestError
+from claudews.jsonlfile import JsonlFile
 from claudews.registry import Registry
+from tests.logcapture import LogCapture
+
+ORIGINAL_WRITE = metadata.write
 
 
-class RegistryTests(SynchronousTestCase):
+class RegistryTestCase(SynchronousTestCase):
     def setUp(self):
         base = os.path.realpath(tempfile.mkdtemp(prefix="claudews-registry-"))
         self.addCleanup(shutil.rmtree, base, True)
@@ -40,6 +47,8 @@ class RegistryTests(SynchronousTestCase):
     def path(self, name):
         return os.path.join(self.root, name)
 
+
+class RegistryTests(RegistryTestCase):
     def test_create_and_delete_are_refused_while_the_server_stops(self):
         """Nothing new starts during shutdown: create and delete say so."""
         registry = self.start()
@@ -91,3 +100,144 @@ class RegistryTests(SynchronousTestCase):
         self.successResultOf(registry.stopService())
         self.assertEqual(closed, ["lib"])
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+
+class CreateFailureTests(RegistryTestCase):
+    """
+    A create the disk refuses leaves nothing behind.
+    """
+
+    def projects_dir(self):
+        return os.path.join(self.data, "projects")
+
+    def refuse(self, target, name):
+        def full(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(target, name, full)
+
+    def assertNothingLeft(self, registry, e):
+        self.assertEqual(e.code, "storage_error")
+        self.assertIn("No space left on device", e.message)
+        self.assertEqual(registry.list(), [])
+        self.assertEqual(os.listdir(self.projects_dir()), [])
+        self.assertEqual(self.logs.lines("Traceback"), [])
+        self.assertEqual(
+            [e for e in self.logs.events if e["log_level"] in (LogLevel.error, LogLevel.critical)],
+            [],
+        )
+
+    def setUp(self):
+        super().setUp()
+        self.logs = LogCapture(self)
+
+    def test_metadata_that_cannot_be_written_leaves_no_directory(self):
+        """storage_error with the OS's message, no project, no directory, no error logged."""
+        registry = self.start()
+        self.refuse(metadata, "write")
+        e = self.assertRaises(RequestError, registry.create, self.path("app"))
+        self.assertNothingLeft(registry, e)
+        # The disk has room again: the same path can be created.
+        self.patch(metadata, "write", ORIGINAL_WRITE)
+        registry.create(self.path("app"))
+        self.successResultOf(registry.stopService())
+
+    def test_a_history_that_cannot_be_opened_leaves_no_directory(self):
+        """The first history file refused: the same."""
+        registry = self.start()
+        self.refuse(JsonlFile, "_openFile")
+        e = self.assertRaises(RequestError, registry.create, self.path("app"))
+        self.assertNothingLeft(registry, e)
+
+    def test_watchers_hear_of_no_project_that_failed(self):
+        """No 'created' frame for a create that failed."""
+        registry = self.start()
+        sent = []
+        registry.watchers.send = lambda *args, **kwargs: sent.append(args)
+        self.refuse(metadata, "write")
+        self.assertRaises(RequestError, registry.create, self.path("app"))
+        self.assertEqual(sent, [])
+
+
+class DataModeTests(RegistryTestCase):
+    """
+    The data tree is its owner's alone, whatever the umask.
+    """
+
+    def test_a_new_projects_tree_is_0700_and_0600(self):
+        """projects/, the project's directory, logs/, metadata.json, the history file."""
+        old_umask = os.umask(0o022)
+        self.addCleanup(os.umask, old_umask)
+        registry = self.start()
+        project = registry.create(self.path("app"))
+        self.assertTreeModes(os.path.join(self.data, "projects"), project.directory)
+        self.successResultOf(registry.stopService())
+
+    def test_an_older_servers_lax_tree_is_tightened_at_load(self):
+        """0755 directories and 0644 files an earlier version left become 0700/0600."""
+        registry = self.start()
+        project = registry.create(self.path("app"))
+        self.successResultOf(registry.stopService())
+        for top, dirs, files in os.walk(project.directory):
+            os.chmod(top, 0o755)
+            for name in files:
+                if not os.path.islink(os.path.join(top, name)):
+                    os.chmod(os.path.join(top, name), 0o644)
+        again = self.start()
+        self.assertTreeModes(os.path.join(self.data, "projects"), project.directory)
+        self.successResultOf(again.stopService())
+
+    def assertTreeModes(self, projects, directory):
+        self.assertEqual(stat.S_IMODE(os.stat(projects).st_mode), 0o700)
+        seen = []
+        for top, dirs, files in os.walk(directory):
+            self.assertEqual(stat.S_IMODE(os.stat(top).st_mode), 0o700, top)
+            for name in files:
+                seen.append(name)
+                mode = stat.S_IMODE(os.stat(os.path.join(top, name)).st_mode)
+                self.assertEqual(mode, 0o600, name)
+        self.assertIn("metadata.json", seen)
+        self.assertTrue(any(name.startswith("messages_") for name in seen), seen)
+
+
+class ConfinementTests(RegistryTestCase):
+    """
+    Device and inode are recorded at create and checked at load.
+    """
+
+    def test_create_records_the_directorys_device_and_inode(self):
+        """metadata.json holds them from the start."""
+        registry = self.start()
+        project = registry.create(self.path("app"))
+        st = os.stat(self.path("app"))
+        meta = metadata.read(project.directory)
+        self.assertEqual((meta["device"], meta["inode"]), (st.st_dev, st.st_ino))
+        self.assertIsNone(project.describe()["problem"])
+        self.successResultOf(registry.stopService())
+
+    def test_a_project_swapped_while_the_server_was_down_says_so_at_load(self):
+        """Loaded, with its problem; logged as a warning."""
+        registry = self.start()
+        registry.create(self.path("app"))
+        self.successResultOf(registry.stopService())
+        outside = os.path.join(os.path.dirname(self.root), "outside")
+        os.mkdir(outside)
+        os.rename(self.path("app"), self.path("app.away"))
+        os.symlink(outside, self.path("app"))
+        again = self.start()
+        [project] = again.list()
+        self.assertIn("symlink", project.describe()["problem"])
+        self.successResultOf(again.stopService())
+
+    def test_an_older_project_gets_its_identity_at_load(self):
+        """Metadata without device/inode: recorded when the path still checks out."""
+        registry = self.start()
+        project = registry.create(self.path("app"))
+        self.successResultOf(registry.stopService())
+        meta = metadata.read(project.directory)
+        del meta["device"], meta["inode"]
+        metadata.write(project.directory, meta)
+        again = self.start()
+        meta = metadata.read(project.directory)
+        self.assertEqual(meta["inode"], os.stat(self.path("app")).st_ino)
+        self.successResultOf(again.stopService())

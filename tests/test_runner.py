@@ -84,6 +84,21 @@ class ArgvTests(SynchronousTestCase):
         env = runner.build_env({"CLAUDECODE": "1", "PATH": "/bin"}, {"X": "y"}, "m1")
         self.assertEqual(env, {"PATH": "/bin", "X": "y", proctree.MARKER_ENV: "m1"})
 
+    def test_env_holds_neither_the_servers_token_nor_its_settings(self):
+        """CLAUDEWS_TOKEN and every other CLAUDEWS_* of the server stay out; the marker is set."""
+        base = {
+            "PATH": "/bin",
+            "CLAUDEWS_TOKEN": "secret",
+            "CLAUDEWS_CONFIG": "/etc/claudews.toml",
+            proctree.MARKER_ENV: "the server's own marker",
+            "NOT_CLAUDEWS_TOKEN": "kept",
+        }
+        env = runner.build_env(base, {}, "m1")
+        self.assertEqual(
+            env, {"PATH": "/bin", "NOT_CLAUDEWS_TOKEN": "kept", proctree.MARKER_ENV: "m1"}
+        )
+        self.assertNotIn("secret", env.values())
+
 
 class FramingTests(SynchronousTestCase):
     def test_lines_split_across_chunks_are_joined(self):
