@@ -378,3 +378,36 @@ def test_forgotten_session_fails_clearly_then_starts_afresh(tmp_path, api, serve
     after_id, after = run(c, path, "fresh start")
     assert after["status"] == "completed"
     assert results_of(c, after_id)[-1]["result"] == "turn 1: fresh start"
+
+
+def test_symlink_swapped_in_for_the_project_runs_no_cli_there(tmp_path, api, servers):
+    """Issue 13: ROOT/p2 replaced by a symlink out of the roots: path_invalid, no CLI."""
+    s = start(tmp_path, api)
+    servers.append(s)
+    c = s.connect()
+    path = project(s, c, "p2")
+    first_id, first = run(c, path, "first")
+    assert first["status"] == "completed"
+    [init] = [m for m in (e["message"] for e in c.of(first_id, "claude")) if m.get("subtype") == "init"]
+    assert init["cwd"] == path
+    clis = psutil.Process(s.process.pid).children(recursive=True)
+    assert clis
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.rename(path, str(tmp_path / "p2-away"))
+    os.symlink(str(outside), path)
+    # The live CLI gets no prompt there and is ended; the next start would
+    # be a --resume of the stored session, refused the same way.
+    for text in ("write %s/out.txt escaped" % (path,), "write out.txt escaped"):
+        prompt_id, done = run(c, path, text)
+        assert done["status"] == "failed"
+        assert done["error"].startswith("path_invalid: "), done
+        assert c.of(prompt_id, "prompt.started") == []
+        assert c.of(prompt_id, "claude") == []
+    _, living = psutil.wait_procs(clis, timeout=30)
+    assert not living
+    assert psutil.Process(s.process.pid).children(recursive=True) == []
+    assert list(outside.iterdir()) == []
+    got = c.ok("project.get", path=path)["project"]
+    assert "symlink" in got["problem"]
+    assert got["session_id"] == first["session_id"]
