@@ -255,3 +255,23 @@ def test_daemon_stop_with_kill_then_stale_pidfile_after_sigkill(tmp_path):
         for pid in pids:
             if psutil.pid_exists(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+# -- the systemd unit
+
+
+def test_the_systemd_unit_runs_twistd_in_the_foreground_and_lets_claudews_stop_its_clis():
+    """data/claudews.service: twistd -n, restart on failure, TERM to twistd alone, a stop timeout past the kill grace."""
+    import configparser
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str
+    unit.read(os.path.join(ROOT, "data", "claudews.service"))
+    service = unit["Service"]
+    assert " -n " in service["ExecStart"] and service["ExecStart"].split()[0].endswith("twistd")
+    assert "claudews" in service["ExecStart"].split()
+    assert service["Restart"] == "on-failure"
+    assert service["KillMode"] == "mixed"
+    assert int(service["TimeoutStopSec"]) > 5 * 2
+    assert "ProtectHome" not in service and service["ProtectSystem"] != "strict"
+    assert unit["Install"]["WantedBy"]
