@@ -10,7 +10,8 @@ asks it, before it hands the transport C{size} more bytes, whether it may
 (L{SendBacklog.admit}). While the transport is paused, the bytes handed to
 it since the pause are the backlog:
 
-  - over C{bound} bytes for longer than C{grace} seconds: closed;
+  - over C{bound} bytes for longer than C{grace} seconds (counted from the
+    send, or the wait for a drain, that found it over): closed;
   - over C{cap} bytes at the next send: closed at once, that send dropped;
   - a resume forgets the backlog and the grace time.
 
@@ -119,9 +120,15 @@ class SendBacklog:
     def when_drained(self) -> defer.Deferred[None]:
         """
         Fires once the transport takes data again (at once if it does now).
+
+        A sender that waits here while the backlog is over the bound is
+        still a slow client: the grace time runs, as it would at its next
+        send.
         """
         if not self.paused:
             return defer.succeed(None)
+        if self.unsent() > self._bound and self._grace_call is None:
+            self._grace_call = self._clock.callLater(self._grace, self._grace_over)
         d: defer.Deferred[None] = defer.Deferred()
         self._waiters.append(d)
         return d

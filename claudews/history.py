@@ -353,6 +353,49 @@ class History:
                     if line:
                         yield line
 
+    def read_before(self, before: int | None) -> Iterator[tuple[int, bytes]]:
+        """
+        Yield C{(seq, line)} for the stored events with C{seq < before}
+        (C{None}: all of them), newest first, one line in memory at a time:
+        what a C{history} page reads to find where it starts, however large
+        its events. Corrupt and torn lines are skipped; files retired while
+        this is read end it.
+        """
+        end = self.last_seq + 1 if before is None else min(before, self.last_seq + 1)
+        if end <= self.first_seq:
+            return
+        segments = list(self._segments)
+        start = max(bisect_right(self._firsts, end - 1) - 1, 0)
+        for i in range(start, -1, -1):
+            segment = segments[i]
+            try:
+                f = open(segment.path, "rb")
+            except FileNotFoundError:
+                return
+            with f:
+                stop = self._offset_of(segment, f, end) if i == start else segment.size
+                for line in lines_backwards(f, stop):
+                    seq = parse_seq(line) if line else None
+                    if seq is not None and seq < end:
+                        yield seq, line
+
+    def _offset_of(self, segment: Segment, f: IO[bytes], seq: int) -> int:
+        """
+        Where the first line with a seq of C{seq} or more starts in
+        C{segment} (its size if there is none), found through its index.
+        """
+        pos = segment.locate(f, seq)
+        f.seek(pos)
+        while pos < segment.size:
+            line = f.readline()
+            if not line.endswith(b"\n"):
+                break
+            found = parse_seq(line)
+            if found is not None and found >= seq:
+                return pos
+            pos += len(line)
+        return min(pos, segment.size)
+
     def page(self, before: int | None, limit: int) -> tuple[list[bytes], bool]:
         """
         The newest C{limit} events with C{seq < before} (C{None}: the newest

@@ -16,8 +16,8 @@ from twisted.internet import defer
 import claudews
 from claudews.config import Settings
 from claudews.errors import RequestError
-from claudews.events import history_reply
-from claudews.interfaces import Subscriber
+from claudews.interfaces import EventStore, ReactorTime, Subscriber
+from claudews.pages import Page, PageSink, PageSource
 
 PROTOCOL_VERSION = 1
 
@@ -50,8 +50,9 @@ class Project(Protocol):
     def unsubscribe(self, subscriber: Subscriber) -> None:
         """Send C{subscriber} no more events."""
 
-    def history_page(self, before: int | None, limit: int) -> tuple[list[bytes], bool]:
-        """Stored lines before C{before}, and whether older ones exist."""
+    @property
+    def history(self) -> EventStore:
+        """Its stored events, which C{history} pages are read from."""
 
     def submit(self, text: str, options: dict[str, Any], flags: Any) -> dict[str, Any]:
         """Queue a prompt; the reply."""
@@ -114,6 +115,10 @@ class Server(Protocol):
     def registry(self) -> Projects:
         """The projects."""
 
+    @property
+    def reactor(self) -> ReactorTime:
+        """The reactor streamed replies take their turns on."""
+
     def validate_options(self, given: object) -> dict[str, Any]:
         """A prompt's checked options; raises L{RequestError}."""
 
@@ -148,6 +153,7 @@ def server_info(settings: Settings, claude_version: str | None) -> dict[str, Any
             "request_rate": s.request_rate,
             "request_burst": s.request_burst,
             "history_limit": MAX_HISTORY_LIMIT,
+            "history_page_bytes": settings.history_page_bytes,
             "client_options": list(s.client_options),
         },
     }
@@ -199,10 +205,12 @@ class Requests:
     receives the events of the projects it subscribes to.
     """
 
-    def __init__(self, server: Server, connection: Subscriber) -> None:
+    def __init__(self, server: Server, connection: PageSink) -> None:
         self._server = server
         self._connection = connection
         self._subscribed: dict[str, Project] = {}
+        # One history page at a time is read and sent on a connection.
+        self._pages = defer.DeferredLock()
 
     def unsubscribe_all(self) -> None:
         """
@@ -271,7 +279,7 @@ class Requests:
         project.unsubscribe(self._connection)
         return {}
 
-    def handle_history(self, message: dict[str, Any]) -> bytes:
+    def handle_history(self, message: dict[str, Any]) -> defer.Deferred[None]:
         project = self._project(message)
         before = _seq(message, "before")
         limit = _field(message, "limit", int, optional=True)
@@ -281,8 +289,20 @@ class Requests:
             raise RequestError(
                 "bad_request", "limit must be between 1 and %d" % (MAX_HISTORY_LIMIT,)
             )
-        lines, has_more = project.history_page(before, limit)
-        return history_reply(message.get("id"), lines, project.first_seq, has_more)
+        store = project.history
+        if not isinstance(store, PageSource):
+            raise RequestError("internal", "this history cannot be paged")
+        page = Page(
+            store,
+            self._connection,
+            self._server.reactor,
+            request_id=message.get("id"),
+            before=before,
+            limit=limit,
+            max_bytes=self._server.settings.history_page_bytes,
+        )
+        # The reply is streamed by the page itself: the result is None.
+        return self._pages.run(page.run)
 
     def handle_prompt(self, message: dict[str, Any]) -> dict[str, Any]:
         project = self._project(message)

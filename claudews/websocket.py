@@ -20,6 +20,7 @@ what it is sent is closed with 1008 too (L{claudews.backlog}).
 docs/security.rst says why each of these exists.
 """
 
+from collections import deque
 from typing import Any, Callable, Sequence
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -76,6 +77,11 @@ class ServerProtocol(WebSocketServerProtocol):
         self._why: str | None = None
         # A refusal of a wrong token that waits (handshake.refusal_delay).
         self._refusal_call: DelayedCall | None = None
+        # While a history page is sent in fragments (claudews.pages), what
+        # else is sent waits here, with its size; and how to drop the page.
+        self._held: deque[tuple[Any, int]] | None = None
+        self._held_bytes = 0
+        self._page_stop: Callable[[], None] | None = None
 
     # -- connection accounting
 
@@ -223,6 +229,10 @@ class ServerProtocol(WebSocketServerProtocol):
         self.factory.connections.discard(self)
         self._requests.unsubscribe_all()
         self._backlog.stopProducing()
+        stop, self._page_stop = self._page_stop, None
+        self._held = None
+        if stop is not None:
+            stop()
 
     # -- sending (the interfaces.Subscriber interface)
 
@@ -233,12 +243,68 @@ class ServerProtocol(WebSocketServerProtocol):
         # A prepared message, because Autobahn's sendMessage applies the
         # inbound size limit to outbound messages too: a reply or an event
         # may be far larger than what a client may send.
-        if self._open() and self._backlog.admit(len(line)):
-            self.sendPreparedMessage(self.factory.prepareMessage(line, isBinary=False))
+        self.send_prepared(self.factory.prepareMessage(line, isBinary=False), len(line))
 
     def send_prepared(self, prepared: Any, size: int) -> None:
-        if self._open() and self._backlog.admit(size):
+        if not self._open():
+            return
+        if self._held is not None:
+            self._hold(prepared, size)
+        elif self._backlog.admit(size):
             self.sendPreparedMessage(prepared)
+
+    def _hold(self, prepared: Any, size: int) -> None:
+        # No frame of another message may go out inside the page's.
+        assert self._held is not None
+        self._held.append((prepared, size))
+        self._held_bytes += size
+        cap = self.factory.settings.send_backlog_cap
+        if self._held_bytes > cap:
+            self._close_slow("over %d bytes waiting behind a history page" % (cap,))
+
+    # -- a history page, one frame sent piece by piece (claudews.pages.PageSink)
+
+    def begin_page(self, length: int, stop: Callable[[], None]) -> bool:
+        if not self._open():
+            return False
+        self._page_stop = stop
+        self._held, self._held_bytes = deque(), 0
+        # One unfragmented text frame (FIN, opcode 1, unmasked) whose
+        # payload follows in pieces: any client reads it as one message.
+        if length <= 125:
+            header = bytes((0x81, length))
+        elif length <= 0xFFFF:
+            header = bytes((0x81, 126)) + length.to_bytes(2, "big")
+        else:
+            header = bytes((0x81, 127)) + length.to_bytes(8, "big")
+        self.sendData(header)
+        return True
+
+    def send_fragment(self, data: bytes) -> bool:
+        if not self._open() or not self._backlog.admit(len(data)):
+            return False
+        self.sendData(data)
+        return True
+
+    def end_page(self, complete: bool = True) -> None:
+        self._page_stop = None
+        held, self._held = self._held or deque(), None
+        if not complete:
+            self._drop_mid_page("the page could not be read")
+            return
+        for prepared, size in held:
+            self.send_prepared(prepared, size)
+
+    def _drop_mid_page(self, why: str) -> None:
+        # Inside the page's frame nothing else can be sent, a close frame
+        # neither: the connection is dropped (the client sees 1006).
+        self._log.info("Dropping {peer} inside a history page: {why}", peer=self.peer, why=why)
+        stop, self._page_stop = self._page_stop, None
+        self._held = None
+        if stop is not None:
+            stop()
+        self.wasClean = True
+        self.dropConnection(abort=True)
 
     def backlogged(self) -> bool:
         return self._backlog.paused
@@ -251,7 +317,9 @@ class ServerProtocol(WebSocketServerProtocol):
         self.close(POLICY_VIOLATION, "client too slow: " + why)
 
     def close(self, code: int, reason: str) -> None:
-        if self._open():
+        if self._page_stop is not None:
+            self._drop_mid_page(reason)
+        elif self._open():
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:120])
 
     def _reply(self, request_id: Any, result: dict[str, Any]) -> None:
@@ -367,6 +435,9 @@ class ServerProtocol(WebSocketServerProtocol):
             self._answer(request_id, result)
 
     def _answer(self, request_id: Any, result: Any) -> None:
+        if result is None:
+            # Streamed already (a history page).
+            return
         if isinstance(result, bytes):
             self.send_line(result)
         else:

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from claudews import requests
@@ -33,9 +34,9 @@ class _Project:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self.calls.append(("unsubscribe", subscriber))
 
-    def history_page(self, before: int | None, limit: int) -> tuple[list[bytes], bool]:
-        self.calls.append(("history", before, limit))
-        return [b'{"seq":1}'], False
+    @property
+    def history(self) -> "_Store":
+        return _Store(self.calls)
 
     def submit(self, text: str, options: dict[str, Any], flags: Any) -> dict[str, Any]:
         self.calls.append(("submit", text, options, flags))
@@ -53,6 +54,50 @@ class _Project:
         self.calls.append(
             ("respond", request_id, behavior, message, updated_input, updated_permissions)
         )
+
+
+class _Store:
+    """
+    Three stored events, seq 1 to 3, each 10 bytes.
+    """
+
+    first_seq = 1
+
+    def __init__(self, calls: list[tuple[Any, ...]]) -> None:
+        self.calls = calls
+        self.lines = {seq: b'{"seq":%d}' % (seq,) + b" " * 1 for seq in (1, 2, 3)}
+
+    def read_before(self, before: int | None) -> Any:
+        self.calls.append(("history", before))
+        end = 4 if before is None else before
+        return ((seq, self.lines[seq]) for seq in range(end - 1, 0, -1))
+
+    def read_since(self, since: int, upto: int | None = None) -> Any:
+        return ((seq, self.lines[seq]) for seq in range(since + 1, (upto or 3) + 1))
+
+
+class _Sink:
+    """
+    A connection that keeps what a page sends.
+    """
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.length = -1
+
+    def begin_page(self, length: int, stop: Any) -> bool:
+        self.length = length
+        return True
+
+    def send_fragment(self, data: bytes) -> bool:
+        self.data += data
+        return True
+
+    def end_page(self, complete: bool = True) -> None:
+        assert len(self.data) == self.length
+
+    def backlogged(self) -> bool:
+        return False
 
 
 class _Projects:
@@ -87,8 +132,9 @@ class _Projects:
 
 class _Server:
     def __init__(self) -> None:
-        self.settings = Settings(project_roots=("/tmp",), max_prompt_bytes=10)
+        self.settings = Settings(project_roots=("/tmp",), max_prompt_bytes=10, history_page_bytes=25)
         self.registry = _Projects()
+        self.reactor = Clock()
 
     def validate_options(self, given: object) -> dict[str, Any]:
         if given:
@@ -117,7 +163,7 @@ class ParseTests(SynchronousTestCase):
 class RequestsTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.server = _Server()
-        self.connection: Any = object()
+        self.connection: Any = _Sink()
         self.requests = requests.Requests(self.server, self.connection)
         self.project = self.server.registry.create("/w/app")
 
@@ -175,13 +221,24 @@ class RequestsTests(SynchronousTestCase):
         self.assertNotIn(self.connection, self.server.registry.watchers)
 
     def test_history_limit_defaults_and_bounds(self) -> None:
-        """limit defaults to 100 and must be within 1..1000; the reply is encoded."""
-        reply = json.loads(self.ask("history", path="/w/app", id=9))
+        """limit must be within 1..1000; the reply is streamed to the connection."""
+        self.assertIsNone(self.successResultOf(self.ask("history", path="/w/app", id=9, limit=1)))
+        reply = json.loads(self.connection.data)
         self.assertEqual(reply["id"], 9)
-        self.assertEqual(reply["result"]["events"], [{"seq": 1}])
-        self.assertEqual(self.project.calls, [("history", None, 100)])
+        self.assertEqual(reply["result"], {"events": [{"seq": 3}], "first_seq": 1, "has_more": True})
+        self.assertEqual(self.project.calls, [("history", None)])
         for limit in (0, 1001):
             self.assertEqual(self.error("history", path="/w/app", limit=limit), "bad_request")
+
+    def test_a_history_page_is_bounded_by_history_page_bytes(self) -> None:
+        """With 25 bytes a page, two 10-byte events fit, oldest first, and older ones remain."""
+        self.ask("history", path="/w/app", id=1)
+        reply = json.loads(self.connection.data)
+        self.assertEqual(reply["result"], {"events": [{"seq": 2}, {"seq": 3}], "first_seq": 1, "has_more": True})
+        self.connection.data = b""
+        self.ask("history", path="/w/app", id=2, before=2)
+        reply = json.loads(self.connection.data)
+        self.assertEqual(reply["result"], {"events": [{"seq": 1}], "first_seq": 1, "has_more": False})
 
     def test_a_prompt_is_checked_then_submitted_with_its_flags(self) -> None:
         """Too long is too_large, blank is bad_request; a good one is submitted with its flags."""
