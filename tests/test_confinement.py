@@ -252,3 +252,58 @@ def test_the_data_tree_is_the_owners_alone_after_a_real_rotation(tmp_path, make_
     assert stat.S_IMODE(os.stat(projects).st_mode) == 0o700
     for name, mode, is_dir in found:
         assert mode == (0o700 if is_dir else 0o600), (name, oct(mode))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs at C{tmp_path/data}, where mounting is permitted."""
+    import subprocess
+
+    data = tmp_path / "data"
+    data.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(data)],
+        capture_output=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here: %s" % (mounted.stderr.decode().strip(),))
+    yield str(data)
+    subprocess.run(["umount", "-l", str(data)], check=True)
+
+
+def fill(directory):
+    """Fill the filesystem of C{directory}; the file that did it."""
+    filler = os.path.join(directory, "filler")
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+        except OSError as e:
+            assert e.errno == 28, e
+        try:
+            while True:
+                f.write(b"\0")
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.integration
+def test_create_on_a_full_disk_leaves_nothing_and_says_why(small_disk, make_server):
+    """storage_error with the OS's words, no project, no directory, no traceback; then it works."""
+    server = make_server()
+    client = server.connect()
+    path = server.project_dir("app")
+    filler = fill(small_disk)
+    reply = client.request("project.create", path=path)
+    assert not reply["ok"]
+    assert reply["error"]["code"] == "storage_error", reply
+    assert "No space left on device" in reply["error"]["message"]
+    assert client.ok("project.list")["projects"] == []
+    assert os.listdir(os.path.join(small_disk, "projects")) == []
+    os.unlink(filler)
+    assert client.ok("project.create", path=path)["project"]["path"] == path
+    server.stop_cleanly()
+    log = "".join(server.log)
+    assert "Could not create" in log
+    assert "#error]" not in log and "#critical]" not in log, log[-3000:]
