@@ -82,6 +82,7 @@ class ServerProtocol(WebSocketServerProtocol):
         self._held: deque[tuple[Any, int]] | None = None
         self._held_bytes = 0
         self._page_stop: Callable[[], None] | None = None
+        self._controls: list[Callable[[], None]] = []
 
     # -- connection accounting
 
@@ -287,13 +288,30 @@ class ServerProtocol(WebSocketServerProtocol):
         return True
 
     def end_page(self, complete: bool = True) -> None:
-        self._page_stop = None
-        held, self._held = self._held or deque(), None
         if not complete:
             self._drop_mid_page("the page could not be read")
             return
+        self._page_stop = None
+        held, self._held = self._held or deque(), None
+        controls, self._controls = self._controls, []
+        for control in controls:
+            control()
         for prepared, size in held:
             self.send_prepared(prepared, size)
+
+    # Control frames cannot go inside the page's frame either: they wait.
+
+    def sendPing(self, payload: bytes | None = None) -> None:
+        if self._page_stop is not None:
+            self._controls.append(lambda: super(ServerProtocol, self).sendPing(payload))
+        else:
+            super().sendPing(payload)
+
+    def sendPong(self, payload: bytes | None = None) -> None:
+        if self._page_stop is not None:
+            self._controls.append(lambda: super(ServerProtocol, self).sendPong(payload))  # type: ignore[no-untyped-call]
+        else:
+            super().sendPong(payload)  # type: ignore[no-untyped-call]
 
     def _drop_mid_page(self, why: str) -> None:
         # Inside the page's frame nothing else can be sent, a close frame

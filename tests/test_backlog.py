@@ -42,6 +42,22 @@ class SendBacklogTests(SynchronousTestCase):
         self.clock.advance(GRACE * 2)
         self.assertEqual((self.backlog.unsent(), self.closed), (0, []))
 
+    def test_waiting_for_a_drain_over_the_bound_starts_the_grace_time(self) -> None:
+        """A sender that waits for the drain while over the bound is closed after the grace time."""
+        self.backlog.pauseProducing()
+        self.measured = BOUND + 1
+        self.backlog.when_drained()
+        self.clock.advance(GRACE)
+        self.assertEqual(len(self.closed), 1)
+
+    def test_waiting_for_a_drain_under_the_bound_closes_nobody(self) -> None:
+        """Waiting while under the bound is a client that keeps pace."""
+        self.backlog.pauseProducing()
+        self.measured = BOUND
+        self.backlog.when_drained()
+        self.clock.advance(GRACE * 2)
+        self.assertEqual(self.closed, [])
+
     def test_over_the_bound_for_the_grace_time_closes(self) -> None:
         """Paused and over the bound for the whole grace time: closed, once."""
         self.backlog.pauseProducing()

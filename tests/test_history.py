@@ -248,6 +248,24 @@ class PageTests(HistoryTestCase):
         self.assertEqual(h.page(6, 1), ([event(5)], True))
 
 
+class ReadBeforeTests(HistoryTestCase):
+    def test_newest_first_across_files(self) -> None:
+        """read_before yields the events before C{before}, newest first, across rotations."""
+        h = self.open(rotate_bytes=4 * LINE)
+        fill(h, 9)
+        self.assertEqual([seq for seq, _ in h.read_before(None)], list(range(9, 0, -1)))
+        self.assertEqual(list(h.read_before(7))[:2], [(6, event(6)), (5, event(5))])
+        self.assertEqual([seq for seq, _ in h.read_before(5)], [4, 3, 2, 1])
+        self.assertEqual(list(h.read_before(1)), [])
+        self.assertEqual([seq for seq, _ in h.read_before(100)][:1], [9])
+
+    def test_after_retention_only_stored_events(self) -> None:
+        """Retired events are not read."""
+        h = self.open(rotate_bytes=3 * LINE, max_bytes=7 * LINE)
+        fill(h, 9)
+        self.assertEqual([seq for seq, _ in h.read_before(6)], [5, 4])
+
+
 class ReopenTests(HistoryTestCase):
     def test_reopenContinuesSeq(self) -> None:
         """A reopened history knows its seqs and appends to the same file."""

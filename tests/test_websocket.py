@@ -730,6 +730,51 @@ class HistoryTests(ServerTestCase):
         self.assertEqual([e["seq"] for e in reply["result"]["events"]], [1, 2, 3])
         self.assertOpen(self.c)
 
+    def test_history_page_is_bounded_in_bytes_with_at_least_one_event(self) -> None:
+        """Pages hold at most history_page_bytes of events, or one larger event; paging goes on with before."""
+        self.serve(history_page_bytes=2000)
+        self.c = self.client()
+        self.project = self.create(self.c, "lib")
+        for i in range(1, 5):
+            self.publish(self.project, "%d" % (i,) * (2000 if i == 2 else 600))
+        pages = []
+        before = None
+        while True:
+            reply = self.c.request("history", path=self.project, before=before)
+            seqs = [e["seq"] for e in reply["result"]["events"]]
+            pages.append(seqs)
+            if not reply["result"]["has_more"]:
+                break
+            before = seqs[0]
+        self.assertEqual(pages, [[3, 4], [2], [1]])
+
+    def test_a_stalled_client_page_waits_and_holds_nothing_more(self) -> None:
+        """Paused, the page sends no further line; it goes on only when the client reads."""
+        for i in range(1, 6):
+            self.publish(self.project, "%d" % (i,) * 1500)
+        self.c.transport.producer.pauseProducing()
+        self.c.send_json({"type": "history", "id": 1, "path": self.project})
+        sent = len(self.c.transport.value())
+        self.clock.advance(100)
+        self.assertEqual(len(self.c.transport.value()), sent)
+        self.c.transport.producer.resumeProducing()
+        self.clock.advance(0)
+        self.assertGreater(len(self.c.transport.value()), sent + 1500)
+
+    def test_a_page_that_drains_arrives_whole_and_what_waited_follows(self) -> None:
+        """A paused client that resumes gets the whole page, then the replies sent meanwhile."""
+        for i in range(1, 4):
+            self.publish(self.project, "%d" % (i,) * 1500)
+        self.c.transport.producer.pauseProducing()
+        self.c.send_json({"type": "history", "id": 1, "path": self.project})
+        self.c.send_json({"type": "server.info", "id": 2})
+        for _ in range(5):
+            self.c.transport.producer.resumeProducing()
+            self.clock.advance(0)
+        messages = self.c.messages()
+        self.assertEqual([m["id"] for m in messages], [1, 2])
+        self.assertEqual([e["seq"] for e in messages[0]["result"]["events"]], [1, 2, 3])
+
     def test_history_of_empty_project(self) -> None:
         """An empty history is an empty page."""
         reply = self.c.request("history", {"k": 1}, path=self.project)
