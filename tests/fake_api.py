@@ -17,6 +17,7 @@ is kept in C{requests} for the test to inspect.
 
 import itertools
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -104,6 +105,56 @@ def tool_results(body: dict) -> list[dict]:
         if message.get("role") == "user" and isinstance(content, list):
             results += [b for b in content if b.get("type") == "tool_result"]
     return results
+
+
+def turn_results(body: dict) -> list[dict]:
+    """
+    The tool_result blocks sent since the newest human prompt: how far the
+    model got in the current prompt's turns.
+    """
+    results: list[dict] = []
+    for message in body.get("messages", []):
+        content = message.get("content")
+        if message.get("role") != "user":
+            continue
+        if isinstance(content, str):
+            results = []
+            continue
+        found = [b for b in content if b.get("type") == "tool_result"]
+        if not found and any(
+            b.get("type") == "text" and not _is_reminder(b.get("text", "")) for b in content
+        ):
+            results = []
+        results += found
+    return results
+
+
+def result_text(result: dict) -> str:
+    """The text of a tool_result block, whether a string or text blocks."""
+    content = result.get("content")
+    if isinstance(content, list):
+        return "".join(b.get("text", "") for b in content if isinstance(b, dict))
+    return str(content or "")
+
+
+_PLAN_FILE = re.compile(r"(/[^\s\"'`]*/\.claude/plans/[^\s\"'`]+\.md)")
+
+
+def plan_file(body: dict) -> str | None:
+    """
+    The plan file the CLI names in plan mode's reminder: where a model in
+    plan mode writes its plan before it calls ExitPlanMode.
+    """
+    for message in body.get("messages", []):
+        content = message.get("content")
+        texts = [content] if isinstance(content, str) else [
+            b.get("text", "") for b in content or [] if isinstance(b, dict)
+        ]
+        for value in texts:
+            found = _PLAN_FILE.search(value)
+            if found:
+                return found.group(1)
+    return None
 
 
 def is_main_turn(body: dict) -> bool:

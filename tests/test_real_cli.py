@@ -28,11 +28,73 @@ if CLI is None:
     pytest.skip(realcli.install_hint(), allow_module_level=True)
 
 
+#: What the fake model asks with AskUserQuestion, in the tool's real shape.
+QUESTIONS = [
+    {
+        "question": "Which colour should the button be?",
+        "header": "Colour",
+        "options": [
+            {"label": "Red", "description": "warm"},
+            {"label": "Blue", "description": "cool"},
+        ],
+        "multiSelect": False,
+    },
+    {
+        "question": "Which extras do you want?",
+        "header": "Extras",
+        "options": [
+            {"label": "Shadow", "description": "a drop shadow"},
+            {"label": "Icon", "description": "an icon"},
+            {"label": "Round", "description": "round corners"},
+        ],
+        "multiSelect": True,
+    },
+]
+
+#: The plan the fake model writes in plan mode.
+PLAN = "# Plan\n\n1. Write hello.txt\n2. Say done\n"
+
+
+def interactive(word, rest, body):
+    """
+    The prompts that take several turns of the model: the answer to each
+    tool call decides the next. None for other prompts.
+    """
+    done = fake_api.turn_results(body)
+    if word == "write2":
+        # Two files in one prompt: "allow always" after the first.
+        first, second = rest.split()
+        if len(done) < 2:
+            name, content = (first, "one") if not done else (second, "two")
+            return fake_api.tool("Write", {"file_path": name, "content": content})
+        return fake_api.text("wrote both")
+    if word == "ask":
+        if not done:
+            return fake_api.tool("AskUserQuestion", {"questions": QUESTIONS})
+        return fake_api.text("answered: " + fake_api.result_text(done[-1]))
+    if word == "plan":
+        # What a model in plan mode does: the plan goes to the plan file
+        # the CLI names, then ExitPlanMode (which reads it from there).
+        if not done:
+            where = fake_api.plan_file(body)
+            if where is None:
+                return fake_api.text("no plan file named")
+            return fake_api.tool("Write", {"file_path": where, "content": PLAN})
+        if len(done) == 1:
+            return fake_api.tool("ExitPlanMode", {})
+        return fake_api.text("plan answered: " + fake_api.result_text(done[-1]))
+    return None
+
+
 def script(body):
     """
     The fake model. Each prompt says what it wants with its first word.
     """
     prompt = fake_api.last_user_text(body)
+    word, _, rest = prompt.partition(" ")
+    several = interactive(word, rest, body)
+    if several is not None:
+        return several
     results = fake_api.tool_results(body)
     last = body["messages"][-1]
     answering_tool = isinstance(last.get("content"), list) and any(
@@ -40,7 +102,6 @@ def script(body):
     )
     if answering_tool:
         return fake_api.text("after tool: " + json.dumps(results[-1].get("content")))
-    word, _, rest = prompt.partition(" ")
     if word == "write":
         name, _, content = rest.partition(" ")
         return fake_api.tool("Write", {"file_path": name, "content": content})
@@ -109,6 +170,24 @@ def results_of(client, prompt_id):
         for e in client.of(prompt_id, "claude")
         if e["message"].get("type") == "result"
     ]
+
+
+def permission_request(client, timeout=60):
+    """The next permission request (the prompt must not finish first)."""
+    event = client.wait_event(
+        lambda m: m.get("event") in ("permission.request", "prompt.finished"), timeout=timeout
+    )
+    assert event["event"] == "permission.request", event
+    return event
+
+
+def tool_result_sent(api, tool_use_id):
+    """The tool_result the CLI sent the model for C{tool_use_id}."""
+    for body in api.main_requests():
+        for result in fake_api.tool_results(body):
+            if result.get("tool_use_id") == tool_use_id:
+                return result
+    raise AssertionError("no tool_result for %s reached the model" % (tool_use_id,))
 
 
 def fifo(tmp_path, name="tool.fifo"):
@@ -411,3 +490,89 @@ def test_symlink_swapped_in_for_the_project_runs_no_cli_there(tmp_path, api, ser
     got = c.ok("project.get", path=path)["project"]
     assert "symlink" in got["problem"]
     assert got["session_id"] == first["session_id"]
+
+
+def test_allow_always_lets_the_next_write_through_unasked(server):
+    """An allow carrying the request's suggestion: the second Write is not asked."""
+    c = server.connect()
+    path = project(server, c, "always")
+    first, second = (os.path.join(path, name) for name in ("first.txt", "second.txt"))
+    prompt_id = c.ok("prompt", path=path, prompt="write2 %s %s" % (first, second))["prompt_id"]
+    request = permission_request(c)
+    assert request["input"]["file_path"] == first
+    suggestion = {"type": "setMode", "mode": "acceptEdits", "destination": "session"}
+    assert suggestion in request["permission_suggestions"]
+    c.ok(
+        "permission.respond", path=path, request_id=request["request_id"],
+        behavior="allow", updated_permissions=[suggestion],
+    )
+    assert c.finished(prompt_id, timeout=60)["status"] == "completed"
+    assert len(c.of(prompt_id, "permission.request")) == 1
+    modes = [
+        e["message"]["permissionMode"] for e in c.of(prompt_id, "claude")
+        if e["message"].get("subtype") == "status"
+    ]
+    assert "acceptEdits" in modes
+    for name, content in ((first, "one"), (second, "two")):
+        with open(name) as f:
+            assert f.read() == content
+
+
+def test_ask_user_question_is_answered_with_updated_input(server, api):
+    """AskUserQuestion arrives as a permission request; the answers reach the model."""
+    c = server.connect()
+    path = project(server, c, "ask")
+    prompt_id = c.ok("prompt", path=path, prompt="ask")["prompt_id"]
+    request = permission_request(c)
+    assert (request["tool_name"], request["input"]) == ("AskUserQuestion", {"questions": QUESTIONS})
+    # What the console sends: every question's text, to the chosen labels
+    # (several joined with ", ").
+    answers = {QUESTIONS[0]["question"]: "Blue", QUESTIONS[1]["question"]: "Shadow, Round"}
+    c.ok(
+        "permission.respond", path=path, request_id=request["request_id"],
+        behavior="allow", updated_input=dict(request["input"], answers=answers),
+    )
+    assert c.finished(prompt_id, timeout=60)["status"] == "completed"
+    said = fake_api.result_text(tool_result_sent(api, request["tool_use_id"]))
+    assert said.startswith("Your questions have been answered:"), said
+    assert '"Which colour should the button be?"="Blue"' in said
+    assert '"Which extras do you want?"="Shadow, Round"' in said
+
+
+def plan_request(server, c, name):
+    path = project(server, c, name)
+    prompt_id = c.ok(
+        "prompt", path=path, prompt="plan", options={"permission_mode": "plan"}
+    )["prompt_id"]
+    request = permission_request(c)
+    assert request["tool_name"] == "ExitPlanMode"
+    # The CLI reads the plan from its plan file into the request's input;
+    # writing that file in plan mode asks nothing.
+    assert request["input"]["plan"] == PLAN
+    assert request["input"]["planFilePath"].endswith(".md")
+    assert len(c.of(prompt_id, "permission.request")) == 1
+    return path, prompt_id, request
+
+
+def test_exit_plan_mode_allowed_approves_the_plan(server, api):
+    """ExitPlanMode in plan mode is relayed with its plan; an allow approves it."""
+    c = server.connect()
+    path, prompt_id, request = plan_request(server, c, "plan-allow")
+    c.ok("permission.respond", path=path, request_id=request["request_id"], behavior="allow")
+    assert c.finished(prompt_id, timeout=60)["status"] == "completed"
+    said = fake_api.result_text(tool_result_sent(api, request["tool_use_id"]))
+    assert said.startswith("User has approved your plan."), said
+    assert PLAN in said
+
+
+def test_exit_plan_mode_denied_tells_the_model_why(server, api):
+    """A denied ExitPlanMode: the model sees the client's message."""
+    c = server.connect()
+    path, prompt_id, request = plan_request(server, c, "plan-deny")
+    c.ok(
+        "permission.respond", path=path, request_id=request["request_id"],
+        behavior="deny", message="Keep the file name short",
+    )
+    assert c.finished(prompt_id, timeout=60)["status"] == "completed"
+    result = tool_result_sent(api, request["tool_use_id"])
+    assert (fake_api.result_text(result), result.get("is_error")) == ("Keep the file name short", True)
