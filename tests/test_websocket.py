@@ -522,7 +522,7 @@ class ProjectTests(ServerTestCase):
         self.assertEqual(
             set(project),
             {"path", "id", "session_id", "status", "queue", "pending_permissions",
-             "created_at", "last_seq", "epoch"},
+             "created_at", "last_seq", "epoch", "problem"},
         )
         self.assertEqual(project["path"], self.path("app"))
         self.assertRegex(project["id"], r"^[0-9a-f]+$")
