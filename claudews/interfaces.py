@@ -32,6 +32,9 @@ class EventStore(Protocol):
     def read_since(self, since: int, upto: int | None = None) -> Iterator[tuple[int, bytes]]:
         """C{(seq, line)} for every stored event after C{since} (up to C{upto}), in order."""
 
+    def read_before(self, before: int | None) -> Iterator[tuple[int, bytes]]:
+        """C{(seq, line)} for the stored events before C{before} (C{None}: all), newest first."""
+
     def page(self, before: int | None, limit: int) -> tuple[list[bytes], bool]:
         """The newest C{limit} events before C{before}, oldest first, and whether older ones exist."""
 

@@ -5,16 +5,15 @@ A page is the newest events before C{before}: at most C{limit} of them and
 at most C{max_bytes} of event lines (always at least one event). It is
 found in a first pass that reads the history newest first and keeps only
 seqs and sizes, and sent in a second that reads it again oldest first and
-sends each line as it is read, as part of the one frame of the reply
-(whose length the first pass told), so that no more than a line of it is
+sends each line as it is read, as one fragment of the reply (a fragmented
+text message, L{claudews.outbox}), so that no more than a line of it is
 ever in memory:
 
     {"type":"result","id":ID,"ok":true,"result":{"events":[   head
-    LINE  ,LINE  ,LINE ...                                    one piece per event
+    LINE  ,LINE  ,LINE ...                                    one fragment per event
     ],"first_seq":N,"has_more":B}}                            tail
 
-A line that vanished between the passes (its file retired) is left out and
-its bytes sent as spaces before the tail, which JSON allows.
+A line that vanished between the passes (its file retired) is left out.
 
 Both passes read at most L{STEP_BYTES} a reactor turn, and the second
 waits for the connection to drain whenever it is backlogged, under the
@@ -23,49 +22,33 @@ not read is closed, and its page dropped, before the server holds more
 than the backlog bound (and a line) for it.
 """
 
-from typing import Any, Iterator, Protocol, runtime_checkable
+from typing import Any, Callable, Iterator, Protocol
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from claudews.events import encode
-from claudews.interfaces import ReactorTime, Subscriber
+from claudews.interfaces import EventStore, ReactorTime, Subscriber
 
 #: Bytes of history read per reactor turn, by either pass (at least a line).
 STEP_BYTES = 1024 * 1024
 
 
-@runtime_checkable
-class PageSource(Protocol):
-    """
-    What a page reads: L{claudews.history.History}.
-    """
-
-    @property
-    def first_seq(self) -> int:
-        """The seq of the oldest stored event."""
-
-    def read_since(self, since: int, upto: int | None = None) -> Iterator[tuple[int, bytes]]:
-        """Events after C{since} up to C{upto}, oldest first."""
-
-    def read_before(self, before: int | None) -> Iterator[tuple[int, bytes]]:
-        """Events before C{before}, newest first."""
-
-
 class PageSink(Subscriber, Protocol):
     """
     A connection that can send one message in fragments.
-    Implemented by L{claudews.websocket.ServerProtocol}.
+    Implemented by L{claudews.websocket.ServerProtocol}, through its
+    L{claudews.outbox.Outbox}.
     """
 
-    def begin_page(self, length: int, stop: Any) -> bool:
+    def begin_page(self, stop: Callable[[], None]) -> bool:
         """
-        Start a text message of one frame of C{length} bytes; C{stop()} is
-        called if the connection goes. False if it is gone.
+        Start a fragmented text message; C{stop()} is called if the
+        connection goes or closes before it ends. False if it is gone.
         """
 
     def send_fragment(self, data: bytes) -> bool:
-        """Send the next bytes of it; False once the connection is gone or closed."""
+        """Send the next fragment of it; False once the connection is gone or closed."""
 
     def end_page(self, complete: bool = True) -> None:
         """
@@ -86,7 +69,7 @@ class Page:
 
     def __init__(
         self,
-        store: PageSource,
+        store: EventStore,
         sink: PageSink,
         reactor: ReactorTime,
         *,
@@ -113,8 +96,6 @@ class Page:
         self._begun = False
         self._first = True
         self._tail = b""
-        # Bytes of events the frame still expects.
-        self._left = 0
 
     def run(self) -> defer.Deferred[None]:
         self._reader = self._store.read_before(self._before)
@@ -176,9 +157,7 @@ class Page:
              encode(has_more), b"}}")
         )
         head = b'{"type":"result","id":' + encode(self._request_id) + b',"ok":true,"result":{"events":['
-        self._left = self._bytes + max(0, self._count - 1)
-        length = len(head) + self._left + len(self._tail)
-        if not self._sink.begin_page(length, self._gone):
+        if not self._sink.begin_page(self._gone):
             self._done.callback(None)
             return
         self._begun = True
@@ -201,19 +180,18 @@ class Page:
             except StopIteration:
                 break
             piece = line if self._first else b"," + line
-            if len(piece) > self._left:
-                continue
             if not self._sink.send_fragment(piece):
                 self._gone()
                 return
             self._first = False
-            self._left -= len(piece)
             sent += len(line)
             if sent >= STEP_BYTES:
                 self._turn(self._send_step)
                 return
         self._reader = None
-        self._sink.send_fragment(b" " * self._left + self._tail)
+        if not self._sink.send_fragment(self._tail):
+            self._gone()
+            return
         self._sink.end_page()
         if not self._done.called:
             self._done.callback(None)

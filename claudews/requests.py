@@ -17,7 +17,7 @@ import claudews
 from claudews.config import Settings
 from claudews.errors import RequestError
 from claudews.interfaces import EventStore, ReactorTime, Subscriber
-from claudews.pages import Page, PageSink, PageSource
+from claudews.pages import Page, PageSink
 
 PROTOCOL_VERSION = 1
 
@@ -289,11 +289,8 @@ class Requests:
             raise RequestError(
                 "bad_request", "limit must be between 1 and %d" % (MAX_HISTORY_LIMIT,)
             )
-        store = project.history
-        if not isinstance(store, PageSource):
-            raise RequestError("internal", "this history cannot be paged")
         page = Page(
-            store,
+            project.history,
             self._connection,
             self._server.reactor,
             request_id=message.get("id"),

@@ -20,11 +20,9 @@ what it is sent is closed with 1008 too (L{claudews.backlog}).
 docs/security.rst says why each of these exists.
 """
 
-from collections import deque
 from typing import Any, Callable, Sequence
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import defer
 from twisted.internet.protocol import connectionDone
@@ -40,6 +38,7 @@ from claudews.errors import RequestError
 from claudews.events import encode, error_reply, reply
 from claudews.handshake import MAX_HANDSHAKE_BYTES, OPEN_HANDSHAKE_TIMEOUT
 from claudews.interfaces import DelayedCall, ReactorTime, Subscriber
+from claudews.outbox import Outbox, prepare
 from claudews.requests import HANDLERS, Projects, Requests, parse
 
 __all__ = [  # HANDLERS and the handshake bounds are re-exported for tests.
@@ -56,13 +55,15 @@ POLICY_VIOLATION = 1008
 
 class ServerProtocol(WebSocketServerProtocol):
     """
-    One client connection; a L{Subscriber} of the projects it subscribes to.
+    One client connection; a L{Subscriber} of the projects it subscribes
+    to, whose sends its L{Outbox} makes.
     """
 
     # Autobahn uses self.log itself.
     _log = Logger()
     factory: "ServerFactory"
     _backlog: SendBacklog
+    _outbox: Outbox
     _requests: Requests
 
     def __init__(self) -> None:
@@ -77,12 +78,6 @@ class ServerProtocol(WebSocketServerProtocol):
         self._why: str | None = None
         # A refusal of a wrong token that waits (handshake.refusal_delay).
         self._refusal_call: DelayedCall | None = None
-        # While a history page is sent in fragments (claudews.pages), what
-        # else is sent waits here, with its size; and how to drop the page.
-        self._held: deque[tuple[Any, int]] | None = None
-        self._held_bytes = 0
-        self._page_stop: Callable[[], None] | None = None
-        self._controls: list[Callable[[], None]] = []
 
     # -- connection accounting
 
@@ -106,6 +101,9 @@ class ServerProtocol(WebSocketServerProtocol):
             cap=settings.send_backlog_cap,
             close=self._close_slow,
             measure=lambda: unsent_in_twisted(self.transport),
+        )
+        self._outbox = Outbox(
+            self, self._backlog, cap=settings.send_backlog_cap, close_slow=self._close_slow
         )
         self._requests = Requests(factory, self)
         super().connectionMade()
@@ -230,115 +228,46 @@ class ServerProtocol(WebSocketServerProtocol):
         self.factory.connections.discard(self)
         self._requests.unsubscribe_all()
         self._backlog.stopProducing()
-        stop, self._page_stop = self._page_stop, None
-        self._held = None
-        if stop is not None:
-            stop()
+        self._outbox.closing()
 
-    # -- sending (the interfaces.Subscriber interface)
+    # -- sending: claudews.outbox, through Autobahn's streaming API (outbox.Wire)
 
-    def _open(self) -> bool:
+    def in_open_state(self) -> bool:
         return bool(self.state == WebSocketServerProtocol.STATE_OPEN)
 
+    # The Subscriber and PageSink of this connection's requests.
+
     def send_line(self, line: bytes) -> None:
-        # A prepared message, because Autobahn's sendMessage applies the
-        # inbound size limit to outbound messages too: a reply or an event
-        # may be far larger than what a client may send.
-        self.send_prepared(self.factory.prepareMessage(line, isBinary=False), len(line))
+        self._outbox.send_line(line)
 
     def send_prepared(self, prepared: Any, size: int) -> None:
-        if not self._open():
-            return
-        if self._held is not None:
-            self._hold(prepared, size)
-        elif self._backlog.admit(size):
-            self.sendPreparedMessage(prepared)
-
-    def _hold(self, prepared: Any, size: int) -> None:
-        # No frame of another message may go out inside the page's.
-        assert self._held is not None
-        self._held.append((prepared, size))
-        self._held_bytes += size
-        cap = self.factory.settings.send_backlog_cap
-        if self._held_bytes > cap:
-            self._close_slow("over %d bytes waiting behind a history page" % (cap,))
-
-    # -- a history page, one frame sent piece by piece (claudews.pages.PageSink)
-
-    def begin_page(self, length: int, stop: Callable[[], None]) -> bool:
-        if not self._open():
-            return False
-        self._page_stop = stop
-        self._held, self._held_bytes = deque(), 0
-        # One unfragmented text frame (FIN, opcode 1, unmasked) whose
-        # payload follows in pieces: any client reads it as one message.
-        if length <= 125:
-            header = bytes((0x81, length))
-        elif length <= 0xFFFF:
-            header = bytes((0x81, 126)) + length.to_bytes(2, "big")
-        else:
-            header = bytes((0x81, 127)) + length.to_bytes(8, "big")
-        self.sendData(header)
-        return True
-
-    def send_fragment(self, data: bytes) -> bool:
-        if not self._open() or not self._backlog.admit(len(data)):
-            return False
-        self.sendData(data)
-        return True
-
-    def end_page(self, complete: bool = True) -> None:
-        if not complete:
-            self._drop_mid_page("the page could not be read")
-            return
-        self._page_stop = None
-        held, self._held = self._held or deque(), None
-        controls, self._controls = self._controls, []
-        for control in controls:
-            control()
-        for prepared, size in held:
-            self.send_prepared(prepared, size)
-
-    # Control frames cannot go inside the page's frame either: they wait.
-
-    def sendPing(self, payload: bytes | None = None) -> None:
-        if self._page_stop is not None:
-            self._controls.append(lambda: super(ServerProtocol, self).sendPing(payload))
-        else:
-            super().sendPing(payload)
-
-    def sendPong(self, payload: bytes | None = None) -> None:
-        if self._page_stop is not None:
-            self._controls.append(lambda: super(ServerProtocol, self).sendPong(payload))  # type: ignore[no-untyped-call]
-        else:
-            super().sendPong(payload)  # type: ignore[no-untyped-call]
-
-    def _drop_mid_page(self, why: str) -> None:
-        # Inside the page's frame nothing else can be sent, a close frame
-        # neither: the connection is dropped (the client sees 1006).
-        self._log.info("Dropping {peer} inside a history page: {why}", peer=self.peer, why=why)
-        stop, self._page_stop = self._page_stop, None
-        self._held = None
-        if stop is not None:
-            stop()
-        self.wasClean = True
-        self.dropConnection(abort=True)
+        self._outbox.send_prepared(prepared, size)
 
     def backlogged(self) -> bool:
-        return self._backlog.paused
+        return self._outbox.backlogged()
 
     def when_drained(self) -> defer.Deferred[None]:
-        return self._backlog.when_drained()
+        return self._outbox.when_drained()
+
+    def begin_page(self, stop: Callable[[], None]) -> bool:
+        return self._outbox.begin_page(stop)
+
+    def send_fragment(self, data: bytes) -> bool:
+        return self._outbox.send_fragment(data)
+
+    def end_page(self, complete: bool = True) -> None:
+        self._outbox.end_page(complete)
 
     def _close_slow(self, why: str) -> None:
         self._log.info("Closing {peer}, a slow client: {why}", peer=self.peer, why=why)
         self.close(POLICY_VIOLATION, "client too slow: " + why)
 
     def close(self, code: int, reason: str) -> None:
-        if self._page_stop is not None:
-            self._drop_mid_page(reason)
-        elif self._open():
+        # Inside a history page too: a control frame may go between its
+        # fragments (RFC 6455 section 5.4).
+        if self.in_open_state():
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:120])
+            self._outbox.closing()
 
     def _reply(self, request_id: Any, result: dict[str, Any]) -> None:
         self.send_line(encode(reply(request_id, result)))
@@ -365,7 +294,7 @@ class ServerProtocol(WebSocketServerProtocol):
         sent already is not parsed (each tiny frame costs Autobahn a copy of
         what follows it in the buffer), and the close frame goes out first.
         """
-        if self._open():
+        if self.in_open_state():
             self.close(POLICY_VIOLATION, reason)
             self.wasClean = True
             self.dropConnection(abort=False)
@@ -379,7 +308,7 @@ class ServerProtocol(WebSocketServerProtocol):
         # Every data frame, continuation frames too, is a request: a
         # message in a million 1-byte fragments costs a million frames.
         super().onMessageFrameBegin(length)
-        if not self._open() or self.failedByMe:
+        if not self.in_open_state() or self.failedByMe:
             return
         self._frames += 1
         most = self.factory.settings.max_message_frames
@@ -394,17 +323,17 @@ class ServerProtocol(WebSocketServerProtocol):
 
     def onPing(self, payload: bytes) -> None:
         # Every ping costs a pong: a flood of pings is a flood of requests.
-        if self._open() and self._spend() == limits.OK:
+        if self.in_open_state() and self._spend() == limits.OK:
             super().onPing(payload)
 
     def onPong(self, payload: bytes) -> None:
         # Autobahn logs a warning for each pong that does not answer its
         # ping: a flood of those is a flood of requests too.
-        if self._open():
+        if self.in_open_state():
             self._spend()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if not self._open():
+        if not self.in_open_state():
             # Closing: what the client still sends gets no answer.
             return
         if isBinary:
@@ -475,7 +404,7 @@ def fanout(line: bytes, subscribers: Sequence[Subscriber]) -> None:
     Frame one event once and send that frame to every subscriber (a
     server's frames are not masked).
     """
-    prepared = PreparedMessage(line, False, False, False)
+    prepared = prepare(line)
     for subscriber in subscribers:
         subscriber.send_prepared(prepared, len(line))
 
@@ -529,8 +458,8 @@ class ServerFactory(WebSocketServerFactory):
             maxFramePayloadSize=settings.max_message_bytes,
             maxMessagePayloadSize=settings.max_message_bytes,
             # Frames per message are bounded in onMessageFrameBegin. What the
-            # server sends is not fragmented (a history page streamed as
-            # fragments is, on purpose).
+            # server sends is not fragmented (a history page is, on purpose:
+            # claudews.outbox).
             autoFragmentSize=0,
             utf8validateIncoming=True,
             requireMaskedClientFrames=True,

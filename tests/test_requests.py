@@ -83,18 +83,19 @@ class _Sink:
 
     def __init__(self) -> None:
         self.data = b""
-        self.length = -1
+        self.ended = False
 
-    def begin_page(self, length: int, stop: Any) -> bool:
-        self.length = length
+    def begin_page(self, stop: Any) -> bool:
+        self.ended = False
         return True
 
     def send_fragment(self, data: bytes) -> bool:
+        assert not self.ended
         self.data += data
         return True
 
     def end_page(self, complete: bool = True) -> None:
-        assert len(self.data) == self.length
+        self.ended = complete
 
     def backlogged(self) -> bool:
         return False

@@ -24,7 +24,35 @@ from claudews.registry import Registry
 from claudews import events
 from claudews.websocket import ServerFactory, fanout
 from tests import wsmemory
-from tests.wsmemory import PONG, Connection
+from tests.wsmemory import PONG
+
+
+class Connection(wsmemory.Connection):
+    """
+    L{wsmemory.Connection}, reading a fragmented message (a history page)
+    as one frame; control frames between its fragments come first.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self._partial: wsmemory.Frame | None = None
+        super().__init__(*args, **kwargs)
+
+    def _receive(self) -> None:
+        value = self.transport.value()
+        self._buffer += value[self._seen :]
+        self._seen = len(value)
+        frames, self._buffer = wsmemory.decode_frames(self._buffer)
+        for frame in frames:
+            if frame.opcode >= wsmemory.CLOSE:
+                self.frames.append(frame)
+                continue
+            if self._partial is not None:
+                frame = wsmemory.Frame(
+                    self._partial.opcode, self._partial.payload + frame.payload, frame.fin
+                )
+            self._partial = None if frame.fin else frame
+            if frame.fin:
+                self.frames.append(frame)
 
 TOKEN = "s3cret-Token"
 _DEFAULT = object()
@@ -749,17 +777,61 @@ class HistoryTests(ServerTestCase):
         self.assertEqual(pages, [[3, 4], [2], [1]])
 
     def test_a_stalled_client_page_waits_and_holds_nothing_more(self) -> None:
-        """Paused, the page sends no further line; it goes on only when the client reads."""
+        """Paused, the page sends no further line (pings only); it goes on only when the client reads."""
         for i in range(1, 6):
             self.publish(self.project, "%d" % (i,) * 1500)
         self.c.transport.producer.pauseProducing()
         self.c.send_json({"type": "history", "id": 1, "path": self.project})
         sent = len(self.c.transport.value())
         self.clock.advance(100)
-        self.assertEqual(len(self.c.transport.value()), sent)
+        later, rest = wsmemory.decode_frames(self.c.transport.value()[sent:])
+        self.assertEqual(rest, b"")
+        self.assertEqual({f.opcode for f in later} - {wsmemory.PING}, set())
+        sent = len(self.c.transport.value())
         self.c.transport.producer.resumeProducing()
         self.clock.advance(0)
         self.assertGreater(len(self.c.transport.value()), sent + 1500)
+
+    def test_pings_go_out_between_the_fragments_of_a_page(self) -> None:
+        """A page is a fragmented message: the server's ping is not held until it ends."""
+        for i in range(1, 4):
+            self.publish(self.project, "%d" % (i,) * 1500)
+        self.c.transport.producer.pauseProducing()
+        self.c.send_json({"type": "history", "id": 1, "path": self.project})
+        self.clock.advance(self.settings.ping_interval + 1)
+        self.assertEqual([f.opcode for f in self.c.new_frames()], [wsmemory.PING])
+        self.c.transport.producer.resumeProducing()
+        self.clock.advance(0)
+        [page] = self.c.messages()
+        self.assertEqual([e["seq"] for e in page["result"]["events"]], [1, 2, 3])
+
+    def test_a_client_too_slow_inside_a_page_is_closed_1008(self) -> None:
+        """Over the bound for the grace time while a page waits: a close frame between its fragments."""
+        self.serve(send_backlog_bytes=500)
+        self.c = self.client()
+        self.project = self.create(self.c, "lib")
+        self.publish(self.project, "x" * 100)
+        self.c.transport.producer.pauseProducing()
+        # A reply head alone over send_backlog_bytes, unread.
+        self.c.send_json({"type": "history", "id": "i" * 600, "path": self.project})
+        self.clock.advance(self.settings.send_backlog_grace)
+        self.assertClosedWith(self.c, 1008)
+        self.assertIn("slow", self.c.close_frames()[0].close_reason)
+        self.assertFalse(self.c.transport.disconnecting)
+
+    def test_events_held_behind_a_page_over_the_cap_close_1008(self) -> None:
+        """What waits behind a page is bounded by send_backlog_cap: past it, closed with 1008."""
+        self.serve(send_backlog_cap=5000)
+        self.c = self.client()
+        self.project = self.create(self.c, "lib")
+        self.c.request("subscribe", path=self.project)
+        self.publish(self.project, "first")
+        self.c.transport.producer.pauseProducing()
+        self.c.send_json({"type": "history", "id": 1, "path": self.project})
+        self.publish(self.project, "x" * 3000)
+        self.assertEqual(self.c.close_frames(), [])
+        self.publish(self.project, "y" * 3000)
+        self.assertClosedWith(self.c, 1008)
 
     def test_a_page_that_drains_arrives_whole_and_what_waited_follows(self) -> None:
         """A paused client that resumes gets the whole page, then the replies sent meanwhile."""
