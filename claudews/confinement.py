@@ -10,6 +10,7 @@ root, the same device and inode (recorded at create, stored in
 metadata.json).  Otherwise nothing runs, and the project says why.
 """
 
+import os
 from typing import Any, Sequence
 
 from claudews import paths
@@ -48,14 +49,22 @@ class Confinement:
 
         @raise RequestError: C{path_invalid}, the same text as L{problem}.
         """
+        os.close(self.open())
+
+    def open(self) -> int:
+        """
+        L{check}, keeping the directory open: a descriptor of the checked
+        directory, for the CLI to start in (the caller closes it).
+        """
         try:
-            now = paths.check_confined(self.path, self._roots, self.known)
+            fd, now = paths.open_confined(self.path, self._roots, self.known)
         except RequestError as e:
             self.problem = e.message
             raise
         self.problem = None
         if self.known is None:
             self.known = now
+        return fd
 
     def checked(self) -> bool:
         """L{check}, for the record: whether it passed."""

@@ -12,6 +12,7 @@ something running are on record in the project's metadata, so a server
 that dies leaves its successor a way to end them.
 """
 
+import os
 from typing import Any, Callable
 
 from twisted.internet import defer
@@ -32,7 +33,8 @@ class LiveProcess:
         C{save} writes them.
     @param session_id: the conversation a new process resumes.
     @param confine: checks the project's directory is still the project's
-        (L{claudews.confinement}), raising L{RequestError} when not.
+        (L{claudews.confinement}), raising L{RequestError} when not; a
+        descriptor of the checked directory, which the caller closes.
     """
 
     _log = Logger()
@@ -52,7 +54,7 @@ class LiveProcess:
         markers: list[str],
         save: Callable[[], object],
         session_id: Callable[[], str | None],
-        confine: Callable[[], None],
+        confine: Callable[[], int],
     ) -> None:
         self._path = path
         self._prefix = marker_prefix
@@ -113,7 +115,7 @@ class LiveProcess:
             if proc is None:
                 proc = self._spawn(flags)
             else:
-                self._confine()
+                os.close(self._confine())
         except RequestError as e:
             if proc is not None:
                 self._retire(proc)
@@ -138,14 +140,17 @@ class LiveProcess:
         self.markers.append(proc.marker)
         self._save()
         try:
-            # As late as can be: what remains between this check and the
-            # child's chdir is in docs/security.rst.
-            self._confine()
+            directory = self._confine()
         except RequestError:
             self.markers.remove(proc.marker)
             self._save()
             raise
-        proc.spawn(argv, self._path, env)
+        try:
+            # The CLI starts in the directory that passed the check, by its
+            # descriptor: a swap of the path after the check changes nothing.
+            proc.spawn(argv, self._path, env, directory=directory)
+        finally:
+            os.close(directory)
         self._proc = proc
         self._stale = False
         return proc

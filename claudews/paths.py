@@ -235,22 +235,39 @@ def check_confined(path: str, roots: Sequence[str] | None, known: Identity | Non
     @return: the directory's identity now.
     @raise RequestError: C{path_invalid}, saying what changed.
     """
+    fd, now = open_confined(path, roots, known)
+    os.close(fd)
+    return now
+
+
+def open_confined(
+    path: str, roots: Sequence[str] | None, known: Identity | None
+) -> tuple[int, Identity]:
+    """
+    L{check_confined}, keeping the directory open: a descriptor of the very
+    directory that passed (a process started in it by this descriptor
+    cannot be sent elsewhere by a swap after the check), and its identity.
+    The caller closes the descriptor.
+    """
     if roots is not None:
         try:
             check_allowed(path, roots)
         except RequestError as e:
             raise _invalid("the project directory is no longer allowed: " + e.message) from None
     try:
-        now = identity(path)
+        fd = open_directory(path)
     except OSError as e:
         raise _invalid(_gone(path, e)) from None
+    st = os.fstat(fd)
+    now = (st.st_dev, st.st_ino)
     if known is not None and now != known:
+        os.close(fd)
         raise _invalid(
             "the project directory {} was replaced by another directory since "
             "the project was created; delete the project and create it again "
             "to work there".format(quote(path))
         )
-    return now
+    return fd, now
 
 
 def _gone(path: str, e: OSError) -> str:

@@ -32,6 +32,12 @@ _log = Logger()
 
 MARKER_ENV = "CLAUDEWS_PROCESS"
 
+#: A CLI is handed the directory it must work in as this descriptor, named
+#: in this variable: the trampoline changes into it, closes it and removes
+#: the variable before the CLI runs.
+CWD_FD = 3
+CWD_FD_ENV = "CLAUDEWS_CWD_FD"
+
 # Python ignores SIGPIPE and SIGXFSZ at startup, and ignored signals survive
 # exec: without restoring them the CLI would inherit dispositions it never
 # asked for.  setsid fails only when we already lead a process group, in
@@ -47,6 +53,15 @@ try:
     os.setsid()
 except OSError:
     pass
+cwd_fd = os.environ.pop("CLAUDEWS_CWD_FD", None)
+if cwd_fd is not None:
+    try:
+        os.fchdir(int(cwd_fd))
+        os.close(int(cwd_fd))
+    except (OSError, ValueError) as e:
+        sys.stderr.write("claudews: cannot enter the project directory: %s\\n" % (e,))
+        sys.stderr.flush()
+        os._exit(127)
 try:
     os.execvp(sys.argv[1], sys.argv[1:])
 except OSError as e:

@@ -231,10 +231,13 @@ class Project:
         """Write metadata.json, or raise L{OSError} (a new project's first)."""
         self._record.write()
 
-    def _confine(self) -> None:
-        """Refuse to run a CLI in a directory that is no longer the project's."""
+    def _confine(self) -> int:
+        """
+        Refuse to run a CLI in a directory that is no longer the project's;
+        a descriptor of the checked one (the caller closes it).
+        """
         try:
-            self.confinement.check()
+            return self.confinement.open()
         finally:
             self._changed()
 

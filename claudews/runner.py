@@ -162,18 +162,21 @@ class ClaudeProcess(protocol.ProcessProtocol):
 
     # -- starting and stopping
 
-    def spawn(self, argv: list[str], cwd: str, env: dict[str, str]) -> None:
+    def spawn(
+        self, argv: list[str], cwd: str, env: dict[str, str], directory: int | None = None
+    ) -> None:
         """
-        Start the CLI. Raises L{OSError} when it cannot be started at all.
+        Start the CLI in C{cwd}, or, given the descriptor C{directory} of
+        it, in that very directory (L{proctree.CWD_FD_ENV}). Raises
+        L{OSError} when it cannot be started at all.
         """
         wrapped = proctree.new_session_argv(argv)
+        child_fds: dict[int, object] = {0: "w", 1: "r", 2: "r"}
+        if directory is not None:
+            child_fds[proctree.CWD_FD] = directory
+            env = dict(env, **{proctree.CWD_FD_ENV: str(proctree.CWD_FD)})
         self._reactor.spawnProcess(
-            self,
-            wrapped[0],
-            wrapped,
-            env=env,
-            path=cwd,
-            childFDs={0: "w", 1: "r", 2: "r"},
+            self, wrapped[0], wrapped, env=env, path=cwd, childFDs=child_fds
         )
 
     @property

@@ -6,6 +6,7 @@ of L{tests.test_project}.
 
 from typing import Any
 
+import os
 import attrs
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -146,10 +147,12 @@ class LiveProcessTestCase(SynchronousTestCase):
         )
         self.listener.live = self.live
 
-    def confine(self) -> None:
+    def confine(self) -> int:
         self.checks.append(len(self.reactor.spawned))
         if self.refusal is not None:
             raise RequestError("path_invalid", self.refusal)
+        # A descriptor of a directory, as the project's confinement opens.
+        return os.open("/", os.O_RDONLY | os.O_DIRECTORY)
 
     def save(self) -> None:
         self.saves.append((list(self.markers), len(self.reactor.spawned)))

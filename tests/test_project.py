@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 
@@ -444,7 +445,28 @@ class StartingTests(ProjectTestCase):
         self.assertEqual(cli.executable, sys.executable)
         self.assertEqual(cli.argv, ["claude", *PROTOCOL_FLAGS, "--model", "opus"])
         self.assertEqual(cli.path, fx.workdir)
+        # Its working directory also goes by descriptor, the one checked.
+        directory = cli.child_fds.pop(proctree.CWD_FD)
         self.assertEqual(cli.child_fds, {0: "w", 1: "r", 2: "r"})
+        self.assertEqual(cli.env[proctree.CWD_FD_ENV], str(proctree.CWD_FD))
+        self.assertIsInstance(directory, int)
+
+    def test_the_cli_starts_in_the_directory_that_was_checked(self):
+        """A real trampoline handed the checked directory's descriptor works there, not where the path leads."""
+        fx = self.make()
+        elsewhere = tempfile.mkdtemp(prefix="claudews-elsewhere-")
+        self.addCleanup(shutil.rmtree, elsewhere, True)
+        fd = os.open(fx.workdir, os.O_RDONLY | os.O_DIRECTORY)
+        self.addCleanup(os.close, fd)
+        argv = proctree.new_session_argv(
+            [sys.executable, "-c", "import os, sys; sys.stdout.write(os.getcwd())"]
+        )
+        env = dict(os.environ, **{proctree.CWD_FD_ENV: str(proctree.CWD_FD)})
+        out = subprocess.run(
+            argv, cwd=elsewhere, env=env, close_fds=False, capture_output=True, check=True,
+            preexec_fn=lambda: os.dup2(fd, proctree.CWD_FD),
+        )
+        self.assertEqual(out.stdout.decode(), os.path.realpath(fx.workdir))
 
     def test_resume_comes_before_the_option_flags_when_the_project_has_a_session(self):
         """A project with a session resumes it: --resume SID after the fixed flags."""
