@@ -145,6 +145,17 @@ def test_refused_handshake_maps_to_its_exit_status(status, reason, exit_status):
     assert "HTTP %d" % status in error.message
 
 
+def test_429_from_a_server_ends_the_client_with_status_6_in_one_line(capsys):
+    """A 429 (claudews no longer sends one; a proxy in front may): status 6, one line on stderr."""
+    _, outcome = handshake(b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n\r\n")
+    with pytest.raises(SystemExit) as exit:
+        exit_with(outcome)
+    assert exit.value.code == errors.TOO_MANY == 6
+    err = capsys.readouterr().err
+    assert err.startswith("claudews-client: ") and "HTTP 429" in err
+    assert len(err.splitlines()) == 1
+
+
 def test_status_is_also_read_from_autobahns_reason():
     """Without a status line, Autobahn's failure text still gives the status."""
     reason = "WebSocket connection upgrade failed [403]: Forbidden"

@@ -292,17 +292,15 @@ def test_token_is_read_from_the_local_data_directory(make_server):
     assert "no token was given" in missing.stderr
 
 
-def test_blocked_address_is_one_line_and_its_own_status(server):
-    """After ten refused handshakes the server answers 429: status 6."""
+def test_wrong_tokens_from_this_address_do_not_block_a_correct_client(server):
+    """After ten refused handshakes from loopback the client still connects (no 429 any more)."""
     for _ in range(10):
         with pytest.raises(websocket.WebSocketBadStatusException):
             websocket.create_connection(
                 server.url(token=False) + "?token=wrong", suppress_origin=True,
                 timeout=DEADLINE)
     result = run_client(server, "projects")
-    assert result.returncode == 6, result
-    assert result.stderr.startswith("claudews-client: blocked: too many failed handshakes")
-    assert len(result.stderr.splitlines()) == 1
+    assert result.returncode == 0, result
 
 
 def test_cannot_connect_is_one_line_and_its_own_status(server):
