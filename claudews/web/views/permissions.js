@@ -146,7 +146,7 @@ function questionForm(questions) {
       return { input, el: h("label", { class: "choice" }, input, " ", h("span", {}, String(o?.label ?? "")),
         o?.description ? h("span", { class: "muted" }, " " + String(o.description)) : null) };
     });
-    const otherToggle = h("input", { type, name, value: "" });
+    const otherToggle = h("input", { type, name, value: "", "aria-label": "Other" });
     const otherText = h("input", { type: "text", "aria-label": "Other answer", placeholder: "Other…" });
     otherText.addEventListener("input", () => { otherToggle.checked = otherText.value !== ""; });
     const el = h("fieldset", { class: "question" },
