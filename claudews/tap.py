@@ -68,18 +68,26 @@ MIN_TOKEN_CHARS = 32
 
 _log = Logger()
 
+#: What a fresh clone's C{data/} holds: examples, no state.
+CLONE_FILES = frozenset({"claudews.example.toml", "claudews.service"})
+
+
 def make_data_private(path: str) -> None:
     """
     Create the data directory mode 0700, or make an existing one so.
 
     It holds the token and every project's history; C{makedirs} leaves the
     mode of a directory that exists alone (a clone's own C{data/}, 0755),
-    and creates missing parents 0755 whatever it is told.
+    and creates missing parents 0755 whatever it is told. Tightening a
+    directory that holds only a clone's example files is every first start,
+    not news; one that held state while open to others is worth a warning.
     """
     os.makedirs(path, mode=0o700, exist_ok=True)
     mode = stat.S_IMODE(os.stat(path).st_mode)
     if mode & 0o077:
         os.chmod(path, 0o700)
+        if set(os.listdir(path)) <= CLONE_FILES:
+            return
         _log.warn(
             "The data directory {dir} was open to other users (mode {mode});"
             " it is now mode 0700",

@@ -110,9 +110,9 @@ class DataDirectoryTests(SynchronousTestCase):
     def mode(self) -> int:
         return stat.S_IMODE(os.stat(self.data).st_mode)
 
-    def test_an_open_data_directory_is_made_0700_with_a_warning(self) -> None:
-        """A data directory of mode 0755 (a clone's data/) is set to 0700 at start, and the log says so."""
-        os.makedirs(self.data)
+    def test_an_open_data_directory_with_state_is_made_0700_with_a_warning(self) -> None:
+        """A data directory of mode 0755 that holds state is set to 0700 at start, and the log says so."""
+        os.makedirs(os.path.join(self.data, "projects"))
         os.chmod(self.data, 0o755)
         log = self.start()
         self.assertEqual(self.mode(), 0o700)
@@ -120,6 +120,38 @@ class DataDirectoryTests(SynchronousTestCase):
         self.assertIn(self.data, line)
         self.assertIn("0755", line)
         self.assertIn("0700", line)
+
+    def test_a_fresh_clones_data_directory_is_made_0700_silently(self) -> None:
+        """A 0755 data/ holding only the clone's example files and no token is tightened without a warning."""
+        os.makedirs(self.data)
+        for name in tap.CLONE_FILES:
+            with open(os.path.join(self.data, name), "w") as f:
+                f.write("# example\n")
+        os.chmod(self.data, 0o755)
+        log = self.start()
+        self.assertEqual(self.mode(), 0o700)
+        self.assertEqual(log.lines("data directory"), [])
+
+    def test_an_empty_open_data_directory_is_made_0700_silently(self) -> None:
+        """An empty 0755 data directory holds nothing to warn about: made 0700 without a warning."""
+        os.makedirs(self.data)
+        os.chmod(self.data, 0o755)
+        log = self.start()
+        self.assertEqual(self.mode(), 0o700)
+        self.assertEqual(log.lines("data directory"), [])
+
+    def test_a_token_in_an_open_data_directory_is_warned_about(self) -> None:
+        """A 0755 data/ with the clone's files and a token was open with a secret in it: a warning."""
+        os.makedirs(self.data)
+        with open(os.path.join(self.data, "claudews.example.toml"), "w") as f:
+            f.write("# example\n")
+        fd = os.open(os.path.join(self.data, tap.TOKEN_FILE), os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, b"a-token-of-at-least-thirty-two-characters\n")
+        os.close(fd)
+        os.chmod(self.data, 0o755)
+        log = self.start()
+        self.assertEqual(self.mode(), 0o700)
+        self.assertEqual(len(log.lines("data directory")), 1)
 
     def test_a_data_directory_open_to_the_group_only_is_made_0700(self) -> None:
         """Group access alone is too much: mode 0750 becomes 0700 as well."""
