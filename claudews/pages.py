@@ -107,6 +107,9 @@ class Page:
         self._reactor.callLater(0, self._guarded, step)
 
     def _guarded(self, step: Any) -> None:
+        if self._done.called:
+            # Dropped (the connection went) while this turn waited.
+            return
         try:
             step()
         except Exception as e:

@@ -3,7 +3,7 @@ The requests of protocol version 1, one method each.
 
 A handler takes the decoded request and returns its C{result} (a dict, a
 Deferred of one, or the already-encoded reply) or raises L{RequestError};
-L{claudews.websocket} does the rest. Handlers run on one connection's
+L{Requests.receive} sends the reply. Handlers run on one connection's
 L{Requests}, which holds what they need: the L{Server} (settings, the
 projects) and the connection's subscriptions.
 """
@@ -12,10 +12,13 @@ import json
 from typing import Any, Callable, Protocol, Sequence
 
 from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 import claudews
 from claudews.config import Settings
 from claudews.errors import RequestError
+from claudews.events import encode, error_reply, reply
 from claudews.interfaces import EventStore, ReactorTime, Subscriber
 from claudews.pages import Page, PageSink
 
@@ -221,6 +224,61 @@ class Requests:
             project.unsubscribe(self._connection)
         self._subscribed.clear()
         self._server.registry.unwatch(self._connection)
+
+    _log = Logger()
+
+    def receive(self, payload: bytes, refused: bool = False) -> None:
+        """
+        Answer the request in C{payload}, exactly once; C{refused}, the
+        connection is over its request rate, and the answer is a
+        C{bad_request} that says so.
+        """
+        try:
+            message = parse(payload)
+        except RequestError as e:
+            self._error(None, e)
+            return
+        request_id = message.get("id")
+        if refused:
+            rate = self._server.settings.request_rate
+            why = "too many requests: at most %g per second" % (rate,)
+            self._error(request_id, RequestError("bad_request", why))
+            return
+        try:
+            result = self.dispatch(message)
+        except RequestError as e:
+            self._error(request_id, e)
+            return
+        except Exception:
+            self._log.failure("Request {type!r} failed", type=message.get("type"))
+            self._error(request_id, RequestError("internal", "internal error"))
+            return
+        if isinstance(result, defer.Deferred):
+            result.addCallbacks(
+                lambda value: self._answer(request_id, value),
+                lambda failure: self._failed(request_id, failure),
+            )
+        else:
+            self._answer(request_id, result)
+
+    def _answer(self, request_id: Any, result: Any) -> None:
+        if result is None:
+            # Streamed already (a history page).
+            return
+        if isinstance(result, bytes):
+            self._connection.send_line(result)
+        else:
+            self._connection.send_line(encode(reply(request_id, result)))
+
+    def _failed(self, request_id: Any, failure: Failure) -> None:
+        error = failure.value
+        if not isinstance(error, RequestError):
+            self._log.failure("Request failed", failure)
+            error = RequestError("internal", "internal error")
+        self._error(request_id, error)
+
+    def _error(self, request_id: Any, error: RequestError) -> None:
+        self._connection.send_line(encode(error_reply(request_id, error.code, error.message)))
 
     def dispatch(self, message: dict[str, Any]) -> Any:
         """

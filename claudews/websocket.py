@@ -34,12 +34,10 @@ from claudews import handshake, limits
 from claudews.autobahntimers import ReactorTimers
 from claudews.backlog import SendBacklog, unsent_in_twisted
 from claudews.config import Settings
-from claudews.errors import RequestError
-from claudews.events import encode, error_reply, reply
 from claudews.handshake import MAX_HANDSHAKE_BYTES, OPEN_HANDSHAKE_TIMEOUT
 from claudews.interfaces import DelayedCall, ReactorTime, Subscriber
 from claudews.outbox import Outbox, prepare
-from claudews.requests import HANDLERS, Projects, Requests, parse
+from claudews.requests import HANDLERS, Projects, Requests
 
 __all__ = [  # HANDLERS and the handshake bounds are re-exported for tests.
     "HANDLERS", "MAX_HANDSHAKE_BYTES", "OPEN_HANDSHAKE_TIMEOUT",
@@ -269,12 +267,6 @@ class ServerProtocol(WebSocketServerProtocol):
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:120])
             self._outbox.closing()
 
-    def _reply(self, request_id: Any, result: dict[str, Any]) -> None:
-        self.send_line(encode(reply(request_id, result)))
-
-    def _error(self, request_id: Any, code: str, message: str) -> None:
-        self.send_line(encode(error_reply(request_id, code, message)))
-
     # -- requests
 
     def _spend(self) -> str:
@@ -340,63 +332,7 @@ class ServerProtocol(WebSocketServerProtocol):
             self.close(UNSUPPORTED_DATA, "binary frames are not supported")
             return
         # Its frames have spent from the budget as they came.
-        message = self._decode(payload)
-        if message is None:
-            return
-        request_id = message.get("id")
-        if self._refused:
-            rate = self.factory.settings.request_rate
-            self._error(
-                request_id, "bad_request", "too many requests: at most %g per second" % (rate,)
-            )
-            return
-        self._serve(request_id, message)
-
-    def _decode(self, payload: bytes) -> dict[str, Any] | None:
-        """
-        The request in C{payload}; C{None}, once the client has been told,
-        if it is not one.
-        """
-        try:
-            return parse(payload)
-        except RequestError as e:
-            self._error(None, e.code, e.message)
-            return None
-
-    def _serve(self, request_id: Any, message: dict[str, Any]) -> None:
-        try:
-            result = self._requests.dispatch(message)
-        except RequestError as e:
-            self._error(request_id, e.code, e.message)
-            return
-        except Exception:
-            self._log.failure("Request {type!r} failed", type=message.get("type"))
-            self._error(request_id, "internal", "internal error")
-            return
-        if isinstance(result, defer.Deferred):
-            result.addCallbacks(
-                lambda value: self._answer(request_id, value),
-                lambda failure: self._failed(request_id, failure),
-            )
-        else:
-            self._answer(request_id, result)
-
-    def _answer(self, request_id: Any, result: Any) -> None:
-        if result is None:
-            # Streamed already (a history page).
-            return
-        if isinstance(result, bytes):
-            self.send_line(result)
-        else:
-            self._reply(request_id, result)
-
-    def _failed(self, request_id: Any, failure: Failure) -> None:
-        error = failure.value
-        if isinstance(error, RequestError):
-            self._error(request_id, error.code, error.message)
-        else:
-            self._log.failure("Request failed", failure)
-            self._error(request_id, "internal", "internal error")
+        self._requests.receive(payload, refused=self._refused)
 
 
 def fanout(line: bytes, subscribers: Sequence[Subscriber]) -> None:
