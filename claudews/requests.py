@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 import claudews
+from claudews.clicheck import cli_problem, search_path
 from claudews.config import Settings
 from claudews.errors import RequestError
 from claudews.events import encode, error_reply, reply
@@ -142,7 +143,12 @@ def server_info(settings: Settings, claude_version: str | None) -> dict[str, Any
     return {
         "version": claudews.__version__,
         "protocol": PROTOCOL_VERSION,
-        "claude": {"bin": s.claude_bin, "version": claude_version},
+        "claude": {
+            "bin": s.claude_bin,
+            "version": claude_version,
+            # Asked again each time: a CLI installed since start counts.
+            "problem": cli_problem(s.claude_bin, search_path(dict(s.env))),
+        },
         "project_roots": list(s.project_roots),
         "limits": {
             "max_message_bytes": s.max_message_bytes,
