@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from claudews import proctree
+from claudews.clicheck import cli_problem, search_path
 from claudews.events import encode
 from claudews.interfaces import ProcessReactor, ProcessTrees
 
@@ -44,6 +45,9 @@ MAX_TEXT = 64 * 1024
 #: After this much stderr from one process, further stderr is drained and
 #: dropped: a chatty CLI must not fill the history.
 MAX_STDERR = 1024 * 1024
+
+#: What L{proctree}'s trampoline prints when it cannot exec the CLI.
+_CANNOT_RUN = "claudews: cannot run "
 
 #: Environment variables that make a nested CLI believe it runs inside
 #: another Claude Code session.
@@ -159,6 +163,8 @@ class ClaudeProcess(protocol.ProcessProtocol):
         self._stdin_open = True
         self._exit_code: int | None = None
         self._signal: int | None = None
+        self._bin = ""
+        self._search_path = ""
 
     # -- starting and stopping
 
@@ -175,6 +181,7 @@ class ClaudeProcess(protocol.ProcessProtocol):
         if directory is not None:
             child_fds[proctree.CWD_FD] = directory
             env = dict(env, **{proctree.CWD_FD_ENV: str(proctree.CWD_FD)})
+        self._bin, self._search_path = argv[0], search_path(environ=env)
         self._reactor.spawnProcess(
             self, wrapped[0], wrapped, env=env, path=cwd, childFDs=child_fds
         )
@@ -386,7 +393,11 @@ class ClaudeProcess(protocol.ProcessProtocol):
 
     @property
     def stderr_tail(self) -> str:
-        return self._stderr_tail.decode("utf-8", "replace")
+        tail = self._stderr_tail.decode("utf-8", "replace")
+        if self._exit_code == 127 and _CANNOT_RUN in tail:
+            # The trampoline could not exec the CLI: say how to install it.
+            return cli_problem(self._bin, self._search_path) or tail
+        return tail
 
     def processExited(self, reason: Failure) -> None:
         self.reaped = True

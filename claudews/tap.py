@@ -211,7 +211,7 @@ class ClaudewsService(service.MultiService):
         self.token, self._token_is_new = load_token(settings)
         self.registry = Registry(settings, reactor, fanout)
         self.registry.setServiceParent(self)  # type: ignore[no-untyped-call]
-        self._version = VersionProbe(reactor, settings.claude_bin)
+        self._version = VersionProbe(reactor, settings.claude_bin, dict(settings.env))
         self.factory = ServerFactory(
             settings=settings,
             registry=self.registry,

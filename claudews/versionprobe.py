@@ -1,15 +1,18 @@
 """
 C{claude --version}, asked once at start for C{server.info}: a hung CLI
-must neither delay anything nor outlive the server.
+must neither delay anything nor outlive the server. A CLI that is not
+there at all is said at start in one line, with the command that installs
+it (L{claudews.clicheck}).
 """
 
 import os
-from typing import Any
+from typing import Any, Mapping
 
 from twisted.internet import defer, error, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from claudews.clicheck import cli_problem, search_path
 from claudews.interfaces import ProcessReactor
 
 #: Seconds C{claude --version} may take before it is killed.
@@ -58,21 +61,31 @@ class VersionProbe:
 
     @ivar version: what it said; C{None} until it has answered, or when it
         could not.
+    @ivar problem: why the CLI cannot be run at all (L{cli_problem}), found
+        at L{start}; C{None} when it can.
     """
 
     _log = Logger()
 
-    def __init__(self, reactor: ProcessReactor, claude_bin: str) -> None:
+    def __init__(
+        self, reactor: ProcessReactor, claude_bin: str, extra_env: Mapping[str, str] | None = None
+    ) -> None:
         self._reactor = reactor
         self._bin = claude_bin
+        self._env = dict(os.environ, **(extra_env or {}))
         self._process: _VersionProtocol | None = None
         self.version: str | None = None
+        self.problem: str | None = None
 
     def start(self) -> None:
+        self.problem = cli_problem(self._bin, search_path(environ=self._env))
+        if self.problem is not None:
+            self._log.error("{problem}", problem=self.problem[0].upper() + self.problem[1:])
+            return
         process = _VersionProtocol()
         try:
             self._reactor.spawnProcess(
-                process, self._bin, [self._bin, "--version"], env=dict(os.environ)
+                process, self._bin, [self._bin, "--version"], env=self._env
             )
         except OSError as e:
             self._log.warn("Could not run {bin} --version: {error}", bin=self._bin, error=e)

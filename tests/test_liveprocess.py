@@ -9,6 +9,7 @@ from typing import Any
 import os
 import attrs
 from twisted.internet import defer
+from twisted.internet.error import ProcessTerminated
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -445,3 +446,27 @@ class ShutdownTests(LiveProcessTestCase):
         for ending in list(self.trees.endings):
             self.end(ending)
         self.successResultOf(done)
+
+
+class CannotRunTests(LiveProcessTestCase):
+    """
+    A CLI the trampoline could not exec (status 127): the message a prompt
+    ends with says how to install it.
+    """
+
+    def exits(self, process: ClaudeProcess, stderr: bytes) -> None:
+        process.errReceived(stderr)
+        process.processExited(Failure(ProcessTerminated(exitCode=127)))
+
+    def test_a_missing_cli_says_how_to_install_it(self) -> None:
+        """No `claude` on the CLI's PATH: the stderr tail a prompt reports is the install line."""
+        process = self.ready()
+        self.exits(process, b"claudews: cannot run claude: No such file or directory\n")
+        self.assertIn("no claude on PATH", process.stderr_tail)
+        self.assertIn("npm install -g @anthropic-ai/claude-code", process.stderr_tail)
+
+    def test_another_status_127_is_left_as_it_is(self) -> None:
+        """A CLI that itself exits 127 with its own words keeps them."""
+        process = self.ready()
+        self.exits(process, b"some tool: not found\n")
+        self.assertEqual(process.stderr_tail, "some tool: not found\n")

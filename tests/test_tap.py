@@ -226,7 +226,9 @@ class StartupLogTests(SynchronousTestCase):
     def listening_log(self, **overrides: object) -> LogCapture:
         base = os.path.realpath(tempfile.mkdtemp(prefix="claudews-start-"))
         self.addCleanup(shutil.rmtree, base, True)
-        values: dict = dict(data=os.path.join(base, "data"), project_roots=(base,))
+        values: dict = dict(
+            data=os.path.join(base, "data"), project_roots=(base,), claude_bin=_executable(base)
+        )
         values.update(overrides)
         settings = Settings(**values)
         reactor = _ProcessReactor()
@@ -286,6 +288,18 @@ class StartupLogTests(SynchronousTestCase):
         self.assertEqual(log.lines(r"localhost:(None)?/ws"), [])
 
 
+def _executable(base: str, name: str = "claude") -> str:
+    """
+    An executable file in C{base} to stand for the CLI: the service asks
+    only about a CLI that is there (L{claudews.clicheck}).
+    """
+    path = os.path.join(base, name)
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\n")
+    os.chmod(path, 0o755)
+    return path
+
+
 def _stop(
     testcase: SynchronousTestCase,
     service: tap.ClaudewsService,
@@ -315,9 +329,8 @@ class ClaudeVersionTests(SynchronousTestCase):
         self.addCleanup(shutil.rmtree, base, True)
         self.reactor = _ProcessReactor()
         self.log = LogCapture(self)
-        settings = Settings(
-            data=os.path.join(base, "data"), project_roots=(base,), claude_bin="/opt/claude"
-        )
+        self.bin = _executable(base)
+        settings = Settings(data=os.path.join(base, "data"), project_roots=(base,), claude_bin=self.bin)
         self.service = tap.ClaudewsService(settings, self.reactor)
         self.service.startService()
         self.addCleanup(self.stop)
@@ -335,11 +348,11 @@ class ClaudeVersionTests(SynchronousTestCase):
 
     def test_the_configured_cli_is_asked(self) -> None:
         """The version comes from the configured CLI, run as `BIN --version`."""
-        self.assertEqual((self.executable, self.args), ("/opt/claude", ["/opt/claude", "--version"]))
+        self.assertEqual((self.executable, self.args), (self.bin, [self.bin, "--version"]))
 
     def test_server_info_does_not_wait_for_the_version(self) -> None:
         """While `claude --version` runs, server.info is answered at once with version null."""
-        self.assertEqual(self.info(), {"bin": "/opt/claude", "version": None})
+        self.assertEqual(self.info(), {"bin": self.bin, "version": None, "problem": None})
 
     def test_the_version_is_reported_and_logged_once_known(self) -> None:
         """Once the CLI answered, server.info has its version and the log says it in one line."""
@@ -354,7 +367,7 @@ class ClaudeVersionTests(SynchronousTestCase):
         self.process.prints(b"oops\n")
         self.process.ends(1)
         self.assertIsNone(self.info()["version"])
-        self.assertEqual(len(self.log.lines("Could not run /opt/claude --version")), 1)
+        self.assertEqual(len(self.log.lines("Could not run %s --version" % (self.bin,))), 1)
 
     def test_a_hung_cli_is_killed_after_the_timeout(self) -> None:
         """`claude --version` that never ends is killed after VERSION_TIMEOUT; the version stays null."""
@@ -401,6 +414,41 @@ class _BusyReactor(_ProcessReactor):
         raise CannotListenError(interface, port, OSError(98, "Address already in use"))
 
 
+class MissingCLITests(SynchronousTestCase):
+    """
+    A CLI that is not there: one line at start with the command that
+    installs it, and the same line in server.info.
+    """
+
+    def setUp(self) -> None:
+        base = os.path.realpath(tempfile.mkdtemp(prefix="claudews-nocli-"))
+        self.addCleanup(shutil.rmtree, base, True)
+        self.reactor = _ProcessReactor()
+        self.log = LogCapture(self)
+        self.bin = os.path.join(base, "no-claude-here")
+        settings = Settings(data=os.path.join(base, "data"), project_roots=(base,), claude_bin=self.bin)
+        self.service = tap.ClaudewsService(settings, self.reactor)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+
+    def test_one_line_at_start_names_the_install_command(self) -> None:
+        """A missing CLI is one line at start, naming it and `npm install -g @anthropic-ai/claude-code`."""
+        [line] = self.log.lines("Claude Code CLI cannot be run")
+        self.assertIn(self.bin, line)
+        self.assertIn("npm install -g @anthropic-ai/claude-code", line)
+        self.assertEqual(self.log.lines("Could not run"), [])
+        self.assertEqual(self.reactor.spawned, [])
+
+    def test_server_info_has_the_same_problem(self) -> None:
+        """server.info's claude.problem is the start-up line's text; the version stays null."""
+        c = Connection(self.service.factory, token=self.service.token, host="localhost:8765")
+        claude = c.request("server.info", 1)["result"]["claude"]
+        self.assertIsNone(claude["version"])
+        self.assertIn("npm install -g @anthropic-ai/claude-code", claude["problem"])
+        [line] = self.log.lines("Claude Code CLI cannot be run")
+        self.assertTrue(line.lower().endswith(claude["problem"].lower()), (line, claude["problem"]))
+
+
 class StartTests(SynchronousTestCase):
     """
     L{tap.start}, what makeService does before twistd goes on: every reason
@@ -413,7 +461,9 @@ class StartTests(SynchronousTestCase):
         self.data = os.path.join(self.base, "data")
 
     def settings(self, **overrides: object) -> Settings:
-        values: dict = dict(data=self.data, project_roots=(self.base,), token="t" * 40)
+        values: dict = dict(
+            data=self.data, project_roots=(self.base,), token="t" * 40, claude_bin=_executable(self.base)
+        )
         values.update(overrides)
         return Settings(**values)
 
