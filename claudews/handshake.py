@@ -24,9 +24,11 @@ import hmac
 from typing import Any, Iterable
 
 from attrs import frozen
+from twisted.internet import defer
 
 from claudews import limits
 from claudews.config import Settings
+from claudews.interfaces import DelayedCall, ReactorTime
 
 #: A handshake request (request line and headers) may be this long; Autobahn
 #: itself would buffer an endless one until the handshake timeout.
@@ -166,3 +168,44 @@ def allowed_hosts(
         if listen_port in (80, 443):
             allowed.add(host)
     return frozenset(allowed)
+
+
+class LateRefusal:
+    """
+    A wrong token's refusal that waits (L{refusal_delay}): it holds one of
+    the address's waiting places (C{gate.tokens}) until it is sent, or
+    until the peer goes away.
+    """
+
+    def __init__(self, reactor: ReactorTime, gate: limits.Gate, address: str | None) -> None:
+        self._reactor = reactor
+        self._gate = gate
+        self._address = address
+        self._call: DelayedCall | None = None
+
+    def after(self, delay: float, deny: Exception) -> defer.Deferred[None]:
+        """
+        A Deferred that fails with C{deny} in C{delay} seconds.
+        """
+        refused: defer.Deferred[None] = defer.Deferred()
+
+        def refuse() -> None:
+            self._call = None
+            self._release()
+            refused.errback(deny)
+
+        self._call = self._reactor.callLater(delay, refuse)
+        return refused
+
+    def forget(self) -> None:
+        """
+        The peer went away while its refusal waited.
+        """
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+            self._release()
+
+    def _release(self) -> None:
+        if self._address is not None:
+            self._gate.tokens.released(self._address)

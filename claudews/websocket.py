@@ -75,7 +75,7 @@ class ServerProtocol(WebSocketServerProtocol):
         # What to log about a refusal, when it says more than the HTTP reason.
         self._why: str | None = None
         # A refusal of a wrong token that waits (handshake.refusal_delay).
-        self._refusal_call: DelayedCall | None = None
+        self._refusal: handshake.LateRefusal | None = None
 
     # -- connection accounting
 
@@ -119,7 +119,9 @@ class ServerProtocol(WebSocketServerProtocol):
         try:
             super().connectionLost(reason)
         finally:
-            self._forget_refusal()
+            if self._refusal is not None:
+                # The peer went away while its refusal waited.
+                self._refusal.forget()
             if self._address is not None:
                 self.factory.gate.peers.remove(self._address)
                 self._address = None
@@ -127,7 +129,7 @@ class ServerProtocol(WebSocketServerProtocol):
     # -- handshake (the checks are in claudews.handshake)
 
     def processHandshake(self) -> None:
-        if self._refusal_call is not None:
+        if self._refusal is not None:
             # The request was read and is refused, later: whatever else
             # comes meanwhile is not another handshake.
             return
@@ -157,33 +159,10 @@ class ServerProtocol(WebSocketServerProtocol):
         delay = handshake.refusal_delay(refusal, self._address, factory.gate)
         if not delay:
             raise deny
-        return self._refuse_later(deny, delay)
-
-    def _refuse_later(self, deny: ConnectionDeny, delay: float) -> defer.Deferred[None]:
-        """
-        Refuse after C{delay} seconds: Autobahn waits for the Deferred
-        C{onConnect} returns, and fails the handshake with its error.
-        """
-        refused: defer.Deferred[None] = defer.Deferred()
-
-        def refuse() -> None:
-            self._refusal_call = None
-            self._release_refusal()
-            refused.errback(deny)
-
-        self._refusal_call = self.factory.reactor.callLater(delay, refuse)
-        return refused
-
-    def _release_refusal(self) -> None:
-        if self._address is not None:
-            self.factory.gate.tokens.released(self._address)
-
-    def _forget_refusal(self) -> None:
-        # The peer went away while its refusal waited.
-        call, self._refusal_call = self._refusal_call, None
-        if call is not None and call.active():
-            call.cancel()
-            self._release_refusal()
+        # Autobahn waits for the Deferred onConnect returns, and fails the
+        # handshake with its error.
+        self._refusal = handshake.LateRefusal(factory.reactor, factory.gate, self._address)
+        return self._refusal.after(delay, deny)
 
     def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
         # Autobahn quotes the request line in some reasons (a malformed
