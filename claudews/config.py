@@ -14,11 +14,12 @@ import os
 import pwd
 import re
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from attrs import Factory, field, frozen
 from twisted.internet.endpoints import serverFromString
 
-from claudews import options
+from claudews import events, options
 from claudews.history import FSYNC_POLICIES
 from claudews.options import OPTION_NAMES, PERMISSION_MODES, check_option
 
@@ -166,6 +167,25 @@ def _hosts(value: object) -> tuple[str, ...]:
     return tuple(result)
 
 
+def _urls(value: object) -> tuple[str, ...]:
+    result = []
+    for url in _string_list(value):
+        parts = urlsplit(url)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or re.search(r"[\x00-\x20\x7f]", url)
+        ):
+            raise ValueError("{!r} is not an http:// or https:// URL".format(url))
+        try:
+            parts.port
+        except ValueError:
+            raise ValueError("{!r} is not a URL with a valid port".format(url)) from None
+        if url not in result:
+            result.append(url)
+    return tuple(result)
+
+
 def _env(value: object) -> tuple[tuple[str, str], ...]:
     pairs = _pairs(value)
     for name, text in pairs:
@@ -278,6 +298,13 @@ class Settings:
     failed_handshake_delay: float = _setting("failed_handshake_delay", 5.0, _positive_float)
     max_message_frames: int = _setting("max_message_frames", 128, _positive_int)
     history_page_bytes: int = _setting("history_page_bytes", 8 * MiB, _positive_int)
+    # Notifications (issue 12): where to POST them, and for which events.
+    notify_url: tuple[str, ...] = _setting("notify_url", (), _urls)
+    notify_on: tuple[str, ...] = _setting(
+        "notify_on",
+        (events.PERMISSION_REQUEST, events.PROMPT_FINISHED),
+        _names(tuple(sorted(events.KINDS))),
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.send_backlog_cap < self.send_backlog_bytes:

@@ -318,3 +318,46 @@ class ExampleFileTests(SettingsFiles, SynchronousTestCase):
         keys = {aliases.get(k, k) for k in keys}
         for f in fields(Settings):
             self.assertIn(f.name.replace("_", "-"), keys)
+
+
+class NotifyTests(SettingsFiles, SynchronousTestCase):
+    """
+    notify-url and notify-on (issue 12): http(s) URLs only, known events only.
+    """
+
+    def test_defaults(self):
+        """No URL; permission requests and finished prompts."""
+        s = self.load()
+        self.assertEqual(s.notify_url, ())
+        self.assertEqual(s.notify_on, ("permission.request", "prompt.finished"))
+
+    def test_urls_from_the_file_and_the_environment(self):
+        """A TOML list, or CLAUDEWS_NOTIFY_URL separated by commas (which wins)."""
+        s = self.load('notify-url = ["https://ntfy.sh/t", "http://127.0.0.1:8080/hook"]\n')
+        self.assertEqual(s.notify_url, ("https://ntfy.sh/t", "http://127.0.0.1:8080/hook"))
+        self.environ["CLAUDEWS_NOTIFY_URL"] = "https://a.example/x, http://b.example/y"
+        self.environ["CLAUDEWS_NOTIFY_ON"] = "prompt.finished"
+        s = self.load('notify-url = ["https://ntfy.sh/t"]\n')
+        self.assertEqual(s.notify_url, ("https://a.example/x", "http://b.example/y"))
+        self.assertEqual(s.notify_on, ("prompt.finished",))
+
+    def test_only_http_urls(self):
+        """Another scheme, no host, spaces or a bad port: one clear error."""
+        for url in ("ftp://h/x", "file:///etc/passwd", "https:///x", "http://h/a b",
+                    "http://h:99999/", "ntfy.sh/topic"):
+            message = self.assertUsage('notify-url = ["%s"]\n' % (url,))
+            self.assertIn("notify-url", message)
+            self.assertIn("URL", message)
+        self.environ["CLAUDEWS_NOTIFY_URL"] = "gopher://h/"
+        self.assertEqual(
+            self.assertUsage(),
+            "CLAUDEWS_NOTIFY_URL: 'gopher://h/' is not an http:// or https:// URL",
+        )
+
+    def test_only_known_events(self):
+        """notify-on names event kinds, each once."""
+        self.assertIn("must be one of", self.assertUsage('notify-on = ["prompt.done"]\n'))
+        self.assertIn("repeat", self.assertUsage(
+            'notify-on = ["prompt.finished", "prompt.finished"]\n'
+        ))
+        self.assertEqual(self.load("notify-on = []\n").notify_on, ())
