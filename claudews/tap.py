@@ -270,7 +270,7 @@ class ClaudewsService(service.MultiService):
             )
         self._log_url(_url(self.settings, address), _url(self.settings, address, websocket=False))
 
-    def _log_url(self, url: str, console: str) -> None:
+    def _warn_weak_token(self) -> None:
         token = self.token
         if token is not None and len(token) < MIN_TOKEN_CHARS:
             self._log.warn(
@@ -279,6 +279,10 @@ class ClaudewsService(service.MultiService):
                 length=len(token),
                 least=MIN_TOKEN_CHARS,
             )
+
+    def _log_url(self, url: str, console: str) -> None:
+        self._warn_weak_token()
+        token = self.token
         token_file = os.path.join(self.settings.data, TOKEN_FILE)
         if token is None:
             self._log.warn("Authentication is OFF (--no-auth): anyone who can connect can run commands")
