@@ -74,8 +74,11 @@ class Project:
         environ: dict[str, str] | None = None,
         on_change: Callable[["Project"], object] = lambda project: None,
         confinement: Confinement | None = None,
+        observe: Callable[["Project", Event], object] = lambda project, event: None,
     ) -> None:
         self._reactor = reactor
+        #: Told of every stored event (the notifications).
+        self._observe = observe
         self.path = path
         # Checked before a CLI works in it (without roots unless given).
         self.confinement = confinement or Confinement.of(path, None, meta)
@@ -253,6 +256,8 @@ class Project:
         whether it was stored (L{EventLog.publish}).
         """
         stored = self._events.publish(event)
+        if stored:
+            self._observe(self, event)
         # Permission requests come and go with their events.
         self._changed()
         return stored

@@ -32,6 +32,7 @@ from claudews.events import timestamp
 from claudews.history import History
 from claudews.project import Project
 from claudews.interfaces import Fanout, ProcessReactor, Subscriber, send_each
+from claudews.notify import Notifier
 from claudews.proctree import SystemTrees
 from claudews.supervisor import Supervisor
 from claudews.watch import CREATED, DELETED, UPDATED, Watchers
@@ -63,6 +64,8 @@ class Registry(service.Service):
         self._trees = SystemTrees(reactor)
         #: The connections watching every project (the v1.1 feed).
         self.watchers = Watchers()
+        #: Tells notify-url of the events notify-on names.
+        self.notifier = Notifier.of(settings, reactor)
 
     # -- service
 
@@ -191,6 +194,7 @@ class Registry(service.Service):
             reactor=self._reactor,
             on_change=self._changed,
             confinement=Confinement.of(path, self._settings.project_roots, meta),
+            observe=lambda project, event: self.notifier.observe(project.path, event),
         )
 
     def _changed(self, project: Project) -> None:
@@ -213,6 +217,8 @@ class Registry(service.Service):
         # process slot is granted: nothing new starts while we stop.
         super().stopService()  # type: ignore[no-untyped-call]
         self.supervisor.stop()
+        # The prompts interrupted by the stop are not news to send.
+        self.notifier.stop()
         projects = list(self._projects.values())
         ends = [p.shutdown() for p in projects]
         ends += self._recoveries + list(self._deleting)

@@ -394,7 +394,8 @@ class ProjectTestCase(SynchronousTestCase):
         self.supervisor = Supervisor(max_running=4, idle_timeout=600.0, reactor=self.reactor)
         self.trees = Trees(self.reactor)
 
-    def make(self, name="app", meta=None, config=CONFIG, supervisor=None, directory=None):
+    def make(self, name="app", meta=None, config=CONFIG, supervisor=None, directory=None,
+             **extra):
         workdir = os.path.join(self.root, name, "work")
         directory = directory or os.path.join(self.root, name, "data")
         os.makedirs(workdir, exist_ok=True)
@@ -413,6 +414,7 @@ class ProjectTestCase(SynchronousTestCase):
             trees=self.trees,
             reactor=self.reactor,
             environ=ENVIRON,
+            **extra,
         )
         subscriber = Subscriber()
         project.subscribe(subscriber, None)
@@ -1552,6 +1554,38 @@ class IdleTests(ProjectTestCase):
         [cli] = self.reactor.spawned
         self.reactor.advance(120.0)
         self.assertFalse(cli.transport.stdin_closed)
+
+
+class ObserveTests(ProjectTestCase):
+    """The observe hook (the notifications): told of every stored event."""
+
+    def observed(self):
+        seen = []
+        fx = self.make(observe=lambda project, event: seen.append((project, event)))
+        return fx, seen
+
+    def test_every_stored_event_is_observed_in_order(self):
+        """Each stored event, with its project, in the order of the history."""
+        fx, seen = self.observed()
+        self.submit(fx)
+        [cli] = self.reactor.spawned
+        self.complete(cli)
+        self.assertEqual([event.kind for _, event in seen], fx.kinds())
+        self.assertTrue(all(project is fx.project for project, _ in seen))
+        self.assertEqual(seen[-1][1].fields["status"], "completed")
+
+    def test_an_event_that_was_not_stored_is_not_observed(self):
+        """Nothing a client cannot be shown is notified either."""
+        fx, seen = self.observed()
+
+        def full(seq, line):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        # Metadata is written, the history refuses the prompt.queued event.
+        self.patch(fx.history, "append", full)
+        self.assertRaises(RequestError, fx.project.submit, "one", {}, ())
+        self.assertEqual(fx.project.storage_problem(), NO_SPACE)
+        self.assertEqual(seen, [])
 
 
 class Disk:

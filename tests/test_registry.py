@@ -9,16 +9,19 @@ import shutil
 import stat
 import tempfile
 
+import attrs
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
-from claudews import metadata, paths
+from claudews import events, metadata, paths
 from claudews.config import Settings
 from claudews.errors import RequestError
 from claudews.jsonlfile import JsonlFile
+from claudews.notify import Notifier
 from claudews.registry import Registry
 from tests.logcapture import LogCapture
+from tests.test_notify import FakePost
 
 ORIGINAL_WRITE = metadata.write
 
@@ -241,3 +244,48 @@ class ConfinementTests(RegistryTestCase):
         meta = metadata.read(project.directory)
         self.assertEqual(meta["inode"], os.stat(self.path("app")).st_ino)
         self.successResultOf(again.stopService())
+
+
+class NotifyWiringTests(RegistryTestCase):
+    """The registry tells its Notifier of every project's stored events."""
+
+    def notifying(self):
+        registry = self.start()
+        self.post = FakePost()
+        registry.notifier = Notifier(
+            ("http://127.0.0.1:9/hook",),
+            ("permission.request",),
+            self.clock,
+            self.post,
+        )
+        return registry
+
+    def test_a_projects_permission_request_is_notified_with_its_path(self):
+        """A stored event of a created project reaches the notifier."""
+        registry = self.notifying()
+        app = registry.create(self.path("app"))
+        app.publish(events.permission_request("p-1", "r-1", {"tool_name": "Write"}))
+        self.clock.advance(0)
+        [(url, body, headers, _)] = self.post.calls
+        self.assertEqual((body["project"], body["tool"]), (app.path, "Write"))
+        self.assertEqual(headers["Priority"], "high")
+
+    def test_stop_cancels_the_notifications_under_way(self):
+        """stopService stops the notifier: the send is cancelled, nothing waits."""
+        registry = self.notifying()
+        app = registry.create(self.path("app"))
+        app.publish(events.permission_request("p-1", "r-1", {"tool_name": "Write"}))
+        self.clock.advance(0)
+        self.successResultOf(registry.stopService())
+        self.assertEqual(self.post.cancelled, ["http://127.0.0.1:9/hook"])
+        self.assertEqual(registry.notifier.pending, 0)
+
+    def test_the_settings_urls_make_the_notifier(self):
+        """notify-url and notify-on from the settings; nothing sent before an event."""
+        settings = attrs.evolve(
+            self.settings, notify_url=("https://ntfy.example/t",), notify_on=("prompt.finished",)
+        )
+        registry = Registry(settings, self.clock)
+        self.assertEqual(registry.notifier._urls, ("https://ntfy.example/t",))
+        self.assertEqual(registry.notifier._kinds, frozenset({"prompt.finished"}))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
