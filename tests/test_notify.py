@@ -3,8 +3,12 @@ Tests for claudews.notify: what is sent for which event, the headers,
 retries on the clock, the bounded queue, throttled failure logs, stop.
 """
 
+import http.server
 import json
+import queue
+import threading
 
+import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel
@@ -12,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from claudews import events
 from claudews.notify import Notifier, message, target
+from tests.harness import DEADLINE
 from tests.logcapture import LogCapture
 
 PATH = "/w/app"
@@ -281,3 +286,86 @@ class StopTests(NotifierTestCase):
         notifier.observe(PATH, permission())
         self.clock.advance(3600)
         self.assertEqual(len(self.post.calls), 2)
+
+
+class Receiver:
+    """
+    A local webhook receiver (the standard library's HTTP server in a
+    thread): each POST is put on C{received}; the first C{fail} get 503.
+    """
+
+    def __init__(self, fail=0):
+        self.received = queue.Queue()
+        received, failures = self.received, [fail]
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.put((self.path, dict(self.headers), json.loads(body)))
+                code = 503 if failures[0] > 0 else 200
+                failures[0] -= 1
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/hook/secret" % (self.server.server_port,)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def next(self):
+        return self.received.get(timeout=DEADLINE)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.mark.integration
+def test_a_real_server_notifies_a_permission_request_and_a_finished_prompt(make_server):
+    """Through CLAUDEWS_NOTIFY_URL: the request (retried after a 503), then the end."""
+    receiver = Receiver(fail=1)
+    try:
+        server = make_server(env={"CLAUDEWS_NOTIFY_URL": receiver.url})
+        client = server.connect()
+        path = server.project_dir("app")
+        client.ok("project.create", path=path)
+        client.ok("subscribe", path=path)
+        prompt_id = client.ok("prompt", path=path, prompt="permission:Write")["prompt_id"]
+        request = client.wait_event(lambda m: m.get("event") == "permission.request")
+
+        refused, retried = receiver.next(), receiver.next()
+        assert refused == retried
+        where, headers, body = retried
+        assert where == "/hook/secret"
+        assert headers["Title"] == "claudews: Claude needs you in app"
+        assert (headers["Priority"], headers["Tags"]) == ("high", "warning,claudews")
+        assert headers["Content-Type"] == "application/json"
+        assert (body["project"], body["event"], body["prompt_id"], body["tool"]) == (
+            path, "permission.request", prompt_id, "Write"
+        )
+        assert body["request_id"] == request["request_id"]
+
+        client.ok("permission.respond", path=path, request_id=request["request_id"],
+                  behavior="allow")
+        assert client.finished(prompt_id)["status"] == "completed"
+        _, headers, body = receiver.next()
+        assert (body["event"], body["status"], body["prompt_id"]) == (
+            "prompt.finished", "completed", prompt_id
+        )
+        assert headers["Priority"] == "default"
+        # Neither the tool's input nor the server's token travels.
+        everything = json.dumps([refused, body])
+        assert "hello" not in everything and server.token not in everything
+        assert receiver.received.empty()
+        # The 503 was logged without the URL's secret path.
+        line = server.wait_log(r"Notification to http://127\.0\.0\.1:\d+/\.\.\. failed")
+        assert "HTTP 503" in line and "trying again in 1 s" in line
+        server.drain_log()
+        assert not any("secret" in line for line in server.log)
+    finally:
+        receiver.close()
