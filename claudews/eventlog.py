@@ -51,6 +51,8 @@ class EventLog:
     @param works_again: called when a write succeeds after failures.
     @param finish_stored: called with the prompt id of a C{prompt.finished}
         that waited and is now stored.
+    @param stored: called with every event once it is stored and sent,
+        whether at once or after waiting for the disk.
     """
 
     _log = Logger()
@@ -65,6 +67,7 @@ class EventLog:
         broken: Callable[[str], None] = _ignore,
         works_again: Callable[[], None] = _ignore,
         finish_stored: Callable[[str], None] = _ignore,
+        stored: Callable[[Event], object] = _ignore,
     ) -> None:
         self._reactor = reactor
         self._path = path
@@ -72,6 +75,7 @@ class EventLog:
         self._broken = broken
         self._works_again = works_again
         self._finish_stored = finish_stored
+        self._stored = stored
         #: Why the last write failed, while storing events fails.
         self._storage_error: OSError | None = None
         #: Events of L{KEPT} kinds that wait for the disk, with their times.
@@ -137,6 +141,7 @@ class EventLog:
             self._storage_failed(e)
             return False
         self.subscribers.publish(line)
+        self._stored(event)
         return True
 
     def _hold(self, now: float, event: Event) -> None:

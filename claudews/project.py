@@ -121,6 +121,8 @@ class Project:
             broken=self._storage_failed,
             works_again=self._storage_works,
             finish_stored=self.settled,
+            # Every stored event, also one that waited for the disk.
+            stored=lambda event: self._observe(self, event),
         )
 
     def _live_process(
@@ -256,8 +258,6 @@ class Project:
         whether it was stored (L{EventLog.publish}).
         """
         stored = self._events.publish(event)
-        if stored:
-            self._observe(self, event)
         # Permission requests come and go with their events.
         self._changed()
         return stored

@@ -45,6 +45,7 @@ class EventLogTestCase(SynchronousTestCase):
 
         self.patch(self.history, "append", failing_append)
         self.calls = []
+        self.stored_events = []
         self.log = EventLog(
             path="/work/app",
             history=self.history,
@@ -53,6 +54,7 @@ class EventLogTestCase(SynchronousTestCase):
             broken=lambda problem: self.calls.append(("broken", problem)),
             works_again=lambda: self.calls.append(("works_again",)),
             finish_stored=lambda prompt_id: self.calls.append(("finish_stored", prompt_id)),
+            stored=self.stored_events.append,
         )
         self.subscriber = Subscriber()
         self.log.subscribe(self.subscriber, None)
@@ -129,6 +131,19 @@ class StorageFailureTests(EventLogTestCase):
         self.assertIsNone(self.log.problem())
         self.assertEqual(
             self.calls[-2:], [("finish_stored", "p-1"), ("works_again",)]
+        )
+
+    def test_every_stored_event_is_reported_once_even_one_that_waited(self):
+        """stored() hears of each event when it is stored: at once, or after the disk came back."""
+        self.log.publish(Event("output", {"text": "first"}))
+        self.full = True
+        self.log.publish(Event("prompt.finished", self.finished("p-1")))
+        self.log.publish(Event("output", {"text": "dropped"}))
+        self.assertEqual([e.kind for e in self.stored_events], ["output"])
+        self.full = False
+        self.log.publish(Event("output", {"text": "after"}))
+        self.assertEqual(
+            [e.kind for e in self.stored_events], ["output", "prompt.finished", "output"]
         )
 
     def test_the_retry_timer_stores_what_waits_without_a_new_event(self):
