@@ -305,6 +305,8 @@ class Settings:
         (events.PERMISSION_REQUEST, events.PROMPT_FINISHED),
         _names(tuple(sorted(events.KINDS))),
     )
+    # Metrics (issue 12): GET /metrics without the token.
+    metrics_public: bool = _setting("metrics_public", False, options.boolean)
 
     def __attrs_post_init__(self) -> None:
         if self.send_backlog_cap < self.send_backlog_bytes:

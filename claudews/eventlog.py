@@ -53,6 +53,8 @@ class EventLog:
         that waited and is now stored.
     @param stored: called with every event once it is stored and sent,
         whether at once or after waiting for the disk.
+    @param write_failed: called with the error of every write the disk
+        refused (the metrics count them).
     """
 
     _log = Logger()
@@ -68,6 +70,7 @@ class EventLog:
         works_again: Callable[[], None] = _ignore,
         finish_stored: Callable[[str], None] = _ignore,
         stored: Callable[[Event], object] = _ignore,
+        write_failed: Callable[[OSError], object] = _ignore,
     ) -> None:
         self._reactor = reactor
         self._path = path
@@ -76,6 +79,7 @@ class EventLog:
         self._works_again = works_again
         self._finish_stored = finish_stored
         self._stored = stored
+        self._write_failed = write_failed
         #: Why the last write failed, while storing events fails.
         self._storage_error: OSError | None = None
         #: Events of L{KEPT} kinds that wait for the disk, with their times.
@@ -171,6 +175,7 @@ class EventLog:
     def _storage_failed(self, error: OSError) -> None:
         first = self._storage_error is None
         self._storage_error = error
+        self._write_failed(error)
         if self._retry_call is None or not self._retry_call.active():
             self._retry_call = self._reactor.callLater(STORAGE_RETRY, self._retry)
         if first:

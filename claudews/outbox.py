@@ -81,16 +81,20 @@ class Outbox:
         *,
         cap: int,
         close_slow: Callable[[str], None],
+        sent: Callable[[int], object] = lambda size: None,
     ) -> None:
         """
         @param cap: the most bytes that may wait behind a page before the
             client is closed as too slow (the backlog's hard cap).
         @param close_slow: closes the connection (1008), with why.
+        @param sent: told the size of every message and page fragment
+            handed to the connection (the metrics).
         """
         self._wire = wire
         self._backlog = backlog
         self._cap = cap
         self._close_slow = close_slow
+        self._sent = sent
         # While a page is sent, what else is sent waits here with its size;
         # and how to drop the page.
         self._held: deque[tuple[Any, int]] | None = None
@@ -109,6 +113,7 @@ class Outbox:
             self._hold(prepared, size)
         elif self._backlog.admit(size):
             self._wire.sendPreparedMessage(prepared)
+            self._sent(size)
 
     def _hold(self, prepared: Any, size: int) -> None:
         assert self._held is not None
@@ -138,6 +143,7 @@ class Outbox:
             return False
         self._wire.beginMessageFrame(len(data))
         self._wire.sendMessageFrameData(data)
+        self._sent(len(data))
         return True
 
     def end_page(self, complete: bool = True) -> None:

@@ -28,10 +28,12 @@ from claudews import metadata, paths, recovery
 from claudews.confinement import Confinement
 from claudews.errors import RequestError
 from claudews.config import ProjectConfig, Settings
-from claudews.events import timestamp
+from claudews.events import Event, timestamp
 from claudews.history import History
 from claudews.project import Project
 from claudews.interfaces import Fanout, ProcessReactor, Subscriber, send_each
+from claudews.journal import Journal
+from claudews.metrics import Metrics
 from claudews.notify import Notifier
 from claudews.proctree import SystemTrees
 from claudews.supervisor import Supervisor
@@ -46,7 +48,11 @@ class Registry(service.Service):
     _log = Logger()
 
     def __init__(
-        self, settings: Settings, reactor: ProcessReactor, fanout: Fanout = send_each
+        self,
+        settings: Settings,
+        reactor: ProcessReactor,
+        fanout: Fanout = send_each,
+        metrics: Metrics | None = None,
     ) -> None:
         self._reactor = reactor
         self._settings = settings
@@ -66,6 +72,12 @@ class Registry(service.Service):
         self.watchers = Watchers()
         #: Tells notify-url of the events notify-on names.
         self.notifier = Notifier.of(settings, reactor)
+        self.metrics = Metrics(reactor) if metrics is None else metrics
+        self.metrics.track_processes(lambda: self.supervisor.live)
+        #: Told of every stored event of every project, after the notifier.
+        self._observers: tuple[Callable[[str, Event], object], ...] = (
+            Journal(reactor).observe, self.metrics.observe,
+        )
 
     # -- service
 
@@ -194,8 +206,17 @@ class Registry(service.Service):
             reactor=self._reactor,
             on_change=self._changed,
             confinement=Confinement.of(path, self._settings.project_roots, meta),
-            observe=lambda project, event: self.notifier.observe(project.path, event),
+            observe=self._observe,
         )
+
+    def _observe(self, project: Project, event: Event) -> None:
+        for observer in (self.notifier.observe, *self._observers):
+            try:
+                observer(project.path, event)
+            except Exception:
+                # Inside a publish: one observer failing must not stop
+                # the others, nor the event.
+                self._log.failure("Observing a {kind} event failed", kind=event.kind)
 
     def _changed(self, project: Project) -> None:
         if self._projects.get(project.path) is project:
@@ -278,6 +299,7 @@ class Registry(service.Service):
         }
         project = self._new_project(canonical, meta)
         self._projects[canonical] = project
+        self._log.info("Project {path} created", path=canonical)
         self.watchers.send(CREATED, project.describe())
         return project
 
@@ -338,6 +360,7 @@ class Registry(service.Service):
         if self._projects.get(project.path) is not project:
             return defer.fail(RequestError("project_not_found", "no such project"))
         del self._projects[project.path]
+        self._log.info("Project {path} deleted", path=project.path)
         self.watchers.send(DELETED, project.describe(), also=project.subscriber_list())
         # Move its data aside now: the same path may be created again
         # before the old process has ended, and it gets the same directory.

@@ -208,14 +208,29 @@ def _seq(message: dict[str, Any], name: str) -> int | None:
     return value
 
 
+def _error_code(failure: Failure) -> str:
+    error = failure.value
+    return error.code if isinstance(error, RequestError) else "internal"
+
+
 class Requests:
     """
     One connection's requests: C{server} answers them, C{connection}
     receives the events of the projects it subscribes to.
     """
 
-    def __init__(self, server: Server, connection: PageSink) -> None:
+    def __init__(
+        self,
+        server: Server,
+        connection: PageSink,
+        count: Callable[[object, str | None], object] = lambda kind, code: None,
+    ) -> None:
+        """
+        @param count: told of every request answered: its C{type} as sent,
+            and its error code, C{None} when it succeeded (the metrics).
+        """
         self._server = server
+        self._count = count
         self._connection = connection
         self._subscribed: dict[str, Project] = {}
         # One history page at a time is read and sent on a connection.
@@ -242,29 +257,41 @@ class Requests:
         try:
             message = parse(payload)
         except RequestError as e:
+            self._count(None, e.code)
             self._error(None, e)
             return
         request_id = message.get("id")
+        kind = message.get("type")
         if refused:
             rate = self._server.settings.request_rate
             why = "too many requests: at most %g per second" % (rate,)
+            self._count(kind, "bad_request")
             self._error(request_id, RequestError("bad_request", why))
             return
         try:
             result = self.dispatch(message)
         except RequestError as e:
+            self._count(kind, e.code)
             self._error(request_id, e)
             return
         except Exception:
-            self._log.failure("Request {type!r} failed", type=message.get("type"))
+            self._log.failure("Request {type!r} failed", type=kind)
+            self._count(kind, "internal")
             self._error(request_id, RequestError("internal", "internal error"))
             return
         if isinstance(result, defer.Deferred):
-            result.addCallbacks(
-                lambda value: self._answer(request_id, value),
-                lambda failure: self._failed(request_id, failure),
-            )
+
+            def answered(value: Any) -> None:
+                self._count(kind, None)
+                self._answer(request_id, value)
+
+            def failed(failure: Failure) -> None:
+                self._count(kind, _error_code(failure))
+                self._failed(request_id, failure)
+
+            result.addCallbacks(answered, failed)
         else:
+            self._count(kind, None)
             self._answer(request_id, result)
 
     def _answer(self, request_id: Any, result: Any) -> None:

@@ -12,6 +12,7 @@ styles and connect only to its own server, so even model output that
 slipped past the sanitiser could not run or phone home.
 """
 
+import hmac
 from importlib import resources
 from typing import Any, Iterator
 
@@ -24,6 +25,7 @@ from twisted.web import http, resource, server
 import claudews
 from claudews.events import encode
 from claudews.handshake import MAX_HANDSHAKE_BYTES, OPEN_HANDSHAKE_TIMEOUT
+from claudews.metrics import CONTENT_TYPE
 
 #: Sent with every HTTP reply.
 SECURITY_HEADERS = (
@@ -222,16 +224,65 @@ class Health(resource.Resource):
         )
 
 
-class Root(resource.Resource):
+def bearer_or_query(request: Any, token: str) -> bool:
     """
-    C{/ws} to the WebSocket, C{/health} to the probe, everything else to
-    the console.
+    Whether the twisted.web C{request} carries C{token}, as
+    C{Authorization: Bearer} or as the one C{?token=} parameter; compared
+    in constant time (as L{claudews.handshake.authorized} does for the
+    WebSocket).
+    """
+    header = request.getHeader(b"authorization") or ""
+    if header[:7].lower() == "bearer ":
+        given = header[7:].strip().encode("utf-8", "replace")
+    else:
+        tokens = request.args.get(b"token") or []
+        if len(tokens) != 1:
+            return False
+        given = tokens[0]
+    return hmac.compare_digest(given, token.encode("utf-8"))
+
+
+class Metrics(resource.Resource):
+    """
+    C{GET /metrics}: the server's metrics in Prometheus' text format
+    (L{claudews.metrics}), behind the token unless C{metrics-public}.
     """
 
-    def __init__(self, websocket: Any, health: Any, console: Any) -> None:
+    isLeaf = True
+
+    def __init__(self, factory: Any) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._factory = factory
+
+    def render_GET(self, request: Any) -> bytes:
+        factory = self._factory
+        token = factory.token
+        request.setHeader(b"cache-control", b"no-store")
+        if token is not None and not factory.settings.metrics_public:
+            if not bearer_or_query(request, token):
+                request.setResponseCode(http.UNAUTHORIZED)
+                request.setHeader(b"www-authenticate", b'Bearer realm="claudews"')
+                request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+                return b"The metrics need the token (Authorization: Bearer, or ?token=).\n"
+        request.setHeader(b"content-type", CONTENT_TYPE)
+        body: bytes = factory.metrics.render()
+        return body
+
+
+class Root(resource.Resource):
+    """
+    C{/ws} to the WebSocket, C{/health} to the probe, C{/metrics} to the
+    scraper, everything else to the console.
+    """
+
+    def __init__(
+        self, websocket: Any, health: Any, console: Any, metrics: Any = None
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.putChild(b"ws", websocket)
         self.putChild(b"health", health)
+        if metrics is not None:
+            self.putChild(b"metrics", metrics)
         self._console = console
 
     def getChild(self, path: bytes, request: Any) -> Any:
@@ -245,7 +296,7 @@ def make_site(factory: Any, files: dict[str, tuple[bytes, bytes]] | None = None)
     The site serving C{factory}'s WebSocket at C{/ws} and the console.
     """
     console = Console(console_files() if files is None else files)
-    root = Root(WebSocket(factory), Health(factory), console)
+    root = Root(WebSocket(factory), Health(factory), console, Metrics(factory))
     site: Any = server.Site(  # type: ignore[no-untyped-call]
         root, requestFactory=Request, reactor=factory.reactor
     )

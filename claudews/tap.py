@@ -29,10 +29,12 @@ from claudews.config import Settings
 from claudews.datalock import DataDirectoryLocked, DataLock
 from claudews.interfaces import ProcessReactor
 from claudews.logtarget import LogTarget
+from claudews.metrics import Metrics
 from claudews.registry import Registry
 from claudews.site import make_site
 from claudews.versionprobe import VERSION_TIMEOUT, VersionProbe
-from claudews.websocket import ServerFactory, fanout
+from claudews.requests import HANDLERS
+from claudews.websocket import ServerFactory, counted_fanout
 
 __all__ = ["VERSION_TIMEOUT", "Options", "makeService", "ClaudewsService"]
 
@@ -209,7 +211,8 @@ class ClaudewsService(service.MultiService):
         self._show_token = show_token
         make_data_private(settings.data)
         self.token, self._token_is_new = load_token(settings)
-        self.registry = Registry(settings, reactor, fanout)
+        self.metrics = Metrics(reactor, HANDLERS)
+        self.registry = Registry(settings, reactor, counted_fanout(self.metrics), self.metrics)
         self.registry.setServiceParent(self)  # type: ignore[no-untyped-call]
         self._version = VersionProbe(reactor, settings.claude_bin, dict(settings.env))
         self.factory = ServerFactory(
@@ -222,6 +225,7 @@ class ClaudewsService(service.MultiService):
             option_flags=options.option_flags,
             claude_version=self.claude_version,
             reactor=reactor,
+            metrics=self.metrics,
         )
         self._port: Any = None
         self._listening_d: defer.Deferred[None] | None = None

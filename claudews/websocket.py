@@ -35,7 +35,8 @@ from claudews.autobahntimers import ReactorTimers
 from claudews.backlog import SendBacklog, unsent_in_twisted
 from claudews.config import Settings
 from claudews.handshake import MAX_HANDSHAKE_BYTES, OPEN_HANDSHAKE_TIMEOUT
-from claudews.interfaces import DelayedCall, ReactorTime, Subscriber
+from claudews.interfaces import DelayedCall, Fanout, ReactorTime, Subscriber
+from claudews.metrics import Metrics
 from claudews.outbox import Outbox, prepare
 from claudews.requests import HANDLERS, Projects, Requests
 
@@ -101,9 +102,13 @@ class ServerProtocol(WebSocketServerProtocol):
             measure=lambda: unsent_in_twisted(self.transport),
         )
         self._outbox = Outbox(
-            self, self._backlog, cap=settings.send_backlog_cap, close_slow=self._close_slow
+            self,
+            self._backlog,
+            cap=settings.send_backlog_cap,
+            close_slow=self._close_slow,
+            sent=factory.metrics.sent,
         )
-        self._requests = Requests(factory, self)
+        self._requests = Requests(factory, self, count=factory.metrics.request)
         super().connectionMade()
         transport: Any = self.transport
         self._address = limits.peer_address(transport.getPeer())
@@ -200,8 +205,14 @@ class ServerProtocol(WebSocketServerProtocol):
         transport: Any = self.transport
         transport.registerProducer(self._backlog, True)
         self.factory.connections.add(self)
+        # The peer only: the request line and headers may hold the token.
+        self._log.info("Client {peer} connected", peer=self.peer)
 
     def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        if self in self.factory.connections:
+            self._log.info(
+                "Client {peer} disconnected (code {code})", peer=self.peer, code=code
+            )
         self.factory.connections.discard(self)
         self._requests.unsubscribe_all()
         self._backlog.stopProducing()
@@ -236,6 +247,8 @@ class ServerProtocol(WebSocketServerProtocol):
         self._outbox.end_page(complete)
 
     def _close_slow(self, why: str) -> None:
+        if self.in_open_state():
+            self.factory.metrics.slow_close()
         self._log.info("Closing {peer}, a slow client: {why}", peer=self.peer, why=why)
         self.close(POLICY_VIOLATION, "client too slow: " + why)
 
@@ -324,6 +337,18 @@ def fanout(line: bytes, subscribers: Sequence[Subscriber]) -> None:
         subscriber.send_prepared(prepared, len(line))
 
 
+def counted_fanout(metrics: Metrics) -> Fanout:
+    """
+    L{fanout}, counting the events it hands to subscribers in C{metrics}.
+    """
+
+    def send(line: bytes, subscribers: Sequence[Subscriber]) -> None:
+        metrics.fanned_out(len(subscribers))
+        fanout(line, subscribers)
+
+    return send
+
+
 class ServerFactory(WebSocketServerFactory):
     """
     The server's connections, as L{claudews.requests.Server} for their
@@ -331,6 +356,7 @@ class ServerFactory(WebSocketServerFactory):
 
     @ivar connections: the open connections, for shutdown.
     @ivar gate: the per-address limits and the log of refusals.
+    @ivar metrics: the server's L{Metrics} (a private one unless given).
     """
 
     protocol = ServerProtocol  # type: ignore[assignment]
@@ -346,6 +372,7 @@ class ServerFactory(WebSocketServerFactory):
         option_flags: Callable[[dict[str, Any]], Any],
         reactor: ReactorTime,
         claude_version: Callable[[], str | None] = lambda: None,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(  # type: ignore[no-untyped-call]
             server="claudews/" + claudews.__version__, reactor=reactor
@@ -360,6 +387,8 @@ class ServerFactory(WebSocketServerFactory):
         self._option_flags = option_flags
         self._claude_version = claude_version
         self.connections: set[ServerProtocol] = set()
+        self.metrics = Metrics(reactor, HANDLERS) if metrics is None else metrics
+        self.metrics.track_connections(lambda: len(self.connections))
         self.gate = limits.Gate(settings, token, reactor.seconds)
         self.listen_host: str | None = None
         self.listen_port: int | None = None

@@ -112,11 +112,13 @@ class HandshakeLogTests(SecureServerTestCase):
         [line] = log.lines("not logged")
         self.assertIn("and %d more refusals" % (500 - limits.Gate.LOG_LINES,), line)
 
-    def test_accepted_handshake_logs_nothing(self) -> None:
-        """An accepted handshake with ?token= adds nothing to the log."""
+    def test_accepted_handshake_logs_only_the_peer(self) -> None:
+        """An accepted handshake with ?token= logs one connect line: the peer, never the token."""
         log = LogCapture(self)
         self.client()
-        self.assertEqual(log.lines(), [])
+        [line] = log.lines()
+        self.assertRegex(line, r"^Client \S+ connected$")
+        self.assertNotIn(TOKEN, log.text())
 
 
 # -- failed handshakes per address
