@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from claudews import options
 from claudews.config import Settings
 from claudews.registry import Registry
-from claudews import events
+from claudews import clicheck, events
 from claudews.websocket import ServerFactory, fanout
 from tests import wsmemory
 from tests.wsmemory import PONG
@@ -519,8 +519,11 @@ class ServerInfoTests(ServerTestCase):
         self.assertEqual(info["protocol"], 1)
         self.assertEqual(
             info["claude"],
-            {"bin": self.settings.claude_bin, "version": "2.0.1 (Claude Code)"},
+            {"bin": self.settings.claude_bin, "version": "2.0.1 (Claude Code)",
+             # The test's CLI path names nothing: server.info says so.
+             "problem": clicheck.cli_problem(self.settings.claude_bin)},
         )
+        self.assertIn("npm install -g @anthropic-ai/claude-code", info["claude"]["problem"])
         limits = info["limits"]
         self.assertEqual(limits["max_message_bytes"], 1024)
         self.assertEqual(limits["max_prompt_bytes"], 100)
