@@ -231,9 +231,9 @@ def bearer_or_query(request: Any, token: str) -> bool:
     in constant time (as L{claudews.handshake.authorized} does for the
     WebSocket).
     """
-    header = request.getHeader(b"authorization") or ""
-    if header[:7].lower() == "bearer ":
-        given = header[7:].strip().encode("utf-8", "replace")
+    header: bytes = request.getHeader(b"authorization") or b""
+    if header[:7].lower() == b"bearer ":
+        given = header[7:].strip()
     else:
         tokens = request.args.get(b"token") or []
         if len(tokens) != 1:
