@@ -302,6 +302,9 @@ def make_site(factory: Any, files: dict[str, tuple[bytes, bytes]] | None = None)
     )
     site.protocol = Channel
     site.displayTracebacks = False
+    # Twisted would log "Starting factory <...Site object at 0x...>" at
+    # each start and stop: the listening line says what matters.
+    site.noisy = False
     # No access log: request lines can carry ?token=.
     site.log = lambda request: None
     return site

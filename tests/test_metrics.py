@@ -247,3 +247,9 @@ def test_metrics_are_scraped_with_the_token_and_count_a_prompt(make_server):
     assert found[("claudews_events_stored_total", (("kind", "prompt.finished"),))] == 1
     status, _ = get(server, "/metrics?token=" + server.token)
     assert status == 200
+    c.ok("project.delete", path=path)
+    server.wait_log(r"Project .* deleted")
+    log = server.drain_log()
+    assert "Prompt " in log and ": completed, took " in log
+    assert "object at 0x" not in log
+    assert server.token not in log
