@@ -75,10 +75,12 @@ class Project:
         on_change: Callable[["Project"], object] = lambda project: None,
         confinement: Confinement | None = None,
         observe: Callable[["Project", Event], object] = lambda project, event: None,
+        write_failed: Callable[[OSError], object] = lambda error: None,
     ) -> None:
         self._reactor = reactor
         #: Told of every stored event (the notifications).
         self._observe = observe
+        self._write_failed = write_failed
         self.path = path
         # Checked before a CLI works in it (without roots unless given).
         self.confinement = confinement or Confinement.of(path, None, meta)
@@ -120,6 +122,7 @@ class Project:
             reactor=self._reactor,
             broken=self._storage_failed,
             works_again=self._storage_works,
+            write_failed=self._write_failed,
             finish_stored=self.settled,
             # Every stored event, also one that waited for the disk.
             stored=lambda event: self._observe(self, event),

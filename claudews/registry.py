@@ -207,6 +207,7 @@ class Registry(service.Service):
             on_change=self._changed,
             confinement=Confinement.of(path, self._settings.project_roots, meta),
             observe=self._observe,
+            write_failed=self.metrics.storage_failed,
         )
 
     def _observe(self, project: Project, event: Event) -> None:

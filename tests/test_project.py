@@ -1632,6 +1632,14 @@ class StorageFailureTests(ProjectTestCase):
         self.reactor.advance(0)
         return disk, prompt, cli
 
+    def test_each_failed_write_is_reported(self):
+        """write_failed hears of every write the disk refused (the metrics count them)."""
+        failures = []
+        fx = self.make(write_failed=failures.append)
+        self.broken_run(fx)
+        self.assertTrue(failures)
+        self.assertTrue(all(isinstance(e, OSError) for e in failures))
+
     def test_a_failed_write_fails_the_running_prompt_and_stops_its_cli(self):
         """The CLI is interrupted; its prompt finishes failed, naming the cause."""
         fx = self.make()
