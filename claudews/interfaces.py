@@ -68,7 +68,7 @@ class Subscriber(Protocol):
 
 
 #: C{fanout(line, subscribers)}: send one stored event to many subscribers,
-#: framing it once. Implemented by L{claudews.websocket.fanout}.
+#: framing it once. Implemented by L{claudews.wsfactory.fanout}.
 Fanout = Callable[[bytes, Sequence[Subscriber]], None]
 
 

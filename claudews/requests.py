@@ -108,7 +108,7 @@ class Projects(Protocol):
 class Server(Protocol):
     """
     What handlers need of the server. Implemented by
-    L{claudews.websocket.ServerFactory}.
+    L{claudews.wsfactory.ServerFactory}.
     """
 
     @property

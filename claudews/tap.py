@@ -34,7 +34,7 @@ from claudews.registry import Registry
 from claudews.site import make_site
 from claudews.versionprobe import VERSION_TIMEOUT, VersionProbe
 from claudews.requests import HANDLERS
-from claudews.websocket import ServerFactory, counted_fanout
+from claudews.wsfactory import ServerFactory, counted_fanout
 
 __all__ = ["VERSION_TIMEOUT", "Options", "makeService", "ClaudewsService"]
 

@@ -21,7 +21,7 @@ from twisted.internet.base import DelayedCall as TwistedDelayedCall
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from claudews import interfaces, websocket
+from claudews import interfaces, wsfactory
 from claudews.clilistener import CliListener
 from claudews.history import History
 from claudews.liveprocess import LiveProcess
@@ -64,7 +64,7 @@ def _checks(
     """
     store: interfaces.EventStore = history
     subscriber: interfaces.Subscriber = protocol
-    fanout: interfaces.Fanout = websocket.fanout
+    fanout: interfaces.Fanout = wsfactory.fanout
     owner: interfaces.SlotOwner = project
     slots: interfaces.ProcessSlots = supervisor
     time: interfaces.ReactorTime = clock

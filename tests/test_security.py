@@ -23,7 +23,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from claudews import limits, runner, websocket
+from claudews import limits, runner, websocket, wsfactory
 from claudews.config import Settings
 from claudews.options import validate_prompt_options
 from claudews.errors import RequestError
@@ -506,7 +506,7 @@ def test_tcp_nodelay_is_set_on_every_accepted_connection(tmp_path):
     from twisted.internet import reactor
 
     settings = Settings(data=str(tmp_path / "data"), project_roots=(str(tmp_path),))
-    factory = websocket.ServerFactory(
+    factory = wsfactory.ServerFactory(
         settings=settings, registry=None, token=TOKEN, validate_options=dict,
         option_flags=list, reactor=reactor,
     )

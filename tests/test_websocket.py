@@ -22,7 +22,7 @@ from claudews import options
 from claudews.config import Settings
 from claudews.registry import Registry
 from claudews import clicheck, events
-from claudews.websocket import ServerFactory, fanout
+from claudews.wsfactory import ServerFactory, fanout
 from tests import wsmemory
 from tests.wsmemory import PONG
 
