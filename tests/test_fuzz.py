@@ -16,10 +16,8 @@ well under the two minutes CI allows it.
 import json
 import os
 import random
-import select
 import socket
 import struct
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -29,6 +27,7 @@ from claudews.errors import CODES
 from claudews.websocket import HANDLERS
 from tests import wsmemory
 from tests.test_websocket import ServerTestCase
+from tests.rawclient import Raw
 from tests.wsmemory import CLOSE, TEXT
 
 #: Error codes a request may get. C{internal} is documented too, but only
@@ -196,59 +195,12 @@ class PropertyTests(ServerTestCase):
 # -- a real server
 
 
-class Raw:
-    """
-    A WebSocket connection over a plain socket, for frames no library
-    would send.
-    """
-
-    def __init__(self, server, token=None):
-        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-        self.buffer = b""
-        self.frames = []
-        self.sock.sendall(wsmemory.handshake_request(
-            token=token or server.token, host="127.0.0.1:%d" % (server.port,)
-        ))
-        while b"\r\n\r\n" not in self.buffer:
-            chunk = self.sock.recv(65536)
-            assert chunk, self.buffer
-            self.buffer += chunk
-        self.status, self.buffer = wsmemory.parse_status(self.buffer)
-        assert self.status == 101, self.status
-
-    def send(self, data):
-        try:
-            self.sock.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    def read_until(self, done, timeout=20.0):
-        """
-        Read frames until C{done(frame)} or a close frame or the end of
-        the connection; return the frame that ended it, or None.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            frames, self.buffer = wsmemory.decode_frames(self.buffer)
-            for frame in frames:
-                self.frames.append(frame)
-                if frame.opcode == CLOSE or done(frame):
-                    return frame
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, "no answer in %s s: %r" % (timeout, self.frames[-3:])
-            ready, _, _ = select.select([self.sock], [], [], remaining)
-            if not ready:
-                continue
-            try:
-                chunk = self.sock.recv(1 << 20)
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                return None
-            self.buffer += chunk
-
-    def close(self):
-        self.sock.close()
+def opened(server):
+    """A raw connection whose handshake went through."""
+    raw = Raw(server)
+    status = raw.status()
+    assert status == 101, status
+    return raw
 
 
 def probe_frame():
@@ -340,7 +292,7 @@ def test_fuzz_a_real_server(fuzz_server):
     # Frames of every shape, one connection each, each followed by a
     # probe: the server answers the probe or closes with a known code.
     for _ in range(300):
-        raw = Raw(server)
+        raw = opened(server)
         frame, opcode = random_frame(rng)
         raw.send(frame + probe_frame())
         end = raw.read_until(is_probe_reply)
@@ -352,7 +304,7 @@ def test_fuzz_a_real_server(fuzz_server):
         server.drain_log()
 
     def closed_with(code, data):
-        raw = Raw(server)
+        raw = opened(server)
         raw.send(data)
         end = raw.read_until(lambda f: False)
         raw.close()
@@ -369,7 +321,7 @@ def test_fuzz_a_real_server(fuzz_server):
 
     # Truncated frames and handshakes, then the peer goes away.
     for data in (b"\x81", b"\x81\xfe\x01", b"\x81\x85abcd\x00", b"\x81\xff" + b"\x00" * 4):
-        raw = Raw(server)
+        raw = opened(server)
         raw.send(data)
         raw.close()
     garbage = bytes(rng.getrandbits(8) for _ in range(500))
@@ -380,7 +332,7 @@ def test_fuzz_a_real_server(fuzz_server):
 
     # Thousands of requests at once: a burst of 200 served, about as many
     # refused (the budget refills at 100/s meanwhile), then 1008.
-    raw = Raw(server)
+    raw = opened(server)
     raw.send(b"".join(
         wsmemory.text_frame(json.dumps({"type": "project.list", "id": i})) for i in range(3000)
     ))

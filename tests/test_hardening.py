@@ -12,14 +12,13 @@ and a flood by the close frame the server sends.
 import json
 import re
 import select
-import socket
-import time
 
 import psutil
 import pytest
 
 from tests import wsmemory
-from tests.harness import DEADLINE, submit
+from tests.harness import submit
+from tests.rawclient import Raw
 
 pytestmark = pytest.mark.integration
 
@@ -29,73 +28,6 @@ MiB = 1024 * 1024
 EVENT_BYTES = 4 * 1000 * 1000
 #: The send-backlog-cap of the server that pages them.
 BACKLOG_CAP = 16 * MiB
-
-
-class Raw:
-    """
-    A WebSocket client over a plain socket: handshakes no library would
-    send, frames of any shape, and a receive window it chooses.
-    """
-
-    def __init__(self, server, token=None, origin=None, receive_buffer=None):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if receive_buffer is not None:
-            # Set before connecting, so the window is small from the start:
-            # what the client does not read stays on the server.
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        self.sock.settimeout(DEADLINE)
-        self.sock.connect(("127.0.0.1", server.port))
-        self.port = self.sock.getsockname()[1]
-        self.buffer = b""
-        self.sock.sendall(wsmemory.handshake_request(
-            token=server.token if token is None else token,
-            host="127.0.0.1:%d" % (server.port,),
-            origin=origin,
-        ))
-
-    def status(self):
-        """Wait for the handshake's answer: its HTTP status."""
-        while b"\r\n\r\n" not in self.buffer:
-            chunk = self.sock.recv(65536)
-            assert chunk, self.buffer
-            self.buffer += chunk
-        status, self.buffer = wsmemory.parse_status(self.buffer)
-        return status
-
-    def send(self, data):
-        """Send what the server still reads; False once it no longer does."""
-        try:
-            self.sock.sendall(data)
-            return True
-        except (BrokenPipeError, ConnectionResetError, socket.timeout):
-            return False
-
-    def close_frame(self):
-        """
-        Read until the server's close frame (returned), or the end of the
-        connection (None); data frames on the way are skipped.
-        """
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            frames, self.buffer = wsmemory.decode_frames(self.buffer)
-            for frame in frames:
-                if frame.opcode == wsmemory.CLOSE:
-                    return frame
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, "no close frame"
-            ready, _, _ = select.select([self.sock], [], [], remaining)
-            if not ready:
-                continue
-            try:
-                chunk = self.sock.recv(4 * MiB)
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                return None
-            self.buffer += chunk
-
-    def close(self):
-        self.sock.close()
 
 
 def rss(server):
