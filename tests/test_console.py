@@ -111,6 +111,16 @@ def open_page(browser):
     assert not problems, problems
 
 
+def open_project(console, open_page):
+    """A server, a page signed in to it, and a project "app" created in the page."""
+    c = console()
+    path = c.server.project_dir("app")
+    page = open_page(c.url())
+    connected(page)
+    create(page, path)
+    return c, path, page
+
+
 def connected(page):
     expect(page.get_by_role("status")).to_have_text("Connected")
 
@@ -180,11 +190,7 @@ def test_sign_in_from_the_printed_url(console, open_page):
 
 def test_create_a_project_and_see_the_reply_stream_in(console, open_page):
     """A new project is selected; a prompt's text streams in, then stays, once."""
-    c = console()
-    path = c.server.project_dir("app")
-    page = open_page(c.url())
-    connected(page)
-    create(page, path)
+    c, path, page = open_project(console, open_page)
     # Record every streaming element the page shows, however briefly.
     page.evaluate("""() => {
         window.streamed = [];
@@ -202,11 +208,7 @@ def test_create_a_project_and_see_the_reply_stream_in(console, open_page):
 
 def test_a_write_approved_in_the_page_writes_the_file(console, open_page):
     """The permission request shows the diff; Allow lets the CLI write the file."""
-    c = console()
-    path = c.server.project_dir("app")
-    page = open_page(c.url())
-    connected(page)
-    create(page, path)
+    c, path, page = open_project(console, open_page)
     send(page, "permission:Write")
     request = page.get_by_role("group", name="Claude wants to use Write")
     expect(request).to_contain_text(os.path.join(path, "out.txt"))
@@ -221,11 +223,7 @@ def test_a_write_approved_in_the_page_writes_the_file(console, open_page):
 
 def test_deny_with_a_message(console, open_page):
     """Deny sends its message to Claude, and nothing is written."""
-    c = console()
-    path = c.server.project_dir("app")
-    page = open_page(c.url())
-    connected(page)
-    create(page, path)
+    c, path, page = open_project(console, open_page)
     send(page, "permission:Write")
     page.get_by_label("Message to Claude (optional)").fill("not today")
     page.get_by_role("button", name="Deny").click()
@@ -237,11 +235,7 @@ def test_deny_with_a_message(console, open_page):
 
 def test_cancel_a_running_prompt_and_a_queued_one(console, open_page):
     """Cancel stops the running prompt; a waiting one is cancelled from the queue."""
-    c = console()
-    path = c.server.project_dir("app")
-    page = open_page(c.url())
-    connected(page)
-    create(page, path)
+    c, path, page = open_project(console, open_page)
     send(page, "slow:60")
     send(page, "second one")
     queue = page.get_by_role("list", name="Queue")
@@ -320,11 +314,7 @@ def test_two_pages_on_one_project_stay_in_step(console, open_page):
 
 def test_model_output_stays_inert(console, open_page):
     """HTML, scripts and javascript: links in model output are shown as text or dropped."""
-    c = console()
-    path = c.server.project_dir("app")
-    page = open_page(c.url())
-    connected(page)
-    create(page, path)
+    c, path, page = open_project(console, open_page)
     send(page, "\n\n".join([
         "<img src=x onerror=window.__xss=1>",
         "<script>window.__xss=2</script>",
@@ -438,11 +428,7 @@ def test_the_desktop_layout(console, open_page):
 
 def test_allow_always_sends_the_suggested_rule(console, open_page):
     """A request with permission_suggestions offers "allow always"; it sends the rule back."""
-    c = console()
-    path = c.server.project_dir("app")
-    page = open_page(c.url())
-    connected(page)
-    create(page, path)
+    c, path, page = open_project(console, open_page)
     send(page, "suggest:Write")
     request = page.get_by_role("group", name="Claude wants to use Write")
     expect(request).to_contain_text(os.path.join(path, "out.txt"))
@@ -462,11 +448,7 @@ def test_allow_always_sends_the_suggested_rule(console, open_page):
 
 def test_a_question_is_answered_in_the_page(console, open_page):
     """AskUserQuestion shows its questions and choices; the choices go back as answers."""
-    c = console()
-    path = c.server.project_dir("app")
-    page = open_page(c.url())
-    connected(page)
-    create(page, path)
+    c, path, page = open_project(console, open_page)
     send(page, "ask-user")
     request = page.get_by_role("group", name="Claude asks")
     database = request.get_by_role("group", name="Which database should the app use?")
@@ -502,11 +484,7 @@ def test_a_question_is_answered_in_the_page(console, open_page):
 
 def test_a_plan_is_approved_in_the_page(console, open_page):
     """ExitPlanMode shows its plan as rendered Markdown; Approve plan allows it."""
-    c = console()
-    path = c.server.project_dir("app")
-    page = open_page(c.url())
-    connected(page)
-    create(page, path)
+    c, path, page = open_project(console, open_page)
     send(page, "exit-plan")
     request = page.get_by_role("group", name="Claude has a plan")
     plan = request.locator(".plan")
