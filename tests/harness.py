@@ -200,11 +200,22 @@ class Client:
         self.ws.close()
 
     def receive(self, timeout=DEADLINE):
-        self.ws.settimeout(timeout)
-        opcode, data = self.ws.recv_data()
-        if opcode == websocket.ABNF.OPCODE_CLOSE:
-            raise Closed(data)
-        return json.loads(data)
+        """
+        The next message, within C{timeout} seconds in all: the server's
+        pings (answered by the library) must not stretch the wait, or a
+        test waiting for what never comes would wait for ever.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self.ws.settimeout(max(0.01, deadline - time.monotonic()))
+            opcode, data = self.ws.recv_data(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                raise Closed(data)
+            if opcode in (websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG):
+                if time.monotonic() >= deadline:
+                    raise websocket.WebSocketTimeoutException("no message in %s s" % (timeout,))
+                continue
+            return json.loads(data)
 
     def send(self, message):
         self.ws.send(json.dumps(message))
