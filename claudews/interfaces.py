@@ -5,9 +5,13 @@ the tests; code that takes one is typed against these, never against the
 concrete class, so it can be swapped without reading its other users.
 """
 
-from typing import Any, Callable, Hashable, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Protocol, Sequence
 
 from twisted.internet.defer import Deferred
+
+if TYPE_CHECKING:
+    # Settings are a value object; config imports the rooms that import this.
+    from claudews.config import Settings
 
 from claudews.events import Event
 
@@ -230,3 +234,108 @@ class ProcessRoom(Protocol):
 
     def prompt_done(self, process: Any | None, held: bool) -> None:
         """The prompt finished: the slot it C{held}, if it did, goes back."""
+
+
+# -- what requests need (L{claudews.requests})
+
+
+class Project(Protocol):
+    """
+    What requests do with one project.
+    Implemented by L{claudews.project.Project}.
+    """
+
+    @property
+    def path(self) -> str:
+        """The canonical path, the project's name in requests."""
+
+    @property
+    def first_seq(self) -> int:
+        """The oldest stored event."""
+
+    def describe(self) -> dict[str, Any]:
+        """The project object of the protocol."""
+
+    def subscribe(self, subscriber: Subscriber, since: int | None, epoch: Any = None) -> dict[str, Any]:
+        """Add C{subscriber}, replaying after C{since}; the reply."""
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Send C{subscriber} no more events."""
+
+    @property
+    def history(self) -> EventStore:
+        """Its stored events, which C{history} pages are read from."""
+
+    def submit(self, text: str, options: dict[str, Any], flags: Any) -> dict[str, Any]:
+        """Queue a prompt; the reply."""
+
+    def cancel(self, prompt_id: str | None) -> list[str]:
+        """Cancel a prompt (the running one without C{prompt_id})."""
+
+    def reset_session(self) -> None:
+        """Start the next prompt in a new conversation."""
+
+    def respond_permission(
+        self,
+        request_id: str,
+        behavior: str,
+        message: str | None = None,
+        updated_input: dict[str, Any] | None = None,
+        updated_permissions: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """A client's answer to a pending permission request."""
+
+
+class Projects(Protocol):
+    """
+    All projects. Implemented by L{claudews.registry.Registry}.
+    """
+
+    def get(self, path: str) -> Project:
+        """The project at C{path}; raises L{RequestError} C{project_not_found}."""
+
+    def create(self, path: str) -> Project:
+        """A new project at C{path}; raises L{RequestError}."""
+
+    def list(self) -> Sequence[Project]:
+        """Every project, by path."""
+
+    def watch(self, watcher: Subscriber) -> Sequence[Project]:
+        """Tell C{watcher} of every change of the project list; the list now."""
+
+    def unwatch(self, watcher: Subscriber) -> None:
+        """Tell C{watcher} nothing more."""
+
+    def delete(self, project: Any) -> Deferred[Any]:
+        """
+        Forget C{project} (one this registry gave) and its history; fires
+        when done.
+        """
+
+
+class Server(Protocol):
+    """
+    What handlers need of the server. Implemented by
+    L{claudews.wsfactory.ServerFactory}.
+    """
+
+    @property
+    def settings(self) -> "Settings":
+        """The server's settings."""
+
+    @property
+    def registry(self) -> Projects:
+        """The projects."""
+
+    @property
+    def reactor(self) -> ReactorTime:
+        """The reactor streamed replies take their turns on."""
+
+    def validate_options(self, given: object) -> dict[str, Any]:
+        """A prompt's checked options; raises L{RequestError}."""
+
+    def option_flags(self, options: dict[str, Any]) -> Any:
+        """The CLI flags for checked options."""
+
+    def claude_version(self) -> str | None:
+        """What C{claude --version} said, C{None} while unknown."""

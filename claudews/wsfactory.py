@@ -16,11 +16,11 @@ import claudews
 from claudews import handshake, limits
 from claudews.autobahntimers import ReactorTimers
 from claudews.config import Settings
-from claudews.interfaces import Fanout, ReactorTime, Subscriber
+from claudews.interfaces import Fanout, Projects, ReactorTime, Subscriber
 from claudews.metrics import Metrics
 from claudews.outbox import prepare
 from claudews.handshake import OPEN_HANDSHAKE_TIMEOUT
-from claudews.requests import HANDLERS, Projects
+from claudews.requests import HANDLERS
 from claudews.websocket import GOING_AWAY, ServerProtocol
 
 
@@ -48,7 +48,7 @@ def counted_fanout(metrics: Metrics) -> Fanout:
 
 class ServerFactory(WebSocketServerFactory):
     """
-    The server's connections, as L{claudews.requests.Server} for their
+    The server's connections, as L{claudews.interfaces.Server} for their
     requests.
 
     @ivar connections: the open connections, for shutdown.

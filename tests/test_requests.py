@@ -1,7 +1,7 @@
 """
 Tests for L{claudews.requests}: parsing, dispatch, field checks and what
 each handler asks of the projects, against fakes of the declared
-L{claudews.requests.Server} and L{claudews.requests.Project}. The handlers
+L{claudews.interfaces.Server} and L{claudews.interfaces.Project}. The handlers
 against a real registry are in L{tests.test_websocket}.
 """
 
