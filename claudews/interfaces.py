@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred
 if TYPE_CHECKING:
     # Settings are a value object; config imports the rooms that import this.
     from claudews.config import Settings
+    from claudews.permissions import PermissionAnswer
 
 from claudews.events import Event
 
@@ -275,14 +276,7 @@ class Project(Protocol):
     def reset_session(self) -> None:
         """Start the next prompt in a new conversation."""
 
-    def respond_permission(
-        self,
-        request_id: str,
-        behavior: str,
-        message: str | None = None,
-        updated_input: dict[str, Any] | None = None,
-        updated_permissions: list[dict[str, Any]] | None = None,
-    ) -> None:
+    def respond_permission(self, answer: "PermissionAnswer") -> None:
         """A client's answer to a pending permission request."""
 
 

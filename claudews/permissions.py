@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from attrs import define
+from attrs import define, frozen
 from twisted.logger import Logger
 
 from claudews import events
@@ -35,6 +35,20 @@ Answer = Callable[[dict[str, Any]], object]
 
 CANCELLED_MESSAGE = "The prompt was cancelled"
 DENIED_MESSAGE = "Denied by a claudews client"
+
+
+@frozen
+class PermissionAnswer:
+    """
+    A client's answer to a permission request, as C{permission.respond}
+    carries it; its fields are checked by L{PermissionBroker.respond}.
+    """
+
+    request_id: str
+    behavior: str
+    message: str | None = None
+    updated_input: dict[str, Any] | None = None
+    updated_permissions: list[dict[str, Any]] | None = None
 
 
 @define
@@ -98,14 +112,7 @@ class PermissionBroker:
         )
         self._publish(event)
 
-    def respond(
-        self,
-        request_id: str,
-        behavior: str,
-        message: str | None = None,
-        updated_input: dict[str, Any] | None = None,
-        updated_permissions: list[dict[str, Any]] | None = None,
-    ) -> None:
+    def respond(self, answer: PermissionAnswer) -> None:
         """
         A client's answer; the first one wins. An allow may change the
         tool's input (C{updated_input}: how AskUserQuestion and
@@ -115,7 +122,8 @@ class PermissionBroker:
         @raise RequestError: C{bad_request} for a malformed answer,
             C{not_found} when the request is unknown or already resolved.
         """
-        _check_answer(request_id, behavior, message, updated_input, updated_permissions)
+        _check_answer(answer)
+        request_id, behavior = answer.request_id, answer.behavior
         pending = self._pending.pop(request_id, None)
         if pending is None:
             raise RequestError(
@@ -127,12 +135,14 @@ class PermissionBroker:
         if behavior == "allow":
             response = {
                 "behavior": "allow",
-                "updatedInput": pending.fields["input"] if updated_input is None else updated_input,
+                "updatedInput": pending.fields["input"]
+                if answer.updated_input is None
+                else answer.updated_input,
             }
-            if updated_permissions is not None:
-                response["updatedPermissions"] = updated_permissions
+            if answer.updated_permissions is not None:
+                response["updatedPermissions"] = answer.updated_permissions
         else:
-            response = {"behavior": "deny", "message": message or DENIED_MESSAGE}
+            response = {"behavior": "deny", "message": answer.message or DENIED_MESSAGE}
         self._answer(request_id, pending.answer, response)
         self._resolved(request_id, behavior, "client")
 
@@ -225,17 +235,14 @@ def _cancel(pending: _Pending) -> None:
         pending.timer = None
 
 
-def _check_answer(
-    request_id: object,
-    behavior: object,
-    message: object,
-    updated_input: object,
-    updated_permissions: object,
-) -> None:
+def _check_answer(answer: PermissionAnswer) -> None:
     """
     Raise L{RequestError} C{bad_request} unless the answer's fields have
     their types (clients send anything).
     """
+    request_id, behavior = answer.request_id, answer.behavior
+    message, updated_input = answer.message, answer.updated_input
+    updated_permissions = answer.updated_permissions
     if not isinstance(request_id, str):
         raise RequestError("bad_request", "request_id must be a string")
     if behavior not in ("allow", "deny"):

@@ -40,7 +40,7 @@ from claudews.interfaces import (
     Subscriber,
 )
 from claudews.liveprocess import LiveProcess
-from claudews.permissions import PermissionBroker
+from claudews.permissions import PermissionAnswer, PermissionBroker
 from claudews.prompt import Prompt
 from claudews.promptqueue import PromptQueue
 from claudews.record import Record
@@ -310,20 +310,11 @@ class Project:
     def history_page(self, before: int | None, limit: int) -> tuple[list[bytes], bool]:
         return self._events.page(before, limit)
 
-    def respond_permission(
-        self,
-        request_id: str,
-        behavior: str,
-        message: str | None = None,
-        updated_input: dict[str, Any] | None = None,
-        updated_permissions: list[dict[str, Any]] | None = None,
-    ) -> None:
+    def respond_permission(self, answer: PermissionAnswer) -> None:
         """
         A client's answer to a pending permission request (the first wins).
         """
-        self.permissions.respond(
-            request_id, behavior, message, updated_input, updated_permissions
-        )
+        self.permissions.respond(answer)
 
     # -- prompts
 

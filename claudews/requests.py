@@ -22,6 +22,7 @@ from claudews.errors import RequestError
 from claudews.events import encode, error_reply, reply
 from claudews.interfaces import Project, Server
 from claudews.pages import Page, PageSink
+from claudews.permissions import PermissionAnswer
 
 PROTOCOL_VERSION = 1
 
@@ -313,11 +314,13 @@ class Requests:
     def handle_permission_respond(self, message: dict[str, Any]) -> dict[str, Any]:
         project = self._project(message)
         project.respond_permission(
-            _field(message, "request_id", str),
-            _field(message, "behavior", str),
-            _field(message, "message", str, optional=True),
-            _field(message, "updated_input", dict, optional=True),
-            _field(message, "updated_permissions", list, optional=True),
+            PermissionAnswer(
+                _field(message, "request_id", str),
+                _field(message, "behavior", str),
+                _field(message, "message", str, optional=True),
+                _field(message, "updated_input", dict, optional=True),
+                _field(message, "updated_permissions", list, optional=True),
+            )
         )
         return {}
 

@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from claudews.errors import RequestError
-from claudews.permissions import PermissionBroker
+from claudews.permissions import PermissionAnswer, PermissionBroker
 
 
 def can_use_tool(tool="Bash", command="ls", **extra):
@@ -89,7 +89,7 @@ class RequestTests(BrokerTestCase):
         pending = self.broker.pending()
         self.assertEqual([p["request_id"] for p in pending], ["r2", "r1", "r3"])
         self.assertEqual(pending[0], self.rec.events[0][1])
-        self.broker.respond("r1", "deny")
+        self.broker.respond(PermissionAnswer("r1", "deny"))
         self.assertEqual([p["request_id"] for p in self.broker.pending()], ["r2", "r3"])
 
     def test_pending_returns_copies(self):
@@ -108,13 +108,13 @@ class RequestTests(BrokerTestCase):
         self.assertIn("Duplicate", second[0]["message"])
         self.assertEqual(len(self.broker.pending()), 1)
         self.assertEqual(self.broker.pending()[0]["input"], {"command": "ls"})
-        self.broker.respond("r1", "allow")
+        self.broker.respond(PermissionAnswer("r1", "allow"))
         self.assertEqual(self.rec.answers["r1"][0]["updatedInput"], {"command": "ls"})
 
     def test_request_id_reusable_after_resolution(self):
         """Once answered, the same request id may be asked again."""
         self.ask("r1")
-        self.broker.respond("r1", "deny")
+        self.broker.respond(PermissionAnswer("r1", "deny"))
         self.ask("r1")
         self.assertEqual(len(self.broker.pending()), 1)
 
@@ -124,7 +124,7 @@ class RequestTests(BrokerTestCase):
 
         def publish(event):
             if event.kind == "permission.request":
-                broker.respond(event.fields["request_id"], "allow")
+                broker.respond(PermissionAnswer(event.fields["request_id"], "allow"))
 
         broker = PermissionBroker(publish, timeout=120.0, reactor=self.clock)
         broker.request("p", "r1", can_use_tool(), answers.append)
@@ -136,7 +136,7 @@ class RespondTests(BrokerTestCase):
     def test_allow_without_updated_input_sends_original_input(self):
         """allow answers the CLI with the tool's own input."""
         self.ask("r1", command="make")
-        self.broker.respond("r1", "allow")
+        self.broker.respond(PermissionAnswer("r1", "allow"))
         self.assertEqual(
             self.rec.answers["r1"], [{"behavior": "allow", "updatedInput": {"command": "make"}}]
         )
@@ -148,7 +148,7 @@ class RespondTests(BrokerTestCase):
     def test_allow_with_updated_input_sends_it(self):
         """allow with updated_input answers with the client's input instead."""
         self.ask("r1", command="rm -rf /")
-        self.broker.respond("r1", "allow", updated_input={"command": "ls"})
+        self.broker.respond(PermissionAnswer("r1", "allow", updated_input={"command": "ls"}))
         self.assertEqual(
             self.rec.answers["r1"], [{"behavior": "allow", "updatedInput": {"command": "ls"}}]
         )
@@ -158,7 +158,7 @@ class RespondTests(BrokerTestCase):
         rule = {"type": "addRules", "rules": [{"toolName": "Write"}], "behavior": "allow",
                 "destination": "session"}
         self.ask("r1", command="make")
-        self.broker.respond("r1", "allow", updated_permissions=[rule])
+        self.broker.respond(PermissionAnswer("r1", "allow", updated_permissions=[rule]))
         self.assertEqual(
             self.rec.answers["r1"],
             [{"behavior": "allow", "updatedInput": {"command": "make"}, "updatedPermissions": [rule]}],
@@ -169,7 +169,9 @@ class RespondTests(BrokerTestCase):
         self.ask("r1")
         for behavior, rules in (("deny", []), ("allow", {"a": 1}), ("allow", ["Write"])):
             e = self.assertRaises(
-                RequestError, self.broker.respond, "r1", behavior, updated_permissions=rules
+                RequestError,
+                self.broker.respond,
+                PermissionAnswer("r1", behavior, updated_permissions=rules),
             )
             self.assertEqual(e.code, "bad_request")
         self.assertEqual(len(self.broker.pending()), 1)
@@ -177,7 +179,7 @@ class RespondTests(BrokerTestCase):
     def test_deny_default_message(self):
         """deny without a message says a claudews client denied it."""
         self.ask("r1")
-        self.broker.respond("r1", "deny")
+        self.broker.respond(PermissionAnswer("r1", "deny"))
         self.assertEqual(
             self.rec.answers["r1"],
             [{"behavior": "deny", "message": "Denied by a claudews client"}],
@@ -189,7 +191,7 @@ class RespondTests(BrokerTestCase):
     def test_deny_with_message(self):
         """deny passes the client's message to the CLI."""
         self.ask("r1")
-        self.broker.respond("r1", "deny", message="use make instead")
+        self.broker.respond(PermissionAnswer("r1", "deny", message="use make instead"))
         self.assertEqual(
             self.rec.answers["r1"], [{"behavior": "deny", "message": "use make instead"}]
         )
@@ -197,9 +199,9 @@ class RespondTests(BrokerTestCase):
     def test_first_answer_wins_second_not_found(self):
         """The second answer to a request gets not_found and changes nothing."""
         self.ask("r1")
-        self.broker.respond("r1", "allow")
+        self.broker.respond(PermissionAnswer("r1", "allow"))
         with self.assertRaises(RequestError) as ctx:
-            self.broker.respond("r1", "deny")
+            self.broker.respond(PermissionAnswer("r1", "deny"))
         self.assertEqual(ctx.exception.code, "not_found")
         self.assertEqual(len(self.rec.answers["r1"]), 1)
         self.assertEqual(self.rec.answers["r1"][0]["behavior"], "allow")
@@ -208,7 +210,7 @@ class RespondTests(BrokerTestCase):
     def test_unknown_request_not_found(self):
         """Answering a request that never existed gets not_found."""
         with self.assertRaises(RequestError) as ctx:
-            self.broker.respond("nope", "allow")
+            self.broker.respond(PermissionAnswer("nope", "allow"))
         self.assertEqual(ctx.exception.code, "not_found")
 
     def test_bad_behavior_is_bad_request(self):
@@ -216,7 +218,7 @@ class RespondTests(BrokerTestCase):
         self.ask("r1")
         for behavior in ("ALLOW", "ask", None):
             with self.assertRaises(RequestError) as ctx:
-                self.broker.respond("r1", behavior)
+                self.broker.respond(PermissionAnswer("r1", behavior))
             self.assertEqual(ctx.exception.code, "bad_request")
         self.assertEqual(len(self.broker.pending()), 1)
         self.assertEqual(self.rec.answers, {})
@@ -225,7 +227,7 @@ class RespondTests(BrokerTestCase):
         """updated_input must be an object."""
         self.ask("r1")
         with self.assertRaises(RequestError) as ctx:
-            self.broker.respond("r1", "allow", updated_input=["ls"])
+            self.broker.respond(PermissionAnswer("r1", "allow", updated_input=["ls"]))
         self.assertEqual(ctx.exception.code, "bad_request")
         self.assertEqual(len(self.broker.pending()), 1)
 
@@ -234,13 +236,13 @@ class RespondTests(BrokerTestCase):
         self.ask("r1")
         for args in (("r1", "deny", 5), (["r1"], "deny")):
             with self.assertRaises(RequestError) as ctx:
-                self.broker.respond(*args)
+                self.broker.respond(PermissionAnswer(*args))
             self.assertEqual(ctx.exception.code, "bad_request")
 
     def test_respond_cancels_timer(self):
         """An answered request is not denied later by its timer."""
         self.ask("r1")
-        self.broker.respond("r1", "allow")
+        self.broker.respond(PermissionAnswer("r1", "allow"))
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.clock.advance(1000)
         self.assertEqual(len(self.rec.answers["r1"]), 1)
@@ -252,14 +254,14 @@ class RespondTests(BrokerTestCase):
             raise OSError("stdin closed")
 
         self.broker.request("p-1", "r1", can_use_tool(), broken)
-        self.broker.respond("r1", "allow")
+        self.broker.respond(PermissionAnswer("r1", "allow"))
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
         self.assertEqual(self.broker.pending(), [])
         self.assertEqual(
             self.rec.resolved(), [{"request_id": "r1", "behavior": "allow", "by": "client"}]
         )
         with self.assertRaises(RequestError):
-            self.broker.respond("r1", "allow")
+            self.broker.respond(PermissionAnswer("r1", "allow"))
 
 
 class TimeoutTests(BrokerTestCase):
@@ -285,7 +287,7 @@ class TimeoutTests(BrokerTestCase):
         )
         self.assertEqual(self.broker.pending(), [])
         with self.assertRaises(RequestError) as ctx:
-            self.broker.respond("r1", "allow")
+            self.broker.respond(PermissionAnswer("r1", "allow"))
         self.assertEqual(ctx.exception.code, "not_found")
 
     def test_timeouts_are_per_request(self):
@@ -356,4 +358,4 @@ class CancelForgetTests(BrokerTestCase):
         self.clock.advance(1000)
         self.assertEqual(self.rec.answers, {})
         with self.assertRaises(RequestError):
-            self.broker.respond("r2", "allow")
+            self.broker.respond(PermissionAnswer("r2", "allow"))

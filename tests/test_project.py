@@ -27,6 +27,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from claudews import metadata, proctree
 from claudews.errors import RequestError
+from claudews.permissions import PermissionAnswer
 from claudews.eventlog import STORAGE_RETRY
 from claudews.history import History
 from claudews.config import ProjectConfig
@@ -1112,7 +1113,9 @@ class PermissionTests(ProjectTestCase):
         """respond allow: control_response success with updatedInput on stdin."""
         fx, prompt, cli = self.running()
         cli.ask_permission("req-1")
-        fx.project.permissions.respond("req-1", "allow", updated_input={"command": "ls -la"})
+        fx.project.permissions.respond(
+            PermissionAnswer("req-1", "allow", updated_input={"command": "ls -la"})
+        )
         self.assertEqual(
             cli.stdin[-1],
             {
@@ -1134,7 +1137,7 @@ class PermissionTests(ProjectTestCase):
         """updatedInput defaults to the tool input the CLI asked about."""
         fx, prompt, cli = self.running()
         cli.ask_permission("req-1", tool_input={"file_path": "/x"})
-        fx.project.permissions.respond("req-1", "allow")
+        fx.project.permissions.respond(PermissionAnswer("req-1", "allow"))
         self.assertEqual(cli.control_responses[-1]["response"]["updatedInput"], {"file_path": "/x"})
 
     def test_an_unanswered_permission_request_is_denied_after_the_timeout(self):
@@ -1148,7 +1151,9 @@ class PermissionTests(ProjectTestCase):
         self.assertEqual(response["request_id"], "req-1")
         self.assertEqual(response["response"]["behavior"], "deny")
         self.assertEqual(fx.events("permission.resolved")[0]["by"], "timeout")
-        e = self.assertRaises(RequestError, fx.project.permissions.respond, "req-1", "allow")
+        e = self.assertRaises(
+            RequestError, fx.project.permissions.respond, PermissionAnswer("req-1", "allow")
+        )
         self.assertEqual(e.code, "not_found")
 
     def test_cancelling_the_prompt_denies_its_pending_requests(self):

@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from claudews import requests
 from claudews.config import Settings
 from claudews.errors import RequestError
+from claudews.permissions import PermissionAnswer
 from claudews.interfaces import Subscriber
 
 
@@ -48,11 +49,10 @@ class _Project:
     def reset_session(self) -> None:
         self.calls.append(("reset",))
 
-    def respond_permission(self, request_id: str, behavior: str, message: str | None = None,
-                           updated_input: dict[str, Any] | None = None,
-                           updated_permissions: list[dict[str, Any]] | None = None) -> None:
+    def respond_permission(self, answer: PermissionAnswer) -> None:
         self.calls.append(
-            ("respond", request_id, behavior, message, updated_input, updated_permissions)
+            ("respond", answer.request_id, answer.behavior, answer.message,
+             answer.updated_input, answer.updated_permissions)
         )
 
 

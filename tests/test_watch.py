@@ -15,6 +15,7 @@ import tempfile
 from twisted.trial.unittest import SynchronousTestCase
 
 from claudews.config import Settings
+from claudews.permissions import PermissionAnswer
 from claudews.registry import Registry
 from claudews.watch import Watchers, change_frame
 from tests.test_project import ProcessReactor, Subscriber
@@ -126,7 +127,7 @@ class FeedTests(SynchronousTestCase):
         self.registry.watch(self.watcher)
         cli.ask_permission("req-1")
         self.assertEqual(self.changes(), [("updated", "running", 0, 1)])
-        app.respond_permission("req-1", "allow")
+        app.respond_permission(PermissionAnswer("req-1", "allow"))
         self.assertEqual(self.changes(), [("updated", "running", 0, 0)])
 
     def test_deletion_reaches_watchers_and_the_projects_subscribers(self):
