@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from claudews import events
-from claudews.clisession import exit_error, outcome
+from claudews.clisession import RESUME_FAILED, exit_error, outcome
 from claudews.errors import RequestError
 from claudews.events import CANCELLED, FAILED, TIMEOUT, Event
 from claudews.interfaces import DelayedCall, ProcessRoom, PromptHost, ReactorTime
@@ -214,7 +214,7 @@ class Run:
             self.finish(self.stop_status, self.stop_error, exit_code=exit_code)
             return
         tail = tail.strip()
-        if "No conversation found" in tail:
+        if RESUME_FAILED in tail:
             error = self.host.resume_failed(tail)
         else:
             error = exit_error(exit_code, signal, tail)
