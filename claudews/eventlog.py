@@ -235,13 +235,6 @@ class EventLog:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self.subscribers.remove(subscriber)
 
-    def page(self, before: int | None, limit: int) -> tuple[list[bytes], bool]:
-        """
-        The newest C{limit} stored events with C{seq < before} (C{None}: the
-        newest of all), oldest first, and whether older ones exist.
-        """
-        return self._history.page(before, limit)
-
     # -- the end
 
     def stop(self) -> bool:

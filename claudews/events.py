@@ -12,7 +12,7 @@ L{kind_of}) lives here too, beside the encoder whose layout it knows.
 import json
 import re
 import time
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import attrs
 
@@ -252,24 +252,3 @@ def error_reply(request_id: Any, code: str, message: str) -> dict[str, Any]:
         "ok": False,
         "error": {"code": code, "message": message},
     }
-
-
-def history_reply(request_id: Any, lines: Iterable[bytes], first_seq: int, has_more: bool) -> bytes:
-    """
-    The reply to C{history}: the stored lines go in as they are (they are
-    JSON objects already; parsing and encoding them again would cost as
-    much as the page is big), the rest is encoded.
-    """
-    return b"".join(
-        (
-            b'{"type":"result","id":',
-            encode(request_id),
-            b',"ok":true,"result":{"events":[',
-            b",".join(lines),
-            b'],"first_seq":',
-            encode(first_seq),
-            b',"has_more":',
-            encode(has_more),
-            b"}}",
-        )
-    )

@@ -225,29 +225,19 @@ def identity(path: str) -> Identity:
     return (st.st_dev, st.st_ino)
 
 
-def check_confined(path: str, roots: Sequence[str] | None, known: Identity | None) -> Identity:
-    """
-    Is the project at canonical C{path} still where it was created: the
-    path still canonical (no component became a symlink), still inside
-    one of C{roots} (C{None}: no root rule), still the same directory
-    (C{known}, unless C{None})?
-
-    @return: the directory's identity now.
-    @raise RequestError: C{path_invalid}, saying what changed.
-    """
-    fd, now = open_confined(path, roots, known)
-    os.close(fd)
-    return now
-
-
 def open_confined(
     path: str, roots: Sequence[str] | None, known: Identity | None
 ) -> tuple[int, Identity]:
     """
-    L{check_confined}, keeping the directory open: a descriptor of the very
-    directory that passed (a process started in it by this descriptor
-    cannot be sent elsewhere by a swap after the check), and its identity.
-    The caller closes the descriptor.
+    Is the project at canonical C{path} still where it was created: the
+    path still canonical (no component became a symlink), still inside
+    one of C{roots} (C{None}: no root rule), still the same directory
+    (C{known}, unless C{None})? A descriptor of the very directory that
+    passed (a process started in it by this descriptor cannot be sent
+    elsewhere by a swap after the check), which the caller closes, and its
+    identity now.
+
+    @raise RequestError: C{path_invalid}, saying what changed.
     """
     if roots is not None:
         try:

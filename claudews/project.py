@@ -307,9 +307,6 @@ class Project:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._events.unsubscribe(subscriber)
 
-    def history_page(self, before: int | None, limit: int) -> tuple[list[bytes], bool]:
-        return self._events.page(before, limit)
-
     def respond_permission(self, answer: PermissionAnswer) -> None:
         """
         A client's answer to a pending permission request (the first wins).

@@ -202,29 +202,3 @@ class KindOfTests(SynchronousTestCase):
         line = _line(events.claude("p-1", {"type": "assistant", "text": quoted.decode()}))
         self.assertEqual(events.kind_of(line), events.CLAUDE)
         self.assertIsNone(events.kind_of(b"garbage " + quoted))
-
-
-class HistoryReplyTests(SynchronousTestCase):
-    """
-    L{events.history_reply}: stored lines embedded as they are.
-    """
-
-    def test_is_valid_json_with_the_lines_embedded_byte_for_byte(self) -> None:
-        """The reply parses, and each stored line appears in it unchanged."""
-        lines = [_line(e, seq=i) for i, (e, _) in enumerate(SAMPLES, 1)]
-        reply = events.history_reply("req-1", lines, 1, True)
-        parsed = json.loads(reply)
-        self.assertEqual(
-            {k: v for k, v in parsed.items() if k != "result"},
-            {"type": "result", "id": "req-1", "ok": True},
-        )
-        self.assertEqual(parsed["result"]["first_seq"], 1)
-        self.assertIs(parsed["result"]["has_more"], True)
-        self.assertEqual(parsed["result"]["events"], [json.loads(x) for x in lines])
-        self.assertIn(b"[" + b",".join(lines) + b"]", reply)
-
-    def test_an_empty_page(self) -> None:
-        """No lines give an empty list of events."""
-        parsed = json.loads(events.history_reply(None, [], 5, False))
-        self.assertEqual(parsed["result"], {"events": [], "first_seq": 5, "has_more": False})
-        self.assertIsNone(parsed["id"])

@@ -13,10 +13,10 @@ from claudews.errors import RequestError
 from claudews.paths import (
     canonical,
     check_allowed,
-    check_confined,
     check_not_nested,
     identity,
     is_inside,
+    open_confined,
     open_directory,
     project_id,
 )
@@ -295,9 +295,16 @@ class ProjectIdTests(SynchronousTestCase):
         self.assertNotEqual(project_id("/a/bc"), project_id("/a/b"))
 
 
+def check_confined(path, roots, known):
+    """L{open_confined}, closing the directory: its identity."""
+    fd, now = open_confined(path, roots, known)
+    os.close(fd)
+    return now
+
+
 class ConfinedTests(SynchronousTestCase):
     """
-    L{check_confined}: a project's directory, checked again before a CLI
+    L{open_confined}: a project's directory, checked again before a CLI
     works in it.
     """
 
