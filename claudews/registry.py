@@ -53,6 +53,7 @@ class Registry(service.Service):
         reactor: ProcessReactor,
         fanout: Fanout = send_each,
         metrics: Metrics | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self._reactor = reactor
         self._settings = settings
@@ -71,12 +72,12 @@ class Registry(service.Service):
         #: The connections watching every project (the v1.1 feed).
         self.watchers = Watchers()
         #: Tells notify-url of the events notify-on names.
-        self.notifier = Notifier.of(settings, reactor)
+        self.notifier = Notifier.of(settings, reactor) if notifier is None else notifier
         self.metrics = Metrics(reactor) if metrics is None else metrics
         self.metrics.track_processes(lambda: self.supervisor.live)
-        #: Told of every stored event of every project, after the notifier.
+        #: Told of every stored event of every project.
         self._observers: tuple[Callable[[str, Event], object], ...] = (
-            Journal(reactor).observe, self.metrics.observe,
+            self.notifier.observe, Journal(reactor).observe, self.metrics.observe,
         )
 
     # -- service
@@ -211,7 +212,7 @@ class Registry(service.Service):
         )
 
     def _observe(self, project: Project, event: Event) -> None:
-        for observer in (self.notifier.observe, *self._observers):
+        for observer in self._observers:
             try:
                 observer(project.path, event)
             except Exception:

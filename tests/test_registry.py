@@ -250,14 +250,15 @@ class NotifyWiringTests(RegistryTestCase):
     """The registry tells its Notifier of every project's stored events."""
 
     def notifying(self):
-        registry = self.start()
         self.post = FakePost()
-        registry.notifier = Notifier(
+        notifier = Notifier(
             ("http://127.0.0.1:9/hook",),
             ("permission.request",),
             self.clock,
             self.post,
         )
+        registry = Registry(self.settings, self.clock, notifier=notifier)
+        registry.startService()
         return registry
 
     def test_a_projects_permission_request_is_notified_with_its_path(self):
