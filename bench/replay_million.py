@@ -36,7 +36,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from claudews import metadata, paths  # noqa: E402
-from claudews.events import encode, event, timestamp  # noqa: E402
+from claudews import events  # noqa: E402
+from claudews.events import encode_event, timestamp  # noqa: E402
 from claudews.history import History  # noqa: E402
 from tests.harness import Server  # noqa: E402
 
@@ -86,8 +87,8 @@ def write_history(server: Server, path: str, n: int) -> tuple[str, int]:
     )
     size = 0
     for seq in range(1, n + 1):
-        fields = {"prompt_id": "p-bench", "message": _message(seq)}
-        line = encode(event(path, seq, timestamp(T0 + seq / 1000), "claude", fields))
+        event = events.claude("p-bench", _message(seq))
+        line = encode_event(path, seq, timestamp(T0 + seq / 1000), event)
         history.append(seq, line)
         size += len(line) + 1
     history.close()
