@@ -238,6 +238,20 @@ def kind_of(line: bytes) -> str | None:
     return kind if kind in KINDS else None
 
 
+_SEQ = re.compile(rb'\{"type":"event","path":"(?:[^"\\]|\\.)*","seq":([1-9]\d{0,18}),')
+
+
+def seq_of(line: bytes) -> int | None:
+    """
+    The seq of a stored event read from the head of its line, without
+    decoding the rest (for scans that only need seqs and sizes); C{None}
+    when the head does not have the envelope's shape. Unlike L{decode} it
+    does not tell a whole line from a damaged one.
+    """
+    match = _SEQ.match(line, 0, _HEAD)
+    return None if match is None else int(match.group(1))
+
+
 # -- replies
 
 

@@ -21,6 +21,7 @@ from typing import IO, Callable, Generator, Iterator
 
 from twisted.logger import Logger
 
+from claudews import events
 from claudews.interfaces import DelayedCall, ReactorTime
 from claudews.jsonlfile import JsonlFile, fresh_name, fsync_directory
 from claudews.segment import Segment, find_segments, lines_backwards, parse_seq
@@ -358,8 +359,9 @@ class History:
         Yield C{(seq, line)} for the stored events with C{seq < before}
         (C{None}: all of them), newest first, one line in memory at a time:
         what a C{history} page reads to find where it starts, however large
-        its events. Corrupt and torn lines are skipped; files retired while
-        this is read end it.
+        its events. Seqs are read from each line's head (L{events.seq_of}):
+        a damaged line whose head is whole counts here and is skipped by
+        L{read_since}. Files retired while this is read end it.
         """
         end = self.last_seq + 1 if before is None else min(before, self.last_seq + 1)
         if end <= self.first_seq:
@@ -375,7 +377,9 @@ class History:
             with f:
                 stop = self._offset_of(segment, f, end) if i == start else segment.size
                 for line in lines_backwards(f, stop):
-                    seq = parse_seq(line) if line else None
+                    # The head is enough: the page's first pass needs seqs
+                    # and sizes; read_since, which it sends, checks lines.
+                    seq = (events.seq_of(line) or parse_seq(line)) if line else None
                     if seq is not None and seq < end:
                         yield seq, line
 

@@ -33,6 +33,10 @@ from claudews.interfaces import EventStore, ReactorTime, Subscriber
 #: Bytes of history read per reactor turn, by either pass (at least a line).
 STEP_BYTES = 1024 * 1024
 
+#: Lines are gathered into fragments of about this size: a frame per line
+#: would cost both ends a frame's work for every small event.
+FRAGMENT_BYTES = 64 * 1024
+
 
 class PageSink(Subscriber, Protocol):
     """
@@ -96,6 +100,9 @@ class Page:
         self._begun = False
         self._first = True
         self._tail = b""
+        # Lines gathered for the next fragment, and their size.
+        self._pieces: list[bytes] = []
+        self._gathered = 0
 
     def run(self) -> defer.Deferred[None]:
         self._reader = self._store.read_before(self._before)
@@ -182,22 +189,35 @@ class Page:
                 seq, line = next(self._reader)
             except StopIteration:
                 break
-            piece = line if self._first else b"," + line
-            if not self._sink.send_fragment(piece):
-                self._gone()
-                return
+            self._pieces.append(line if self._first else b"," + line)
             self._first = False
+            self._gathered += len(line) + 1
             sent += len(line)
+            if self._gathered >= FRAGMENT_BYTES and not self._flush():
+                return
             if sent >= STEP_BYTES:
-                self._turn(self._send_step)
+                if self._flush():
+                    self._turn(self._send_step)
                 return
         self._reader = None
-        if not self._sink.send_fragment(self._tail):
-            self._gone()
+        self._pieces.append(self._tail)
+        if not self._flush():
             return
         self._sink.end_page()
         if not self._done.called:
             self._done.callback(None)
+
+    def _flush(self) -> bool:
+        """
+        Send what was gathered as one fragment; whether the connection
+        took it (when not, the page is dropped).
+        """
+        data = b"".join(self._pieces)
+        self._pieces, self._gathered = [], 0
+        if self._sink.send_fragment(data):
+            return True
+        self._gone()
+        return False
 
     def _gone(self) -> None:
         """

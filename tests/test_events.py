@@ -202,3 +202,20 @@ class KindOfTests(SynchronousTestCase):
         line = _line(events.claude("p-1", {"type": "assistant", "text": quoted.decode()}))
         self.assertEqual(events.kind_of(line), events.CLAUDE)
         self.assertIsNone(events.kind_of(b"garbage " + quoted))
+
+
+class SeqOfTests(SynchronousTestCase):
+    """
+    L{events.seq_of}: an event's seq from the head of its stored line.
+    """
+
+    def test_agrees_with_decode_for_every_kind(self) -> None:
+        """The envelope's seq, whatever the kind and however odd the path."""
+        for seq, (event, _) in enumerate(SAMPLES, 1):
+            line = events.encode_event('/w/"odd" \\path', seq * 1000, events.timestamp(0), event)
+            self.assertEqual(events.seq_of(line), seq * 1000)
+
+    def test_another_shape_is_none(self) -> None:
+        """A line of another layout is left to decode."""
+        for line in (b"", b"garbage", b'{"seq":3,"type":"event"}', b'{"type":"event","path":"/w","seq":0,'):
+            self.assertIsNone(events.seq_of(line))

@@ -116,16 +116,28 @@ class PageTests(SynchronousTestCase):
         return page.run()
 
     def test_a_small_page_is_sent_at_once_oldest_first(self) -> None:
-        """A page that fits a turn is answered in it: the newest events, oldest first, one fragment each."""
+        """A page that fits a turn is answered in it: the newest events, oldest first, gathered in one fragment."""
         store = _Store(5)
         self.successResultOf(self.page(store, limit=3))
         reply = self.sink.reply()
         self.assertEqual((reply["id"], reply["ok"]), ("r", True))
         self.assertEqual([e["seq"] for e in reply["result"]["events"]], [3, 4, 5])
         self.assertEqual((reply["result"]["first_seq"], reply["result"]["has_more"]), (1, True))
-        self.assertEqual(len(self.sink.fragments), 5)
+        # The head, then the three lines and the tail together.
+        self.assertEqual(len(self.sink.fragments), 2)
         self.assertIs(self.sink.ended, True)
         self.assertEqual((store.started, store.closed), (2, 2))
+
+    def test_small_lines_are_gathered_into_fragments_of_bounded_size(self) -> None:
+        """Not a frame per event: fragments of about FRAGMENT_BYTES, the events whole and in order."""
+        store = _Store(400, size=1000)
+        self.page(store, limit=400)
+        self.clock.advance(0)
+        reply = self.sink.reply()
+        self.assertEqual([e["seq"] for e in reply["result"]["events"]], list(range(1, 401)))
+        sizes = [len(f) for f in self.sink.fragments[1:]]
+        self.assertLess(len(sizes), 20)
+        self.assertTrue(all(size < pages.FRAGMENT_BYTES + 2000 for size in sizes), sizes)
 
     def test_bytes_bound_the_page_with_at_least_one_event(self) -> None:
         """max_bytes stops a page early, but never before its first event."""
