@@ -50,6 +50,10 @@ GOING_AWAY = 1001
 UNSUPPORTED_DATA = 1003
 POLICY_VIOLATION = 1008
 
+#: Seconds a cut client has to read what was sent before its close frame
+#: (as long as a close handshake may take) before its socket is closed.
+CUT_LINGER = 5.0
+
 
 class ServerProtocol(WebSocketServerProtocol):
     """
@@ -74,6 +78,8 @@ class ServerProtocol(WebSocketServerProtocol):
         self._refused = False
         # What to log about a refusal, when it says more than the HTTP reason.
         self._why: str | None = None
+        # Cut for flooding: the socket lingers so the close frame arrives.
+        self._linger = False
         # A refusal of a wrong token that waits (handshake.refusal_delay).
         self._refusal: handshake.LateRefusal | None = None
 
@@ -276,11 +282,30 @@ class ServerProtocol(WebSocketServerProtocol):
         Close with 1008 and read nothing more: what a flooding client has
         sent already is not parsed (each tiny frame costs Autobahn a copy of
         what follows it in the buffer), and the close frame goes out first.
+
+        The socket is not closed at once: closed with unread input, it
+        would be reset, and the reset can overtake the close frame (and the
+        replies before it) on their way to the client. Its sending side
+        ends after the close frame; the rest after the close handshake's
+        time.
         """
         if self.in_open_state():
             self.close(POLICY_VIOLATION, reason)
             self.wasClean = True
+            self._linger = True
             self.dropConnection(abort=False)
+
+    def _closeConnection(self, abort: bool = False) -> None:
+        transport: Any = self.transport
+        half_close = getattr(transport, "loseWriteConnection", None)
+        if abort or not self._linger or half_close is None:
+            super()._closeConnection(abort)
+            return
+        # Read nothing more, end the sending side after what is queued (the
+        # close frame last), and the rest after a close handshake's time.
+        transport.pauseProducing()
+        half_close()
+        self.factory.reactor.callLater(CUT_LINGER, transport.abortConnection)
 
     def onMessageBegin(self, isBinary: bool) -> None:
         super().onMessageBegin(isBinary)
