@@ -9,7 +9,7 @@ end, ends the prompt. A process that outlives its prompt (one being
 stopped) still prints: its lines belong to the prompt that started last.
 """
 
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 from claudews import events
 from claudews.clisession import session_named
@@ -29,6 +29,8 @@ class CliListener:
     @param session_seen: the CLI named the conversation C{prompt} runs in.
     @param process_gone: the process ended (before its prompt is told).
     @param save: write the project's record.
+    @param batch: a context in which published events are stored together
+        (L{claudews.eventlog.EventLog.batch}).
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class CliListener:
         session_seen: Callable[[Prompt, str], None],
         process_gone: Callable[[ClaudeProcess], None],
         save: Callable[[], object],
+        batch: Callable[[], ContextManager[object]],
     ) -> None:
         self._queue = queue
         self._permissions = permissions
@@ -47,6 +50,7 @@ class CliListener:
         self._session_seen = session_seen
         self._process_gone = process_gone
         self._save = save
+        self._batch = batch
 
     def _prompt_of(self, process: ClaudeProcess) -> Prompt | None:
         prompt = self._queue.current
@@ -56,9 +60,14 @@ class CliListener:
         owner = prompt or self._queue.last
         return owner.id if owner else None
 
-    def cli_message(self, process: ClaudeProcess, message: dict[str, Any]) -> None:
+    def cli_lines(self, process: ClaudeProcess) -> ContextManager[object]:
+        return self._batch()
+
+    def cli_message(
+        self, process: ClaudeProcess, message: dict[str, Any], raw: bytes | None = None
+    ) -> None:
         prompt = self._prompt_of(process)
-        self._publish(events.claude(self._prompt_id(prompt), message))
+        self._publish(events.claude(self._prompt_id(prompt), message, raw))
         if prompt is None:
             return
         session = session_named(message)

@@ -316,8 +316,10 @@ is generated on first start and stored in DATA/auth_token."""
          + _default("idle_timeout")],
         ["permission-timeout", None, None, "Seconds before an unanswered "
          "permission request is denied. " + _default("permission_timeout")],
-        ["fsync", None, None, "History durability: every, batch or none. "
-         + _default("fsync")],
+        ["fsync", None, None, "History durability: every, interval or none "
+         "(docs/storage.rst). " + _default("fsync")],
+        ["fsync-interval", None, None, "Seconds an event may wait for its fsync "
+         "under the interval policy. " + _default("fsync_interval")],
     ]
     # Twisted's usage module is not annotated.
     compData = usage.Completions(  # type: ignore[no-untyped-call]

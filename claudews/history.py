@@ -17,20 +17,39 @@ import os
 import shutil
 import time
 from bisect import bisect_right
-from typing import IO, Callable, Generator, Iterator
+from typing import IO, Callable, Generator, Iterator, Sequence
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from claudews import events
 from claudews.interfaces import DelayedCall, ReactorTime
-from claudews.jsonlfile import JsonlFile, fresh_name, fsync_directory
+from claudews.jsonlfile import JsonlFile, fresh_name
 from claudews.segment import Segment, find_segments, lines_backwards, parse_seq
+from claudews.syncer import FileSyncer, InlineSyncer, sync_now
 
 _log = Logger()
 
-#: When appends reach the disk: each one before it returns, each reactor
-#: turn's together on the next turn, or when the OS sees fit.
-FSYNC_POLICIES = ("every", "batch", "none")
+#: When written events reach the disk (docs/storage.rst). Every event is
+#: written to its file before anyone is sent it, so a server that dies
+#: loses nothing it sent; these say what a machine that stops can lose:
+#: C{every}: nothing sent (an event is visible, and sent, only once its
+#: fsync is done; the events of one reactor turn share one fsync);
+#: C{interval}: up to C{fsync_interval} seconds (an fsync at most that long
+#: after a write); C{none}: what the OS had not written yet. fsyncs run in
+#: threads (L{claudews.syncer}), never on the reactor thread.
+FSYNC_POLICIES = ("every", "interval", "none")
+
+#: Names older settings files may use: C{batch} fsynced every reactor
+#: turn's events on the reactor thread; C{interval} replaces it.
+FSYNC_ALIASES = {"batch": "interval"}
+
+#: Seconds between an fsync that failed and the next attempt.
+SYNC_RETRY = 1.0
+
+
+def _ignore(seq: int) -> None:
+    pass
 
 
 class History:
@@ -38,8 +57,15 @@ class History:
     The stored events of one project; see the module docstring.
     Implements L{claudews.interfaces.EventStore}.
 
-    @ivar last_seq: seq of the newest stored event; 0 when empty.
-    @param reactor: runs the batched fsync (policy C{"batch"}).
+    @ivar last_seq: seq of the newest visible event (what readers see);
+        0 when empty.
+    @ivar written_seq: seq of the newest written event.
+    @param reactor: schedules the fsyncs.
+    @param fsync: one of L{FSYNC_POLICIES} (or L{FSYNC_ALIASES}).
+    @param fsync_interval: seconds an event may wait for its fsync under
+        the C{interval} policy.
+    @param syncer: where fsyncs run; threads in the server, at once on
+        the calling thread when omitted.
     @param now: the wall clock, for naming files.
     """
 
@@ -50,24 +76,40 @@ class History:
         reactor: ReactorTime,
         rotate_bytes: int = 64 * 2**20,
         max_bytes: int = 2**30,
-        fsync: str = "batch",
+        fsync: str = "interval",
+        fsync_interval: float = 1.0,
+        syncer: FileSyncer | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
+        fsync = FSYNC_ALIASES.get(fsync, fsync)
         if fsync not in FSYNC_POLICIES:
             raise ValueError("fsync must be one of %s" % (", ".join(FSYNC_POLICIES),))
         if rotate_bytes < 1 or max_bytes < 1:
             raise ValueError("rotate_bytes and max_bytes must be positive")
+        if fsync_interval <= 0:
+            raise ValueError("fsync_interval must be positive")
         self._directory = directory
         self._max_bytes = max_bytes
         self._fsync = fsync
+        self._interval = fsync_interval
+        self._syncer: FileSyncer = syncer or InlineSyncer()
         self._reactor = reactor
         self._now = now
         self._segments: list[Segment] = []
         self._firsts: list[int] = []
         self._total = 0
+        #: Written to the current file since its last fsync started.
         self._dirty = False
-        self._pending_sync: DelayedCall | None = None
+        #: Duplicates of rotated files' descriptors, to fsync and close.
+        self._rotated: list[int] = []
+        #: A rotation made a file (and moved the link) the directory's
+        #: fsync has not covered yet.
+        self._directory_dirty = False
+        self._sync_call: DelayedCall | None = None
+        self._syncing = False
+        self._visible: Callable[[int], object] = _ignore
         self.last_seq = 0
+        self.written_seq = 0
         os.makedirs(directory, exist_ok=True)
         current = self._open_segments()
         self._writer: JsonlFile | None = JsonlFile(directory, current.name, rotate_bytes, self._now)
@@ -103,7 +145,7 @@ class History:
             name = fresh_name(self._directory, self._now())
             return self._add_segment(Segment(name, os.path.join(self._directory, name), 1, 0))
         newest = self._segments[-1]
-        self.last_seq = newest.last_seq() or 0
+        self.last_seq = self.written_seq = newest.last_seq() or 0
         return newest
 
     def _add_segment(self, segment: Segment) -> Segment:
@@ -117,54 +159,68 @@ class History:
     def append(self, seq: int, line: bytes) -> None:
         """
         Store one event (C{line} without its newline).  When this raises
-        C{OSError} nothing was stored: C{last_seq} is unchanged and no part
-        of the line is left in the file.
+        C{OSError} nothing was stored: C{written_seq} is unchanged and no
+        part of the line is left in the file.
+        """
+        self.append_many(seq, (line,))
+
+    def append_many(self, seq: int, lines: Sequence[bytes]) -> None:
+        """
+        Store events C{seq}, C{seq + 1}... (C{lines}, without newlines) with
+        one write: all of them, or, when this raises C{OSError}, none.
         """
         writer = self._writer
         if writer is None:
             raise ValueError("history is closed")
-        if seq != self.last_seq + 1:
-            raise ValueError("expected seq %d, got %d" % (self.last_seq + 1, seq))
-        if b"\n" in line:
+        if seq != self.written_seq + 1:
+            raise ValueError("expected seq %d, got %d" % (self.written_seq + 1, seq))
+        if not lines:
+            return
+        data = b"\n".join(lines) + b"\n"
+        if data.count(b"\n") != len(lines):
             raise ValueError("an event line cannot contain a newline")
-        data = line + b"\n"
         if writer.needsRecovery:
             # Before rotating: a partial line must not stay in a file that
             # is no longer written.
             writer.recover()
+        if len(lines) > 1 and writer.size + len(data) > writer.rotateLength:
+            # Files rotate between lines: one line at a time, then.
+            for i, line in enumerate(lines):
+                self.append_many(seq + i, (line,))
+            return
         if writer.shouldRotate(len(data)):
             self._rotate(writer, seq)
-        self._write(writer, seq, data)
+        self._write(writer, seq, lines, data)
         if self._link_stale:
             self._link_stale = not writer.linkLatest()
-        if self._fsync == "batch":
-            self._sync_next_turn()
+        self._written()
         if self._total > self._max_bytes:
             self._retire()
 
-    def _write(self, writer: JsonlFile, seq: int, data: bytes) -> None:
+    def _write(self, writer: JsonlFile, seq: int, lines: Sequence[bytes], data: bytes) -> None:
         current = self._current
         assert current is not None
         offset = writer.size
-        writer.write(data, sync=self._fsync == "every")
+        writer.write(data)
         current.size = writer.size
         self._total += len(data)
-        current.remember(seq, offset)
-        self.last_seq = seq
+        for line in lines:
+            current.remember(seq, offset)
+            offset += len(line) + 1
+            seq += 1
+        self.written_seq = seq - 1
+        self._dirty = True
 
     def _rotate(self, writer: JsonlFile, seq: int) -> None:
-        if self._dirty:
-            # Its data must reach the disk before the handle is gone.
-            os.fsync(writer.fileno())
-            self._dirty = False
+        if self._dirty and self._fsync != "none":
+            # The old file's fsync runs with the next one, on a duplicate
+            # of its descriptor: the file itself is closed now.
+            self._rotated.append(os.dup(writer.fileno()))
+        self._dirty = False
         writer.rotate()
         self._current = self._add_segment(Segment(writer.name, writer.path, seq, 0))
         self._link_stale = not writer.linkLatest()
-        if self._fsync != "none":
-            try:
-                fsync_directory(self._directory)
-            except OSError:
-                _log.failure("fsync of {dir} failed", dir=self._directory)
+        self._directory_dirty = self._fsync != "none"
 
     def _retire(self) -> None:
         while self._total > self._max_bytes and len(self._segments) > 1:
@@ -180,27 +236,95 @@ class History:
             self._total -= oldest.size
             _log.info("Retired {path}", path=oldest.path)
 
-    def _sync_next_turn(self) -> None:
-        self._dirty = True
-        if self._pending_sync is None:
-            self._pending_sync = self._reactor.callLater(0, self._sync_batch)
+    # -- fsync
 
-    def _sync_batch(self) -> None:
-        self._pending_sync = None
-        if self._writer is None or not self._dirty:
+    def when_visible(self, callback: Callable[[int], object]) -> None:
+        """
+        Call C{callback(last_seq)} whenever written events become visible
+        after their write returned: under the C{every} policy, once their
+        fsync is done. (Under the others, events are visible as they are
+        written, and C{callback} is not called.)
+        """
+        self._visible = callback
+
+    def _written(self) -> None:
+        if self._fsync == "every":
+            # The turn's other events share this fsync: it starts on the
+            # next turn, or as soon as the one under way is done.
+            if self._sync_call is None and not self._syncing:
+                self._sync_call = self._reactor.callLater(0, self._start_sync)
             return
-        try:
-            self.flush()
-        except OSError:
-            _log.failure("fsync of {path} failed", path=self._writer.path)
+        self.last_seq = self.written_seq
+        if self._fsync == "interval" and self._sync_call is None and not self._syncing:
+            self._sync_call = self._reactor.callLater(self._interval, self._start_sync)
+
+    def _start_sync(self) -> None:
+        """
+        fsync, in the syncer, what was written so far: the current file,
+        the rotated ones and the directory.
+        """
+        self._sync_call = None
+        writer = self._writer
+        if writer is None or self._syncing:
+            return
+        fds, self._rotated = self._rotated, []
+        if self._dirty:
+            fds.append(os.dup(writer.fileno()))
+        directory = self._directory if self._directory_dirty else None
+        self._dirty = self._directory_dirty = False
+        upto = self.written_seq
+        if not fds and directory is None:
+            self._synced(None, upto)
+            return
+        self._syncing = True
+        done = self._syncer.sync(fds, directory)
+        done.addCallbacks(self._synced, self._sync_failed, callbackArgs=(upto,))
+
+    def _synced(self, _: object, upto: int) -> None:
+        self._syncing = False
+        if self._writer is None:
+            return
+        if self._fsync == "every" and upto > self.last_seq:
+            self.last_seq = upto
+            self._visible(upto)
+        if self.written_seq > upto or self._dirty or self._rotated:
+            # Written while this fsync ran: theirs starts now (under
+            # C{interval}, the next write's timer is this one).
+            if self._fsync == "every":
+                self._start_sync()
+            elif self._sync_call is None:
+                self._sync_call = self._reactor.callLater(self._interval, self._start_sync)
+
+    def _sync_failed(self, failure: Failure) -> None:
+        self._syncing = False
+        if self._writer is None:
+            return
+        _log.failure("fsync of {path} failed", failure, path=self._writer.path)
+        # Try again: under C{every}, nothing is sent until it succeeds.
+        self._dirty = True
+        if self._sync_call is None:
+            self._sync_call = self._reactor.callLater(SYNC_RETRY, self._start_sync)
 
     def flush(self) -> None:
         """
-        fsync the file being written now, whatever the policy.
+        fsync everything written, now, on the calling thread, whatever the
+        policy; what waited for it becomes visible.
         """
-        if self._writer is not None:
-            os.fsync(self._writer.fileno())
-            self._dirty = False
+        writer = self._writer
+        if writer is None:
+            return
+        fds, self._rotated = self._rotated, []
+        fds.append(os.dup(writer.fileno()))
+        directory = self._directory if self._directory_dirty else None
+        self._dirty = self._directory_dirty = False
+        try:
+            sync_now(fds, directory)
+        except OSError:
+            self._dirty = True
+            raise
+        if self.written_seq > self.last_seq:
+            self.last_seq = self.written_seq
+            self._visible(self.last_seq)
 
     def close(self) -> None:
         """
@@ -210,15 +334,12 @@ class History:
         writer = self._writer
         if writer is None:
             return
-        if self._pending_sync is not None:
-            self._pending_sync.cancel()
-            self._pending_sync = None
-        self._writer = None
-        self._current = None
-        if self._dirty:
+        if self._sync_call is not None:
+            self._sync_call.cancel()
+            self._sync_call = None
+        if self._dirty or self._rotated or self._directory_dirty:
             try:
-                os.fsync(writer.fileno())
-                self._dirty = False
+                self.flush()
             except OSError as e:
                 _log.error(
                     "fsync of {path} failed at close; its newest events may be lost"
@@ -226,6 +347,11 @@ class History:
                     path=writer.path,
                     error=e,
                 )
+        for fd in self._rotated:
+            os.close(fd)
+        self._rotated = []
+        self._writer = None
+        self._current = None
         try:
             writer.close()
         except OSError as e:

@@ -21,24 +21,38 @@ class EventStore(Protocol):
     """
     One project's stored events, numbered from 1 with no gaps.
     Implemented by L{claudews.history.History}.
+
+    An event is written before it is visible: readers (and subscribers)
+    see events up to L{last_seq}, which trails L{written_seq} only under
+    the C{every} fsync policy, until their fsync is done.
     """
 
     @property
     def last_seq(self) -> int:
-        """The seq of the newest stored event; 0 when there is none."""
+        """The seq of the newest visible event; 0 when there is none."""
+
+    @property
+    def written_seq(self) -> int:
+        """The seq of the newest written event; the next one is this plus one."""
 
     @property
     def first_seq(self) -> int:
         """The seq of the oldest stored event; C{last_seq + 1} when empty."""
 
     def append(self, seq: int, line: bytes) -> None:
-        """Store event C{seq} (C{last_seq + 1}); raises L{OSError} when the disk refuses."""
+        """Store event C{seq} (C{written_seq + 1}); raises L{OSError} when the disk refuses."""
+
+    def append_many(self, seq: int, lines: Sequence[bytes]) -> None:
+        """Store events C{seq}, C{seq + 1}... with one write; all or none (L{OSError})."""
+
+    def when_visible(self, callback: Callable[[int], object]) -> None:
+        """Call C{callback(last_seq)} whenever written events become visible later than written."""
 
     def read_since(self, since: int, upto: int | None = None) -> Iterator[tuple[int, bytes]]:
-        """C{(seq, line)} for every stored event after C{since} (up to C{upto}), in order."""
+        """C{(seq, line)} for every visible event after C{since} (up to C{upto}), in order."""
 
     def read_before(self, before: int | None) -> Iterator[tuple[int, bytes]]:
-        """C{(seq, line)} for the stored events before C{before} (C{None}: all), newest first."""
+        """C{(seq, line)} for the visible events before C{before} (C{None}: all), newest first."""
 
     def page(self, before: int | None, limit: int) -> tuple[list[bytes], bool]:
         """The newest C{limit} events before C{before}, oldest first, and whether older ones exist."""
@@ -47,7 +61,7 @@ class EventStore(Protocol):
         """Every stored line, newest first, unparsed."""
 
     def flush(self) -> None:
-        """Write what is buffered to disk; raises L{OSError}."""
+        """fsync what is written, on the calling thread; raises L{OSError}."""
 
     def close(self) -> None:
         """Flush and close; never raises."""

@@ -142,6 +142,7 @@ class Project:
             session_seen=self._session_seen,
             process_gone=self._process_gone,
             save=self.save,
+            batch=self._events.batch,
         )
         return LiveProcess(
             path=self.path,

@@ -37,6 +37,7 @@ from claudews.metrics import Metrics
 from claudews.notify import Notifier
 from claudews.proctree import SystemTrees
 from claudews.supervisor import Supervisor
+from claudews.syncer import FileSyncer, InlineSyncer
 from claudews.watch import CREATED, DELETED, UPDATED, Watchers
 
 
@@ -54,8 +55,12 @@ class Registry(service.Service):
         fanout: Fanout = send_each,
         metrics: Metrics | None = None,
         notifier: Notifier | None = None,
+        syncer: FileSyncer | None = None,
     ) -> None:
         self._reactor = reactor
+        #: Where the histories' fsyncs run: threads in the server
+        #: (L{claudews.syncer.Syncer}), at once when omitted (tests).
+        self._syncer: FileSyncer = syncer or InlineSyncer()
         self._settings = settings
         self._config = ProjectConfig.of(settings)
         self._root = os.path.join(settings.data, "projects")
@@ -188,6 +193,8 @@ class Registry(service.Service):
             rotate_bytes=self._settings.history_rotate_bytes,
             max_bytes=self._settings.history_max_bytes,
             fsync=self._settings.fsync,
+            fsync_interval=self._settings.fsync_interval,
+            syncer=self._syncer,
             reactor=self._reactor,
         )
 

@@ -13,9 +13,8 @@ everything it prints on stdout is framed by newline and handed up, JSON
 objects as messages and anything else as plain output.
 """
 
-import json
 import uuid
-from typing import Any, Mapping, Protocol, cast
+from typing import Any, ContextManager, Mapping, Protocol, cast
 
 from twisted.internet import defer, error, protocol
 from twisted.internet.interfaces import IReactorTime
@@ -24,7 +23,7 @@ from twisted.python.failure import Failure
 
 from claudews import proctree
 from claudews.clicheck import cli_problem, search_path
-from claudews.events import encode
+from claudews.events import encode, parse_line
 from claudews.interfaces import ProcessReactor, ProcessTrees
 
 #: Flags every CLI process gets; options of a prompt add more.
@@ -103,8 +102,19 @@ class Listener(Protocol):
     What a L{ClaudeProcess} reports to; L{claudews.project} implements it.
     """
 
-    def cli_message(self, process: "ClaudeProcess", message: dict[str, Any]) -> None:
-        """Every JSON object the CLI printed, in order."""
+    def cli_message(
+        self, process: "ClaudeProcess", message: dict[str, Any], raw: bytes | None = None
+    ) -> None:
+        """
+        Every JSON object the CLI printed, in order; C{raw} is its line
+        when that is strict JSON (L{claudews.events.parse_line}).
+        """
+
+    def cli_lines(self, process: "ClaudeProcess") -> ContextManager[object]:
+        """
+        Around the lines of one read from the CLI's stdout: what they
+        publish can be stored together, with one write.
+        """
 
     def cli_output(self, process: "ClaudeProcess", stream: str, text: str) -> None:
         """Non-JSON stdout lines and stderr text, bounded."""
@@ -307,16 +317,21 @@ class ClaudeProcess(protocol.ProcessProtocol):
     # -- stdout framing
 
     def outReceived(self, data: bytes) -> None:
-        start = 0
-        while True:
-            end = data.find(b"\n", start)
-            if end < 0:
-                if start < len(data):
-                    self._collect(data[start:] if start else data)
-                return
-            self._collect(data[start:end])
-            self._line_done()
-            start = end + 1
+        end = data.find(b"\n")
+        if end < 0:
+            self._collect(data)
+            return
+        # A read carries many lines when the CLI streams fast: their
+        # events go to the history in one write.
+        with self._listener.cli_lines(self):
+            start = 0
+            while end >= 0:
+                self._collect(data[start:end])
+                self._line_done()
+                start = end + 1
+                end = data.find(b"\n", start)
+            if start < len(data):
+                self._collect(data[start:])
 
     def _collect(self, chunk: bytes) -> None:
         if self._discarding:
@@ -342,24 +357,25 @@ class ClaudeProcess(protocol.ProcessProtocol):
             )
             return
         line = parts[0] if len(parts) == 1 else b"".join(parts)
-        if not line.strip():
+        stripped = line.strip()
+        if not stripped:
             return
         try:
-            message = json.loads(line)
-        except ValueError:
-            message = None
+            message, strict = parse_line(stripped)
+        except (ValueError, RecursionError):
+            message, strict = None, False
         if not isinstance(message, dict):
             self._listener.cli_output(self, "stdout", _text(line))
             return
-        self._dispatch(message)
+        self._dispatch(message, stripped if strict else None)
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
+    def _dispatch(self, message: dict[str, Any], raw: bytes | None = None) -> None:
         total = message.get("total_cost_usd")
         # Before the listener hears of it: a result can start the next
         # prompt at once, which takes the running total as its base.
         if message.get("type") == "result" and isinstance(total, (int, float)):
             self.total_cost = float(total)
-        self._listener.cli_message(self, message)
+        self._listener.cli_message(self, message, raw)
         if message.get("type") != "control_request":
             return
         request = message.get("request")

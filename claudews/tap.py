@@ -32,6 +32,7 @@ from claudews.logtarget import LogTarget
 from claudews.metrics import Metrics
 from claudews.registry import Registry
 from claudews.site import make_site
+from claudews.syncer import Syncer
 from claudews.versionprobe import VERSION_TIMEOUT, VersionProbe
 from claudews.requests import HANDLERS
 from claudews.wsfactory import ServerFactory, counted_fanout
@@ -212,7 +213,10 @@ class ClaudewsService(service.MultiService):
         make_data_private(settings.data)
         self.token, self._token_is_new = load_token(settings)
         self.metrics = Metrics(reactor, HANDLERS)
-        self.registry = Registry(settings, reactor, counted_fanout(self.metrics), self.metrics)
+        self.registry = Registry(
+            settings, reactor, counted_fanout(self.metrics), self.metrics,
+            syncer=Syncer(reactor),
+        )
         self.registry.setServiceParent(self)  # type: ignore[no-untyped-call]
         self._version = VersionProbe(reactor, settings.claude_bin, dict(settings.env))
         self.factory = ServerFactory(

@@ -3,7 +3,8 @@ Tests for L{claudews.clilistener}: what a project's CLI processes say
 becomes events of the right prompt, permission requests, and ends.
 """
 
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -65,8 +66,15 @@ class ListenerTestCase(SynchronousTestCase):
             session_seen=lambda prompt, session: self.sessions.append((prompt, session)),
             process_gone=lambda process: self.told.append(("gone", process)),
             save=lambda: self.told.append(("save",)),
+            batch=self.batch,
         )
         self.process = FakeProcess()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        self.told.append(("batch",))
+        yield
+        self.told.append(("batch done",))
 
     def running(self, prompt_id: str, process: object) -> FakePrompt:
         """A prompt that runs in C{process}."""

@@ -58,7 +58,8 @@ class DefaultsTests(SettingsFiles, SynchronousTestCase):
         self.assertEqual(s.failed_handshake_delay, 5.0)
         self.assertEqual(s.max_message_frames, 128)
         self.assertEqual(s.history_page_bytes, 8 * 1024 * 1024)
-        self.assertEqual(s.fsync, "batch")
+        self.assertEqual(s.fsync, "interval")
+        self.assertEqual(s.fsync_interval, 1.0)
         self.assertEqual(set(s.client_options), set(OPTION_NAMES))
         self.assertEqual(s.prompt_defaults, ())
         self.assertEqual(s.permission_modes, ("default", "acceptEdits", "plan"))
@@ -154,8 +155,8 @@ class ValueTests(SettingsFiles, SynchronousTestCase):
         self.assertIn("integer", self.assertUsage("max-queue = 1.5\n"))
 
     def test_fsync(self):
-        """fsync is one of every, batch, none."""
-        self.assertIn("every, batch, none", self.assertUsage('fsync = "always"\n'))
+        """fsync is one of every, interval, none."""
+        self.assertIn("every, interval, none", self.assertUsage('fsync = "always"\n'))
         self.assertEqual(self.load('fsync = "none"\n').fsync, "none")
 
     def test_fsync_choices_are_the_historys_own(self):

@@ -43,7 +43,18 @@ class EventLogTestCase(SynchronousTestCase):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             append(seq, line)
 
+        append_many = self.history.append_many
+        #: How many writes the history was asked for.
+        self.writes = 0
+
+        def failing_append_many(seq, lines):
+            self.writes += 1
+            if self.full:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            append_many(seq, lines)
+
         self.patch(self.history, "append", failing_append)
+        self.patch(self.history, "append_many", failing_append_many)
         self.calls = []
         self.stored_events = []
         self.log = EventLog(
@@ -98,6 +109,106 @@ class PublishTests(EventLogTestCase):
         self.clock.advance(0)
         self.assertEqual([json.loads(line)["seq"] for line in late.lines], [1, 2, 3])
 
+
+
+class BatchTests(EventLogTestCase):
+    """
+    L{EventLog.batch}: the CLI's events of one read, stored with one write.
+    """
+
+    def test_a_batch_is_one_write_then_sent_in_order(self):
+        """Nothing is written or sent inside the batch; at its end, one write, then every send."""
+        with self.log.batch():
+            for i in range(3):
+                self.assertTrue(self.log.publish(Event("output", {"text": str(i)})))
+            self.assertEqual((self.writes, self.subscriber.lines, self.log.last_seq), (0, [], 0))
+        self.assertEqual(self.writes, 1)
+        self.assertEqual([e["text"] for e in self.sent()], ["0", "1", "2"])
+        self.assertEqual([e["seq"] for e in self.stored()], [1, 2, 3])
+        self.assertEqual([e.kind for e in self.stored_events], ["output"] * 3)
+
+    def test_another_kind_writes_what_was_gathered_first(self):
+        """An event that settles state is stored at once, after the batch's earlier events."""
+        with self.log.batch():
+            self.log.publish(Event("output", {"text": "before"}))
+            self.assertTrue(self.log.publish(Event("prompt.finished", self.finished("p-1"))))
+            self.assertEqual([e["event"] for e in self.sent()], ["output", "prompt.finished"])
+            self.log.publish(Event("output", {"text": "after"}))
+        self.assertEqual([e["seq"] for e in self.sent()], [1, 2, 3])
+        self.assertEqual(self.writes, 3)
+
+    def test_nested_batches_write_once(self):
+        """Only the outermost batch's end writes."""
+        with self.log.batch():
+            self.log.publish(Event("output", {"text": "a"}))
+            with self.log.batch():
+                self.log.publish(Event("output", {"text": "b"}))
+            self.assertEqual(self.writes, 0)
+        self.assertEqual(self.writes, 1)
+
+    def test_a_batch_the_disk_refuses_is_dropped_and_never_sent(self):
+        """As one by one: not stored, not sent, the problem reported; the next write recovers."""
+        self.full = True
+        with self.log.batch():
+            self.log.publish(Event("output", {"text": "lost"}))
+            self.log.publish(Event("output", {"text": "lost too"}))
+        self.assertEqual((self.subscriber.lines, self.stored()), ([], []))
+        self.assertEqual(self.calls, [("broken", NO_SPACE)])
+        self.full = False
+        with self.log.batch():
+            self.log.publish(Event("output", {"text": "kept"}))
+        self.assertEqual([e["text"] for e in self.sent()], ["kept"])
+        self.assertEqual(self.calls[-1], ("works_again",))
+
+
+class EveryPolicyTests(SynchronousTestCase):
+    """
+    Under the C{every} fsync policy nothing is sent before its fsync is
+    done: not live, not in a replay.
+    """
+
+    def setUp(self):
+        from tests.test_history import HeldSyncer
+
+        self.dir = tempfile.mkdtemp(prefix="claudews-eventlog-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.clock = Clock()
+        self.syncer = HeldSyncer()
+        self.history = History(self.dir, fsync="every", syncer=self.syncer, reactor=self.clock)
+        self.addCleanup(self.history.close)
+        self.stored_events = []
+        self.log = EventLog(
+            path="/work/app", history=self.history, fanout=send_each, reactor=self.clock,
+            stored=self.stored_events.append,
+        )
+        self.subscriber = Subscriber()
+        self.log.subscribe(self.subscriber, None)
+
+    def test_sent_only_once_synced(self):
+        """Written at once, sent (and counted) only when the fsync that covers it is done."""
+        self.assertTrue(self.log.publish(Event("output", {"text": "a"})))
+        with self.log.batch():
+            self.log.publish(Event("output", {"text": "b"}))
+        self.clock.advance(0)
+        self.assertEqual(self.history.written_seq, 2)
+        self.assertEqual((self.subscriber.lines, self.stored_events, self.log.last_seq), ([], [], 0))
+        self.syncer.finish()
+        self.assertEqual([json.loads(line)["text"] for line in self.subscriber.lines], ["a", "b"])
+        self.assertEqual(len(self.stored_events), 2)
+        self.assertEqual(self.log.last_seq, 2)
+
+    def test_a_replay_stops_at_what_is_synced(self):
+        """A subscriber catching up reads only synced events, then gets the rest live, once."""
+        self.log.publish(Event("output", {"text": "a"}))
+        self.clock.advance(0)
+        self.syncer.finish()
+        self.log.publish(Event("output", {"text": "b"}))
+        late = Subscriber()
+        self.log.subscribe(late, 0)
+        self.clock.advance(0)
+        self.assertEqual([json.loads(line)["text"] for line in late.lines], ["a"])
+        self.syncer.finish()
+        self.assertEqual([json.loads(line)["text"] for line in late.lines], ["a", "b"])
 
 
 class StorageFailureTests(EventLogTestCase):

@@ -4,6 +4,7 @@ the envelope and reading stored lines back.
 """
 
 import json
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -168,6 +169,41 @@ class EncodeTests(SynchronousTestCase):
         stored = events.decode(line)
         assert stored is not None
         self.assertEqual(stored.event.fields["text"], "a\ud800b")
+
+    def test_a_cli_line_is_embedded_as_it_came(self) -> None:
+        """
+        A claude event made with the CLI's line holds those bytes as its
+        message, and is the same line as one encoded from the parsed message.
+        """
+        raw = b'{"type":"assistant","message":{"content":[{"type":"text","text":"caf\xc3\xa9"}]},"n":1.5}'
+        message, strict = events.parse_line(raw)
+        self.assertTrue(strict)
+        embedded = _line(events.claude("p-1", message, raw))
+        self.assertTrue(embedded.endswith(b',"message":' + raw + b"}"), embedded)
+        self.assertEqual(embedded, _line(events.claude("p-1", message)))
+        self.assertEqual(events.kind_of(embedded), events.CLAUDE)
+        # Escapes the CLI chose stay as they were: the same JSON value.
+        raw = b'{"type":"assistant","text":"\\u2028\\u00e9"}'
+        message, _ = events.parse_line(raw)
+        stored = events.decode(_line(events.claude("p-1", message, raw)))
+        assert stored is not None
+        self.assertEqual(stored.event.fields["message"], {"type": "assistant", "text": "\u2028\u00e9"})
+
+    def test_parse_line_says_what_is_not_strict(self) -> None:
+        """NaN and lone surrogates parse (as the standard library does) but are not strict JSON."""
+        self.assertEqual(events.parse_line(b'{"a":NaN}')[1], False)
+        self.assertEqual(events.parse_line(b'{"a":"\\ud800"}'), ({"a": "\ud800"}, False))
+        self.assertRaises(ValueError, events.parse_line, b"not json")
+
+    def test_timestamps_within_a_second_share_its_text(self) -> None:
+        """The cached second is right across second and millisecond boundaries."""
+        for now in (1_800_000_000.0, 1_800_000_000.9994, 1_800_000_000.9996, 1_800_000_001.5, 1_799_999_999.5):
+            whole = int(now)
+            millis = int(round((now - whole) * 1000))
+            if millis == 1000:
+                whole, millis = whole + 1, 0
+            expected = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + ".%03dZ" % millis
+            self.assertEqual(events.timestamp(now), expected)
 
     def test_other_text_stays_utf8(self) -> None:
         """Ordinary non-ASCII text is written as UTF-8, not escaped."""

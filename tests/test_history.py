@@ -10,12 +10,14 @@ import os
 import shutil
 import tempfile
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import Logger, LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
 from claudews import history as history_module
 from claudews import jsonlfile, segment
+from claudews import syncer as syncer_module
 from claudews.history import History
 from claudews.jsonlfile import LATEST
 
@@ -32,7 +34,7 @@ LINE = len(event(1)) + 1
 
 
 def fill(history: History, upto: int, pad: int = 0) -> None:
-    for seq in range(history.last_seq + 1, upto + 1):
+    for seq in range(history.written_seq + 1, upto + 1):
         history.append(seq, event(seq, pad))
 
 
@@ -461,6 +463,32 @@ class WriteFailureTests(HistoryTestCase):
         self.assertEqual(seqs(h.read_since(0)), [1, 2, 3, 4])
 
 
+class HeldSyncer:
+    """
+    A syncer whose fsyncs finish when the test says: each call waits in
+    C{calls} as C{(fds, directory, deferred)}; L{finish} runs the oldest.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[int], str | None, Deferred[None]]] = []
+
+    def sync(self, fds, directory) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self.calls.append((list(fds), directory, d))
+        return d
+
+    def finish(self, error: OSError | None = None) -> tuple[list[int], str | None]:
+        fds, directory, d = self.calls.pop(0)
+        if error is None:
+            syncer_module.sync_now(fds, directory)
+            d.callback(None)
+        else:
+            for fd in fds:
+                os.close(fd)
+            d.errback(error)
+        return fds, directory
+
+
 class FsyncTests(HistoryTestCase):
     def countFsyncs(self) -> list[int]:
         calls: list[int] = []
@@ -470,20 +498,13 @@ class FsyncTests(HistoryTestCase):
             calls.append(fd)
             real(fd)
 
-        self.patch(history_module.os, "fsync", fsync)
+        self.patch(syncer_module.os, "fsync", fsync)
         return calls
 
-    def test_fsyncEvery(self) -> None:
-        """every: one fsync per append, before append returns."""
+    def test_everyOneFsyncPerTurn(self) -> None:
+        """every: the appends of one reactor turn share one fsync, started on the next turn."""
         calls = self.countFsyncs()
         h = self.open(fsync="every")
-        fill(h, 3)
-        self.assertEqual(len(calls), 3)
-
-    def test_fsyncBatchOncePerTurn(self) -> None:
-        """batch: appends in one reactor turn share one fsync, run on the next turn."""
-        calls = self.countFsyncs()
-        h = self.open(fsync="batch")
         fill(h, 3)
         self.assertEqual(len(calls), 0)
         self.clock.advance(0)
@@ -494,35 +515,171 @@ class FsyncTests(HistoryTestCase):
         self.clock.advance(0)
         self.assertEqual(len(calls), 2)
 
+    def test_everyVisibleOnlyOnceSynced(self) -> None:
+        """
+        every: a written event is not read, nor counted in last_seq, until
+        its fsync is done; then the listener hears of it.
+        """
+        syncer = HeldSyncer()
+        h = self.open(fsync="every", syncer=syncer)
+        visible: list[int] = []
+        h.when_visible(visible.append)
+        fill(h, 2)
+        self.assertEqual((h.written_seq, h.last_seq), (2, 0))
+        self.clock.advance(0)
+        self.assertEqual(list(h.read_since(0)), [])
+        self.assertEqual(h.page(None, 10), ([], False))
+        self.assertEqual(list(h.read_before(None)), [])
+        syncer.finish()
+        self.assertEqual(visible, [2])
+        self.assertEqual(h.last_seq, 2)
+        self.assertEqual(seqs(h.read_since(0)), [1, 2])
+
+    def test_everyGroupCommit(self) -> None:
+        """
+        every: what is written while an fsync runs waits for it, then
+        shares the next one, which starts at once.
+        """
+        syncer = HeldSyncer()
+        h = self.open(fsync="every", syncer=syncer)
+        visible: list[int] = []
+        h.when_visible(visible.append)
+        fill(h, 1)
+        self.clock.advance(0)
+        fill(h, 4)
+        self.clock.advance(0)
+        self.assertEqual(len(syncer.calls), 1)
+        syncer.finish()
+        self.assertEqual(visible, [1])
+        self.assertEqual(len(syncer.calls), 1)
+        syncer.finish()
+        self.assertEqual(visible, [1, 4])
+        self.assertEqual(syncer.calls, [])
+
+    def test_everyRetriesAFailedFsync(self) -> None:
+        """every: an fsync that fails is logged and tried again; nothing is visible meanwhile."""
+        syncer = HeldSyncer()
+        h = self.open(fsync="every", syncer=syncer)
+        fill(h, 2)
+        self.clock.advance(0)
+        syncer.finish(OSError(errno.EIO, "I/O error"))
+        self.assertEqual(h.last_seq, 0)
+        [failure] = [e for e in self.logged if e.get("log_failure")]
+        self.assertEqual(failure["log_failure"].value.errno, errno.EIO)
+        self.clock.advance(history_module.SYNC_RETRY)
+        syncer.finish()
+        self.assertEqual(h.last_seq, 2)
+
+    def test_intervalVisibleAtOnceSyncedLater(self) -> None:
+        """interval: events are visible when written, fsynced once within the interval."""
+        calls = self.countFsyncs()
+        h = self.open(fsync="interval", fsync_interval=1.0)
+        fill(h, 3)
+        self.assertEqual(h.last_seq, 3)
+        self.assertEqual(seqs(h.read_since(0)), [1, 2, 3])
+        self.clock.advance(0.5)
+        fill(h, 5)
+        self.assertEqual(len(calls), 0)
+        self.clock.advance(0.5)
+        self.assertEqual(len(calls), 1)
+        self.clock.advance(5)
+        self.assertEqual(len(calls), 1)
+
+    def test_batchIsInterval(self) -> None:
+        """The older name batch is taken, as interval."""
+        calls = self.countFsyncs()
+        h = self.open(fsync="batch")
+        fill(h, 2)
+        self.assertEqual(h.last_seq, 2)
+        self.clock.advance(1.0)
+        self.assertEqual(len(calls), 1)
+
+    def test_rotatedFileSyncedWithTheNext(self) -> None:
+        """
+        A file rotated with unsynced data is fsynced (through a duplicate of
+        its descriptor) with the next fsync, and the directory too.
+        """
+        syncer = HeldSyncer()
+        h = self.open(fsync="interval", syncer=syncer, rotate_bytes=3 * LINE)
+        fill(h, 4)
+        self.clock.advance(1.0)
+        fds, directory = syncer.finish()
+        self.assertEqual(len(fds), 2)
+        self.assertEqual(directory, self.dir)
+        self.assertEqual(len(self.openFiles()), 1)
+
     def test_fsyncNoneButVisible(self) -> None:
         """none: never fsync, yet every line is in the file when append returns."""
         calls = self.countFsyncs()
         h = self.open(fsync="none")
         fill(h, 3)
-        self.clock.advance(0)
+        self.clock.advance(10)
         self.assertEqual(calls, [])
         with open(self.path(LATEST), "rb") as f:
             self.assertEqual(len(f.read().splitlines()), 3)
 
-    def test_closeSyncsPendingBatch(self) -> None:
-        """Closing with a batch pending fsyncs once and cancels the call."""
+    def test_appendManyOneWrite(self) -> None:
+        """append_many stores its lines with one write, numbered on from seq."""
+        writes: list[bytes] = []
+        real = jsonlfile.os.write
+
+        def write(fd, data):
+            writes.append(bytes(data))
+            return real(fd, data)
+
+        h = self.open()
+        self.patch(jsonlfile.os, "write", write)
+        h.append_many(1, [event(1), event(2), event(3)])
+        self.assertEqual(len(writes), 1)
+        self.assertEqual(h.written_seq, 3)
+        self.assertEqual(list(h.read_since(0)), [(1, event(1)), (2, event(2)), (3, event(3))])
+        self.assertEqual(list(h.read_since(2)), [(3, event(3))])
+
+    def test_appendManyAllOrNothing(self) -> None:
+        """A batch the disk refuses part-way leaves nothing of it in the file."""
+        h = self.open()
+        fill(h, 1)
+        real = jsonlfile.os.write
+
+        def write(fd, data):
+            return real(fd, bytes(data)[:10]) if len(data) > 10 else _refuse()
+
+        def _refuse():
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(jsonlfile.os, "write", write)
+        self.assertRaises(OSError, h.append_many, 2, [event(2), event(3)])
+        self.patch(jsonlfile.os, "write", real)
+        self.assertEqual(h.written_seq, 1)
+        h.append_many(2, [event(2), event(3)])
+        self.assertEqual(seqs(h.read_since(0)), [1, 2, 3])
+
+    def test_appendManyRotatesBetweenLines(self) -> None:
+        """A batch that would cross the rotation size is split at the line that does."""
+        h = self.open(rotate_bytes=3 * LINE)
+        h.append_many(1, [event(i) for i in range(1, 8)])
+        self.assertEqual(seqs(h.read_since(0)), list(range(1, 8)))
+        self.assertEqual(len([n for n in os.listdir(self.dir) if n.endswith(".jsonl") and n != LATEST]), 3)
+
+    def test_closeSyncsPending(self) -> None:
+        """Closing with an fsync pending does it at once and cancels the call."""
         calls = self.countFsyncs()
-        h = self.open(fsync="batch")
+        h = self.open(fsync="interval")
         fill(h, 2)
         h.close()
         self.assertEqual(len(calls), 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_closeNeverRaisesWhenFsyncFails(self) -> None:
-        """close with a batch pending on a refusing disk logs the error and closes the file anyway."""
-        h = self.open(fsync="batch")
+        """close with an fsync pending on a refusing disk logs the error and closes the file anyway."""
+        h = self.open(fsync="interval")
         fill(h, 2)
         self.assertEqual(len(self.openFiles()), 1)
 
         def fsync(fd):
             raise OSError(errno.EIO, "I/O error")
 
-        self.patch(history_module.os, "fsync", fsync)
+        self.patch(syncer_module.os, "fsync", fsync)
         h.close()
         self.assertEqual(self.openFiles(), [])
         self.assertRaises(ValueError, h.append, 3, event(3))
@@ -532,13 +689,13 @@ class FsyncTests(HistoryTestCase):
 
     def test_closeAfterAFailedFlushDoesNotRaise(self) -> None:
         """A flush that failed (and was handled) does not make the close after it raise."""
-        h = self.open(fsync="batch")
+        h = self.open(fsync="interval")
         fill(h, 2)
 
         def fsync(fd):
             raise OSError(errno.EIO, "I/O error")
 
-        self.patch(history_module.os, "fsync", fsync)
+        self.patch(syncer_module.os, "fsync", fsync)
         self.assertRaises(OSError, h.flush)
         h.close()
         self.assertEqual(self.openFiles(), [])
@@ -546,12 +703,13 @@ class FsyncTests(HistoryTestCase):
         self.assertEqual(list(h.read_since(0)), [(1, event(1)), (2, event(2))])
 
     def test_flushSyncsNow(self) -> None:
-        """flush fsyncs immediately, whatever the policy."""
+        """flush fsyncs immediately, whatever the policy, and makes what waited visible."""
         calls = self.countFsyncs()
-        h = self.open(fsync="none")
+        h = self.open(fsync="every", syncer=HeldSyncer())
         fill(h, 2)
         h.flush()
         self.assertEqual(len(calls), 1)
+        self.assertEqual(h.last_seq, 2)
 
 
 class LiveReaderTests(HistoryTestCase):

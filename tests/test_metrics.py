@@ -113,11 +113,17 @@ class MetricsTests(SynchronousTestCase):
 
 
 class BrokenStore:
-    last_seq = 0
+    last_seq = written_seq = 0
     first_seq = 1
 
     def append(self, seq, line):
         raise OSError(28, "No space left on device")
+
+    def append_many(self, seq, lines):
+        raise OSError(28, "No space left on device")
+
+    def when_visible(self, callback):
+        pass
 
     def read_since(self, since, upto=None):
         return iter(())

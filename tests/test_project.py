@@ -1602,18 +1602,19 @@ class Disk:
     def __init__(self, testcase, history, directory):
         self.full = False
         self.refused = 0
-        append, write = history.append, metadata.write
+        append_many, write = history.append_many, metadata.write
 
-        def failing_append(seq, line):
+        def failing_append(seq, lines):
             self._check()
-            append(seq, line)
+            append_many(seq, lines)
 
         def failing_write(where, data):
             if where == directory:
                 self._check()
             write(where, data)
 
-        testcase.patch(history, "append", failing_append)
+        # append is append_many of one line.
+        testcase.patch(history, "append_many", failing_append)
         testcase.patch(metadata, "write", failing_write)
 
     def _check(self):

@@ -4,6 +4,7 @@ protocol, over an in-memory process transport.
 """
 
 import json
+from contextlib import contextmanager
 
 from twisted.internet import error
 from twisted.internet.task import Clock
@@ -19,12 +20,26 @@ from claudews.runner import ClaudeProcess
 class Recorder:
     def __init__(self):
         self.messages = []
+        self.raws = []
         self.outputs = []
         self.permissions = []
         self.exits = []
+        #: The messages of each cli_lines context, one list per read.
+        self.reads = []
+        self._read = None
 
-    def cli_message(self, process, message):
+    def cli_message(self, process, message, raw=None):
         self.messages.append(message)
+        self.raws.append(raw)
+        if self._read is not None:
+            self._read.append(message)
+
+    @contextmanager
+    def cli_lines(self, process):
+        self._read = []
+        yield
+        self.reads.append(self._read)
+        self._read = None
 
     def cli_output(self, process, stream, text):
         self.outputs.append((stream, text))
@@ -109,6 +124,41 @@ class FramingTests(SynchronousTestCase):
         self.assertEqual(listener.messages, [{"type": "system", "a": 1}, {"type": "x"}])
         process.outReceived(b'pe":"y"}\n')
         self.assertEqual(listener.messages[-1], {"type": "y"})
+
+    def test_the_lines_of_one_read_come_together(self):
+        """
+        The messages of one read are handed up inside one cli_lines context
+        (their events are stored with one write); a read with no newline
+        opens none.
+        """
+        process, listener, _ = connected()
+        process.outReceived(b'{"type":"a"}\n{"type":"b"}\n{"type":"c"')
+        process.outReceived(b',"x":1')
+        process.outReceived(b'}\n')
+        self.assertEqual(
+            listener.reads,
+            [[{"type": "a"}, {"type": "b"}], [{"type": "c", "x": 1}]],
+        )
+
+    def test_strict_json_lines_come_with_their_bytes(self):
+        """
+        A line that is strict JSON is handed up with its bytes (stripped),
+        to be embedded in its event as it came; one that only the standard
+        library takes (NaN, a lone surrogate) is not.
+        """
+        process, listener, _ = connected()
+        process.outReceived(b'  {"type":"a","t":"\xc3\xa9"}\r\n')
+        process.outReceived(b'{"type":"b","n":NaN}\n{"type":"c","s":"\\ud800"}\n')
+        self.assertEqual(listener.raws, [b'{"type":"a","t":"\xc3\xa9"}', None, None])
+        self.assertEqual(listener.messages[0], {"type": "a", "t": "\u00e9"})
+        self.assertEqual(listener.messages[2], {"type": "c", "s": "\ud800"})
+
+    def test_deeply_nested_json_is_output(self):
+        """A line nested past what the parsers take is plain output, not a crash."""
+        process, listener, _ = connected()
+        process.outReceived(b"[" * 100000 + b"\n")
+        self.assertEqual(listener.messages, [])
+        self.assertEqual(len(listener.outputs), 1)
 
     def test_a_line_of_many_megabytes_is_one_message(self):
         """The CLI can print single lines of several MB."""
