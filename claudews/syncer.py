@@ -13,7 +13,7 @@ duplicate reaches the same file.
 """
 
 import os
-from typing import Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, cast
 
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorFromThreads
@@ -61,6 +61,18 @@ def sync_now(fds: Sequence[int], directory: str | None) -> None:
             os.close(dirfd)
 
 
+class ThreadsReactor(Protocol):
+    """What a L{Syncer} needs of the reactor (Twisted's are zope interfaces)."""
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Call C{f} on the reactor thread."""
+
+    def addSystemEventTrigger(
+        self, phase: str, eventType: str, callable: Callable[..., Any], *args: Any
+    ) -> Any:
+        """Call C{callable} at C{phase} of C{eventType} (shutdown)."""
+
+
 class InlineSyncer:
     """
     fsync at once on the calling thread: for tools that write histories
@@ -78,7 +90,7 @@ class Syncer:
     pool waits for the work it holds).
     """
 
-    def __init__(self, reactor: IReactorFromThreads, threads: int = THREADS) -> None:
+    def __init__(self, reactor: ThreadsReactor, threads: int = THREADS) -> None:
         self._reactor = reactor
         self._pool: ThreadPool | None = None
         self._threads = threads
@@ -87,14 +99,14 @@ class Syncer:
         if self._pool is None:
             self._pool = ThreadPool(minthreads=0, maxthreads=self._threads, name="claudews-fsync")
             self._pool.start()
-            self._reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
+            self._reactor.addSystemEventTrigger(
                 "after", "shutdown", self.stop
             )
         return self._pool
 
     def sync(self, fds: Sequence[int], directory: str | None) -> defer.Deferred[None]:
         return threads.deferToThreadPool(
-            self._reactor, self._started(), sync_now, list(fds), directory  # type: ignore[arg-type]
+            cast(IReactorFromThreads, self._reactor), self._started(), sync_now, list(fds), directory
         )
 
     def stop(self) -> None:

@@ -32,7 +32,7 @@ from claudews.logtarget import LogTarget
 from claudews.metrics import Metrics
 from claudews.registry import Registry
 from claudews.site import make_site
-from claudews.syncer import Syncer
+from claudews.syncer import Syncer, ThreadsReactor
 from claudews.versionprobe import VERSION_TIMEOUT, VersionProbe
 from claudews.requests import HANDLERS
 from claudews.wsfactory import ServerFactory, counted_fanout
@@ -156,10 +156,10 @@ def open_data_directory(path: str) -> DataLock:
         ) from None
 
 
-class Reactor(ProcessReactor, Protocol):
+class Reactor(ProcessReactor, ThreadsReactor, Protocol):
     """
     What the service needs of the reactor: its clock, starting processes,
-    and stopping it when it cannot listen.
+    threads for fsync, and stopping it when it cannot listen.
     """
 
     def stop(self) -> None:
