@@ -76,6 +76,7 @@ class Project:
         confinement: Confinement | None = None,
         observe: Callable[["Project", Event], object] = lambda project, event: None,
         write_failed: Callable[[OSError], object] = lambda error: None,
+        write_metadata: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self._reactor = reactor
         #: Told of every stored event (the notifications).
@@ -110,7 +111,8 @@ class Project:
         markers = list(meta.get("markers") or ())
         self._process = self._live_process(markers, supervisor, trees, environ)
         self._record = Record(
-            directory, self._fields, list(meta.get("open_prompts") or ()), markers
+            directory, self._fields, list(meta.get("open_prompts") or ()), markers,
+            write=write_metadata,
         )
         self._summary = self._summary_now()
 

@@ -19,6 +19,8 @@ class Record:
     """
     @param fields: the project's own fields to write (path, session, ...).
     @param markers: the live process's markers, shared (it adds and drops).
+    @param write: writes metadata.json (L{metadata.Writer}: under the
+        server's fsync policy).
     @ivar error: why the last write failed, or C{None}.
     """
 
@@ -30,8 +32,10 @@ class Record:
         fields: Callable[[], dict[str, Any]],
         open_prompts: list[str],
         markers: list[str],
+        write: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.directory = directory
+        self._write = write
         self._fields = fields
         self.open_prompts = open_prompts
         self._markers = markers
@@ -58,7 +62,7 @@ class Record:
         data = self._fields()
         data.update(open_prompts=self.open_prompts, markers=self._markers, clean=self.clean)
         try:
-            metadata.write(self.directory, data)
+            (self._write or metadata.write)(self.directory, data)
         except OSError as e:
             self.error = e
             raise

@@ -61,6 +61,8 @@ class Registry(service.Service):
         #: Where the histories' fsyncs run: threads in the server
         #: (L{claudews.syncer.Syncer}), at once when omitted (tests).
         self._syncer: FileSyncer = syncer or InlineSyncer()
+        #: Projects' metadata.json, fsynced as the histories are.
+        self._write_metadata = metadata.Writer(settings.fsync, self._syncer)
         self._settings = settings
         self._config = ProjectConfig.of(settings)
         self._root = os.path.join(settings.data, "projects")
@@ -216,6 +218,7 @@ class Registry(service.Service):
             confinement=Confinement.of(path, self._settings.project_roots, meta),
             observe=self._observe,
             write_failed=self.metrics.storage_failed,
+            write_metadata=self._write_metadata,
         )
 
     def _observe(self, project: Project, event: Event) -> None:

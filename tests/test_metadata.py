@@ -16,6 +16,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from claudews import metadata
+from claudews import syncer as syncer_module
 
 
 class MetadataTestCase(SynchronousTestCase):
@@ -122,3 +123,53 @@ class ReadTests(MetadataTestCase):
         os.mkdir(self.file)
         self.assertIsNone(metadata.read(self.dir))
         self.assertEqual(len(self.warnings), 1)
+
+
+class WriterTests(SynchronousTestCase):
+    """
+    L{metadata.Writer}: metadata.json's fsyncs follow the history's policy.
+    """
+
+    def setUp(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="claudews-metadata-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.fsyncs: list[int] = []
+        real = os.fsync
+
+        def fsync(fd: int) -> None:
+            self.fsyncs.append(fd)
+            real(fd)
+
+        self.patch(metadata.os, "fsync", fsync)
+        self.patch(syncer_module.os, "fsync", fsync)
+
+    def test_every_fsyncs_before_it_returns(self) -> None:
+        """every: file and directory are fsynced on the calling thread."""
+        from tests.test_history import HeldSyncer
+
+        syncer = HeldSyncer()
+        metadata.Writer("every", syncer)(self.dir, {"a": 1})
+        self.assertEqual(len(self.fsyncs), 2)
+        self.assertEqual(syncer.calls, [])
+        self.assertEqual(metadata.read(self.dir), {"a": 1})
+
+    def test_interval_hands_the_fsyncs_to_the_syncer(self) -> None:
+        """interval: the file is in place at once, its fsyncs run in the syncer."""
+        from tests.test_history import HeldSyncer
+
+        syncer = HeldSyncer()
+        metadata.Writer("interval", syncer)(self.dir, {"a": 2})
+        self.assertEqual(metadata.read(self.dir), {"a": 2})
+        self.assertEqual(self.fsyncs, [])
+        fds, directory = syncer.finish()
+        self.assertEqual((len(fds), directory), (1, self.dir))
+        self.assertEqual(len(self.fsyncs), 2)
+
+    def test_none_leaves_it_to_the_os(self) -> None:
+        """none: no fsync at all, the file is in place."""
+        from tests.test_history import HeldSyncer
+
+        syncer = HeldSyncer()
+        metadata.Writer("none", syncer)(self.dir, {"a": 3})
+        self.assertEqual((self.fsyncs, syncer.calls), ([], []))
+        self.assertEqual(metadata.read(self.dir), {"a": 3})
