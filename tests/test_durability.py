@@ -363,6 +363,34 @@ def test_sigkill_while_many_small_events_stream(tool_server):
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("policy", ["every", "none"])
+def test_sigkill_loses_nothing_sent_under_each_fsync_policy(make_server, policy):
+    """
+    Whatever the fsync policy, every event a client was sent was written
+    before it was sent: a server killed mid-stream keeps it, byte for byte
+    (the default, interval, is the test above). Under every, what was sent
+    had its fsync done too, which a kill cannot show; tests/test_history.py
+    and tests/test_eventlog.py show nothing is sent before it.
+    """
+    server = make_server("--fsync", policy)
+    c = server.connect()
+    path = server.project_dir("app")
+    c.ok("project.create", path=path)
+    c.ok("subscribe", path=path)
+    ids = [c.ok("prompt", path=path, prompt="quick %d" % i)["prompt_id"] for i in range(40)]
+    c.finished(ids[3])
+    server.stop(signal.SIGKILL)
+    server.start()
+    state, events = replay(server.connect(), path)
+    told = {e["seq"]: e for e in c.events if e.get("type") == "event"}
+    assert told and state["last_seq"] >= max(told)
+    assert all(events[seq - 1] == e for seq, e in told.items())
+    found = statuses(events)
+    assert set(ids) <= set(found)
+    assert all(len(s) == 1 for s in found.values())
+
+
+@pytest.mark.integration
 def test_sigkill_while_huge_events_are_written(tool_server):
     """kill -9 while lines of many MB are stored: the history stays readable."""
     server, c, path, pidfile = tool_server
