@@ -313,7 +313,10 @@ class Readers:
     def _expect(self, pipe, word, timeout):
         if not pipe.poll(timeout):
             raise ReaderError("a reader said nothing for %.0f s (waiting for %s)" % (timeout, word))
-        got, value = pipe.recv()
+        try:
+            got, value = pipe.recv()
+        except EOFError:
+            raise ReaderError("a reader process died (waiting for %s)" % (word,)) from None
         if got == "error":
             raise ReaderError(value)
         if got != word:

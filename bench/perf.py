@@ -852,17 +852,38 @@ def load():
     return "load average %.2f %.2f %.2f" % os.getloadavg()
 
 
+def machine_busy():
+    """CPU seconds the whole machine has spent busy."""
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0)
+
+
+def own_cpu():
+    """
+    CPU seconds of this process and of every descendant it has reaped
+    (servers, floors, readers; their stand-ins were reaped by them).
+    """
+    t = psutil.Process().cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def main(argv=None):
     args = options(argv)
     header = machine() + ["before:   " + load()]
     for line in header:
         progress(line)
-    started = time.monotonic()
+    started, busy, ours = time.monotonic(), machine_busy(), own_cpu()
     rows = []
     for name in ROWS:
         if name in args.only:
             rows += RUNNERS[name](args)
+    wall = time.monotonic() - started
     header.append("after:    " + load())
+    # What else ran meanwhile: other people's work on a shared machine
+    # shows here, and makes every figure below worse.
+    header.append("others:   %.2f of %d cores busy on average with processes not of this "
+                  "bench" % (max(0.0, (machine_busy() - busy) - (own_cpu() - ours)) / wall,
+                             os.cpu_count() or 0))
     print("\n".join(header))
     words = sys.argv[1:] if argv is None else list(argv)
     print("command:  %s (%.0f s)%s" % (
