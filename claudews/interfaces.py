@@ -162,8 +162,11 @@ class ProcessTrees(Protocol):
     L{claudews.proctree}). Implemented by L{claudews.proctree.SystemTrees}.
     """
 
-    def tree(self, pid: int | None, marker: str | None) -> list[Any]:
-        """Every live process of the tree of C{pid} and C{marker}."""
+    def tree(self, pid: int | None, marker: str | None) -> Deferred[list[Any]]:
+        """
+        Every live process of the tree of C{pid} and C{marker}, found off
+        the reactor thread; never one started after the call.
+        """
 
     def end(
         self, pid: int | None, marker: str | None, *, grace: float, exclude: Sequence[Any] = ()
@@ -238,8 +241,12 @@ class ProcessRoom(Protocol):
     def ready(self, flags: tuple[str, ...]) -> Deferred[Any]:
         """Fires with a live process started with C{flags}; cancellable."""
 
-    def snapshot(self, process: Any) -> list[Any]:
-        """What runs in C{process}'s tree now (spared when tools are ended)."""
+    def snapshot(self, process: Any) -> Deferred[list[Any]]:
+        """
+        What runs in C{process}'s tree now (spared when tools are ended),
+        found off the reactor thread; fires with C{[]} when it cannot be
+        known.
+        """
 
     def end_tools(self, process: Any, spare: list[Any]) -> None:
         """End what the prompt's tools left running, sparing C{spare}."""

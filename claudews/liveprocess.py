@@ -168,8 +168,16 @@ class LiveProcess:
 
         retiring.addBoth(retired)
 
-    def snapshot(self, process: ClaudeProcess) -> list[Any]:
-        return self._trees.tree(process.pid, process.marker)
+    def snapshot(self, process: ClaudeProcess) -> defer.Deferred[list[Any]]:
+        found = defer.maybeDeferred(self._trees.tree, process.pid, process.marker)
+
+        def unknown(failure: Failure) -> list[Any]:
+            # Nothing is spared then: a cancel must still end the tools.
+            self._log.failure("Looking at the process tree of {pid} failed", failure,
+                              pid=process.pid)
+            return []
+
+        return found.addErrback(unknown)
 
     def end_tools(self, process: ClaudeProcess, spare: list[Any]) -> None:
         """
@@ -177,12 +185,13 @@ class LiveProcess:
         what runs in the CLI's own session (an MCP server, say) is the
         CLI's to keep, and so is what ran before the prompt (C{spare}).
         """
-        keep = spare + [
-            p
-            for p in self._trees.tree(None, process.marker)
-            if self._trees.session_of(p) == process.pid
-        ]
-        tools = self._trees.end(None, process.marker, grace=self._grace, exclude=keep)
+        marker, session = process.marker, process.pid
+
+        def end(members: list[Any]) -> defer.Deferred[list[Any]]:
+            keep = spare + [p for p in members if self._trees.session_of(p) == session]
+            return self._trees.end(None, marker, grace=self._grace, exclude=keep)
+
+        tools = defer.maybeDeferred(self._trees.tree, None, marker).addCallback(end)
         tools.addErrback(lambda f: self._log.failure("Ending tools failed", f))
 
     def escalate(self, process: ClaudeProcess) -> None:

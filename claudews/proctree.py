@@ -12,6 +12,11 @@ every descendant, and every process carrying the marker.
 Processes are handled as L{psutil.Process} objects after the first look:
 they remember their creation time, so a pid reused by an unrelated process
 is never signalled.
+
+Looking at the process table reads every process (its environment
+included): milliseconds, more on a busy machine. L{SystemTrees} does it
+off the reactor thread, through an injected L{InThread}, so that the
+streams of every other project do not wait for it.
 """
 
 from __future__ import annotations
@@ -19,16 +24,22 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Iterable
-from typing import Any, Protocol
+from collections.abc import Callable, Collection, Iterable
+from typing import Any, Protocol, TypeVar, cast
 
 import psutil  # type: ignore[import-untyped]
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from claudews.interfaces import DelayedCall, ReactorTime
 
 _log = Logger()
+
+_T = TypeVar("_T")
 
 MARKER_ENV = "CLAUDEWS_PROCESS"
 
@@ -98,11 +109,21 @@ class ProcessTable(Protocol):
     def lookup(self, pid: int) -> Any | None:
         """The live (or zombie) process C{pid}, or None."""
 
-    def scan(self, roots: Iterable[Any], group: int | None, marker: str | None) -> list[Any]:
+    def pids(self) -> Collection[int]:
+        """The pids there are now; cheap: no process is looked at."""
+
+    def scan(
+        self,
+        roots: Iterable[Any],
+        group: int | None,
+        marker: str | None,
+        among: Collection[int] | None = None,
+    ) -> list[Any]:
         """
         Live, non-zombie processes among C{roots}, the members of process
         group C{group}, those carrying C{MARKER_ENV=marker}, and all their
-        descendants; never the calling process.
+        descendants; never the calling process.  Only the processes of
+        C{among} (L{pids} taken earlier) are looked at, when given.
         """
 
     def signal(self, process: Any, signum: int) -> None:
@@ -133,11 +154,16 @@ class SystemProcessTable:
         except psutil.NoSuchProcess:
             return None
 
+    def pids(self) -> list[int]:
+        pids: list[int] = psutil.pids()
+        return pids
+
     def scan(
         self,
         roots: Iterable[psutil.Process],
         group: int | None,
         marker: str | None,
+        among: Collection[int] | None = None,
     ) -> list[psutil.Process]:
         me = os.getpid()
         live: dict[int, psutil.Process] = {}
@@ -145,7 +171,7 @@ class SystemProcessTable:
         found: dict[int, psutil.Process] = {}
         # Fresh Process objects rather than process_iter's cache: a cached
         # object can outlive its process and describe whoever reused the pid.
-        for pid in psutil.pids():
+        for pid in psutil.pids() if among is None else among:
             try:
                 process = psutil.Process(pid)
                 with process.oneshot():
@@ -242,6 +268,60 @@ def marker_of(process: psutil.Process) -> str | None:
     return _marker_of(process)
 
 
+class InThread(Protocol):
+    """
+    Somewhere to run a call that blocks (a look at the process table)
+    without keeping the reactor thread waiting: C{in_thread(f)} calls
+    C{f()} there and fires, on the reactor thread, with what it returned
+    or raised.  L{reactor_threads} in production, L{at_once} in tests.
+    """
+
+    def __call__(self, f: Callable[[], _T], /) -> Deferred[_T]:
+        """Call C{f}; its result or failure."""
+
+
+def at_once(f: Callable[[], _T]) -> Deferred[_T]:
+    """
+    The L{InThread} that calls C{f} right away on the caller's thread:
+    for tests on a L{twisted.internet.task.Clock}, whose fake process
+    tables answer at once and whose results are wanted synchronously.
+    """
+    return defer.maybeDeferred(f)
+
+
+def reactor_threads(reactor: object) -> InThread:
+    """
+    The L{InThread} of C{reactor}'s thread pool, one call at a time, or
+    L{at_once} for a reactor without threads (a
+    L{twisted.internet.task.Clock} in tests).
+
+    One at a time: a look at the process table holds the GIL for most of
+    its time, and the more threads hold it the longer the reactor thread
+    waits for it (ten looks at once stalled it for longer than the same
+    looks on it did); one thread also leaves the pool's others to its
+    other users.
+
+    Calls made before the reactor runs (ending a dead server's leftovers
+    at start) wait in the pool's queue until it does.  At shutdown the
+    services stop in the reactor's "before shutdown" phase and its pool
+    only stops "during" it, once every Deferred the services returned has
+    fired: ending the process trees at shutdown runs in threads like at
+    any other time, and needs no synchronous path.
+    """
+    if not IReactorThreads.providedBy(reactor):
+        return at_once
+    threads = cast(Any, reactor)
+    one_at_a_time = defer.DeferredSemaphore(1)
+
+    def in_pool(f: Callable[[], _T]) -> Deferred[_T]:
+        # The pool is asked for at each call: a reactor makes it on first use.
+        return one_at_a_time.run(
+            lambda: deferToThreadPool(threads, threads.getThreadPool(), f)
+        )
+
+    return in_pool
+
+
 def end_tree(
     pid: int | None,
     marker: str | None,
@@ -252,6 +332,7 @@ def end_tree(
     kill_timeout: float = 5.0,
     interval: float = 0.1,
     table: ProcessTable | None = None,
+    in_thread: InThread | None = None,
 ) -> Deferred[list[Any]]:
     """
     End the process tree of C{pid} and C{marker} (see L{tree}).
@@ -263,7 +344,8 @@ def end_tree(
     is still alive after C{grace} seconds gets SIGKILL, repeated on each
     look until nothing is left.  Processes in C{exclude} are never
     signalled, and the process group is not signalled if one of them is in
-    it.
+    it.  The looks run through C{in_thread} (by default
+    L{reactor_threads}); the signals are sent from the reactor thread.
 
     C{pid} must not have been reaped yet (a zombie is fine), or the group
     signal could reach whoever reused the number.
@@ -282,6 +364,7 @@ def end_tree(
         kill_timeout=kill_timeout,
         interval=interval,
         table=SystemProcessTable() if table is None else table,
+        in_thread=reactor_threads(reactor) if in_thread is None else in_thread,
     )
     return ending.start()
 
@@ -289,22 +372,46 @@ def end_tree(
 class SystemTrees:
     """
     The process trees of this machine, for a project on C{reactor}: what
-    L{claudews.interfaces.ProcessTrees} asks, on the real process table.
+    L{claudews.interfaces.ProcessTrees} asks, on the real process table,
+    looked at through C{in_thread} (by default L{reactor_threads}).
     """
 
-    def __init__(self, reactor: ReactorTime, table: ProcessTable | None = None) -> None:
+    def __init__(
+        self,
+        reactor: ReactorTime,
+        table: ProcessTable | None = None,
+        in_thread: InThread | None = None,
+    ) -> None:
         self._reactor = reactor
         self._table = SystemProcessTable() if table is None else table
+        self._in_thread = reactor_threads(reactor) if in_thread is None else in_thread
 
-    def tree(self, pid: int | None, marker: str | None) -> list[Any]:
-        root = self._table.lookup(pid) if pid is not None else None
-        return self._table.scan([root] if root is not None else [], pid, marker)
+    def tree(self, pid: int | None, marker: str | None) -> Deferred[list[Any]]:
+        # The root and the pids are taken now, on the reactor thread (one
+        # stat, one listing of /proc), and only looked at in the thread: a
+        # process started after this call, say a tool of the prompt this is
+        # the baseline of, is never taken for one that was there before,
+        # however late the thread gets to it.
+        table = self._table
+        try:
+            root = table.lookup(pid) if pid is not None else None
+            among = table.pids()
+        except Exception:
+            return defer.fail()
+        roots = [root] if root is not None else []
+        return self._in_thread(lambda: table.scan(roots, pid, marker, among))
 
     def end(
         self, pid: int | None, marker: str | None, *, grace: float, exclude: Iterable[Any] = ()
     ) -> Deferred[list[Any]]:
         return end_tree(
-            pid, marker, grace=grace, reactor=self._reactor, exclude=exclude, table=self._table
+            pid,
+            marker,
+            grace=grace,
+            reactor=self._reactor,
+            exclude=exclude,
+            table=self._table,
+            in_thread=self._in_thread,
         )
 
     def session_of(self, process: Any) -> int | None:
@@ -320,6 +427,7 @@ class _Ending:
     def __init__(
         self, pid: int | None, marker: str | None, *, grace: float, reactor: ReactorTime,
         exclude: list[Any], kill_timeout: float, interval: float, table: ProcessTable,
+        in_thread: InThread,
     ) -> None:
         self._pid = pid
         self._marker = marker
@@ -329,36 +437,91 @@ class _Ending:
         self._kill_timeout = kill_timeout
         self._interval = interval
         self._table = table
+        self._in_thread = in_thread
         self._termed: set[Any] = set()
         self._killed: list[Any] = []
         self._call: DelayedCall | None = None
+        #: No look has come back yet: the group is still to be signalled.
+        self._first = True
         self._done = False
 
     def start(self) -> Deferred[list[Any]]:
         self._deferred: Deferred[list[Any]] = Deferred(self._cancel)
         self._started = self._reactor.seconds()
+        # Twisted reaps on this thread: here the pid is still the root's
+        # (see end_tree), and the root remembers its creation time.
         self._root = self._table.lookup(self._pid) if self._pid is not None else None
+        self._rootAlive = self._root is not None
         # Snapshot first: once the root dies its children move to init and
         # can only be found by marker.
-        found = self._look(group=self._pid)
-        if self._pid is not None and not any(
-            self._table.pgid(p) == self._pid for p in self._exclude
-        ):
-            self._table.killpg(self._pid, signal.SIGTERM)
-        self._terminate(found)
-        if found:
-            self._schedule()
-        else:
-            self._finish()
+        self._look()
         return self._deferred
 
-    def _look(self, group: int | None) -> list[Any]:
+    def _look(self) -> None:
+        self._call = None
         roots = list(self._termed)
         if self._root is not None:
             roots.append(self._root)
-        found = self._table.scan(roots, group, self._marker)
+        # New members of the group can only come from live members, so once
+        # the root is gone (and its pid reusable) the descendants of what
+        # we already track cover them.
+        group = self._pid if self._rootAlive else None
+        table, marker = self._table, self._marker
+        looking = self._in_thread(lambda: table.scan(roots, group, marker))
+        # A failure to look, or to act on what was found, is one failure.
+        looking.addCallback(self._looked).addErrback(self._failed)
+
+    def _looked(self, found: list[Any]) -> None:
+        if self._done:
+            # Cancelled while the thread looked.
+            return
         self._rootAlive = self._root is not None and self._root in found
-        return [p for p in found if p not in self._exclude]
+        found = [p for p in found if p not in self._exclude]
+        if self._first:
+            self._first = False
+            self._begin(found)
+        else:
+            self._step(found)
+        self._next()
+
+    def _failed(self, failure: Failure) -> None:
+        if self._done:
+            return
+        _log.failure("looking for processes of {pid} (marker {marker})", failure,
+                     pid=self._pid, marker=self._marker)
+        if self._first:
+            # The group signal needs no look.
+            self._first = False
+            try:
+                self._signal_group()
+            except Exception:
+                _log.failure("signalling process group {pid}", pid=self._pid)
+        if self._elapsed() >= self._grace + self._kill_timeout:
+            self._finish()
+        self._next()
+
+    def _next(self) -> None:
+        if not self._done:
+            self._call = self._reactor.callLater(self._interval, self._look)
+
+    def _begin(self, found: list[Any]) -> None:
+        self._signal_group()
+        self._terminate(found)
+        if not found:
+            self._finish()
+
+    def _signal_group(self) -> None:
+        if self._pid is None or self._root is None:
+            return
+        if any(self._table.pgid(p) == self._pid for p in self._exclude):
+            return
+        # The thread took its time: a root that is no longer the process
+        # looked up at the start was reaped meanwhile, and its number may
+        # name someone else's group now. Not reaped now, it cannot be
+        # before the signal: that too would happen on this thread.
+        if self._table.lookup(self._pid) != self._root:
+            return
+        self._table.killpg(self._pid, signal.SIGTERM)
 
     def _terminate(self, processes: list[Any]) -> None:
         for process in processes:
@@ -366,29 +529,10 @@ class _Ending:
                 self._termed.add(process)
                 self._table.signal(process, signal.SIGTERM)
 
-    def _schedule(self) -> None:
-        self._call = self._reactor.callLater(self._interval, self._poll)
-
-    def _poll(self) -> None:
-        self._call = None
-        try:
-            self._step()
-        except Exception:
-            _log.failure("looking for processes of {pid} (marker {marker})",
-                         pid=self._pid, marker=self._marker)
-            if self._elapsed() >= self._grace + self._kill_timeout:
-                self._finish()
-        if not self._done and self._call is None:
-            self._schedule()
-
     def _elapsed(self) -> float:
         return self._reactor.seconds() - self._started
 
-    def _step(self) -> None:
-        # New members of the group can only come from live members, so once
-        # the root is gone (and its pid reusable) the descendants of what
-        # we already track cover them.
-        found = self._look(group=self._pid if self._rootAlive else None)
+    def _step(self, found: list[Any]) -> None:
         if not found:
             self._finish()
             return

@@ -105,7 +105,8 @@ class Run:
     lost: str | None = None
     finished: bool = False
     cost_base: float = 0.0
-    baseline: list[Any] = attrs.Factory(list)
+    #: What ran in its process's tree before it: found in a thread.
+    baseline: defer.Deferred[list[Any]] | None = None
     timeout_call: DelayedCall | None = None
     escalate_call: DelayedCall | None = None
     done: defer.Deferred[None] = attrs.Factory(defer.Deferred)
@@ -160,6 +161,9 @@ class Run:
         self.session_generation = self.host.session_generation
         self.cost_base = process.total_cost
         self.started = self.reactor.seconds()
+        # Asked before the CLI has the text, so nothing its tools start
+        # can be taken for what ran before; not waited for: only a stop
+        # needs it.
         self.baseline = self.room.snapshot(process)
         if not self.host.publish(events.prompt_started(self.id, self.host.session_id)):
             # A prompt that would run off the record does not run.
@@ -263,9 +267,24 @@ class Run:
         if stopped and process is not None and not process.ended:
             # The interrupt stops the CLI, not always what its tools
             # started in sessions of their own (the Bash tool does that).
-            self.room.end_tools(process, self.baseline)
+            self.end_tools(process)
         self.room.prompt_done(process, self.held)
         self.done.callback(None)
+
+    def end_tools(self, process: ClaudeProcess) -> None:
+        """
+        End what the stopped prompt's tools left, sparing what ran before
+        it: once that is known, if it is not yet.
+        """
+        baseline = self.baseline if self.baseline is not None else defer.succeed([])
+
+        def end(spare: list[Any]) -> None:
+            if not process.ended:
+                self.room.end_tools(process, spare)
+
+        baseline.addCallback(end).addErrback(
+            lambda f: _log.failure("Ending the tools of prompt {id} failed", f, id=self.id)
+        )
 
 
 if TYPE_CHECKING:

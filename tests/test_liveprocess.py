@@ -73,9 +73,16 @@ class FakeTrees:
         self.endings: list[Ending] = []
         self.members: list[Any] = []
         self.sessions: dict[Any, int] = {}
+        #: Each look: C{(pid, marker)}.
+        self.looks: list[tuple[int | None, str | None]] = []
+        #: Looks answer with this Deferred when set, at once otherwise.
+        self.answer: defer.Deferred[list[Any]] | None = None
 
-    def tree(self, pid: int | None, marker: str | None) -> list[Any]:
-        return list(self.members)
+    def tree(self, pid: int | None, marker: str | None) -> defer.Deferred[list[Any]]:
+        self.looks.append((pid, marker))
+        if self.answer is not None:
+            return self.answer
+        return defer.succeed(list(self.members))
 
     def end(
         self, pid: int | None, marker: str | None, *, grace: float, exclude: Any = ()
@@ -470,3 +477,46 @@ class CannotRunTests(LiveProcessTestCase):
         process = self.ready()
         self.exits(process, b"some tool: not found\n")
         self.assertEqual(process.stderr_tail, "some tool: not found\n")
+
+
+class ToolsTests(LiveProcessTestCase):
+    """
+    L{LiveProcess.snapshot} and L{LiveProcess.end_tools}: what a stopped
+    prompt's tools left is ended, and nothing else.
+    """
+
+    def test_snapshot_is_the_tree_of_the_process(self) -> None:
+        """The baseline is the process's tree, by pid and marker."""
+        process = self.ready()
+        self.trees.members = ["mcp", "old tool"]
+        self.assertEqual(self.successResultOf(self.live.snapshot(process)), ["mcp", "old tool"])
+        self.assertEqual(self.trees.looks, [(process.pid, process.marker)])
+
+    def test_a_snapshot_that_fails_is_empty_and_logged(self) -> None:
+        """A look that fails spares nothing (a stop still ends the tools) and is logged."""
+        process = self.ready()
+        self.trees.answer = defer.fail(RuntimeError("psutil"))
+        self.assertEqual(self.successResultOf(self.live.snapshot(process)), [])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_end_tools_spares_the_baseline_and_the_clis_own_session(self) -> None:
+        """What ran before, and what runs in the CLI's session, is excluded from the ending."""
+        process = self.ready()
+        self.trees.members = ["mcp", "tool", "old tool"]
+        self.trees.sessions = {"mcp": process.pid, "tool": 4242, "old tool": 4343}
+        self.live.end_tools(process, ["old tool"])
+        self.assertEqual(self.trees.looks, [(None, process.marker)])
+        [ending] = self.trees.endings
+        self.assertEqual((ending.pid, ending.marker, ending.grace), (None, process.marker, GRACE))
+        self.assertEqual(ending.exclude, ["old tool", "mcp"])
+
+    def test_end_tools_waits_for_the_look(self) -> None:
+        """The ending starts once the thread has seen who is in the CLI's session."""
+        process = self.ready()
+        self.trees.answer = defer.Deferred()
+        self.live.end_tools(process, [])
+        self.assertEqual(self.trees.endings, [])
+        self.trees.sessions = {"mcp": process.pid}
+        self.trees.answer.callback(["mcp", "tool"])
+        [ending] = self.trees.endings
+        self.assertEqual(ending.exclude, ["mcp"])

@@ -12,22 +12,29 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
 import psutil
 import pytest_twisted
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from claudews.proctree import (
     MARKER_ENV,
+    SystemProcessTable,
+    SystemTrees,
+    at_once,
     end_tree,
     find_marked,
     marker_of,
     new_session_argv,
+    reactor_threads,
     tree,
 )
 
@@ -90,18 +97,23 @@ class FakeTable:
                 return process
         return None
 
-    def scan(self, roots, group, marker):
+    def pids(self):
+        return [p.pid for p in self.processes if p.alive]
+
+    def scan(self, roots, group, marker, among=None):
         roots = list(roots)
         found = [
             p for p in self.processes
-            if p.alive and (p in roots or (group is not None and p.pgid == group)
-                            or (marker is not None and p.marker == marker))
+            if p.alive and (among is None or p.pid in among)
+            and (p in roots or (group is not None and p.pgid == group)
+                 or (marker is not None and p.marker == marker))
         ]
         grew = True
         while grew:
             grew = False
             for p in self.processes:
-                if p.alive and p not in found and p.parent in found:
+                if (p.alive and p not in found and p.parent in found
+                        and (among is None or p.pid in among)):
                     found.append(p)
                     grew = True
         return found
@@ -237,6 +249,188 @@ class EndTreeTimingTests(SynchronousTestCase):
         d.cancel()
         self.failureResultOf(d, CancelledError)
         self.assertFalse(self.clock.getDelayedCalls())
+
+
+class Threads:
+    """
+    An L{InThread} whose calls wait until the test runs them, as they
+    would in a busy thread pool.
+    """
+
+    def __init__(self):
+        self.waiting = []
+
+    def __call__(self, f):
+        d = Deferred()
+        self.waiting.append((f, d))
+        return d
+
+    def run(self):
+        """Run the oldest waiting call, and fire its Deferred."""
+        f, d = self.waiting.pop(0)
+        try:
+            result = f()
+        except Exception:
+            d.errback()
+        else:
+            d.callback(result)
+
+
+class FailingTable(FakeTable):
+    """A L{FakeTable} whose first C{failures} scans raise."""
+
+    failures = 0
+
+    def scan(self, *args, **kw):
+        if self.failures:
+            self.failures -= 1
+            raise OSError("cannot read /proc")
+        return super().scan(*args, **kw)
+
+
+class ThreadedLookTests(SynchronousTestCase):
+    """
+    The looks at the process table run through an L{InThread}; what is
+    decided from them, on the reactor thread once they come back.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.table = FailingTable(self.clock)
+        self.threads = Threads()
+
+    def endTree(self, pid, marker, **kw):
+        kw.setdefault("grace", 5.0)
+        return end_tree(pid, marker, reactor=self.clock, table=self.table,
+                        in_thread=self.threads, **kw)
+
+    def test_tree_never_holds_a_process_started_after_the_call(self):
+        """A process started while the look waits for a thread is not in the tree."""
+        cli = self.table.add(100, marker="m")
+        trees = SystemTrees(self.clock, self.table, in_thread=self.threads)
+        d = trees.tree(100, "m")
+        tool = self.table.add(300, marker="m", pgid=300, parent=cli)
+        self.assertNoResult(d)
+        self.threads.run()
+        self.assertEqual(self.successResultOf(d), [cli])
+        self.assertIn(tool, self.table.scan([cli], 100, "m"))
+
+    def test_tree_that_cannot_list_the_pids_fails(self):
+        """A failure on the reactor thread is the Deferred's, not the caller's."""
+        def broken():
+            raise OSError("no /proc")
+
+        self.table.pids = broken
+        trees = SystemTrees(self.clock, self.table, in_thread=self.threads)
+        self.failureResultOf(trees.tree(100, "m"), OSError)
+        self.assertEqual(self.threads.waiting, [])
+
+    def test_no_signal_before_the_first_look_comes_back(self):
+        """Signals wait for the snapshot: none while the thread looks."""
+        cli = self.table.add(100, marker="m")
+        d = self.endTree(100, "m")
+        self.assertEqual((self.table.groupSignals, cli.signals), ([], []))
+        self.threads.run()
+        self.assertEqual(self.table.groupSignals, [(100, signal.SIGTERM)])
+        self.assertFalse(cli.alive)
+        self.clock.advance(0.1)
+        self.threads.run()
+        self.assertEqual(self.successResultOf(d), [])
+
+    def test_a_root_reaped_while_looking_gets_no_group_signal(self):
+        """Its number may name another group by then: only what the look found is signalled."""
+        cli = self.table.add(100, marker="m")
+        tool = self.table.add(200, marker="m", parent=cli)
+        self.endTree(100, "m")
+        cli.die()
+        self.table.processes.remove(cli)
+        self.threads.run()
+        self.assertEqual(self.table.groupSignals, [])
+        self.assertEqual(tool.signals, [signal.SIGTERM])
+
+    def test_cancel_while_looking_signals_nothing(self):
+        """A look that comes back after a cancel is ignored."""
+        cli = self.table.add(100, marker="m")
+        d = self.endTree(100, "m")
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.threads.run()
+        self.assertEqual((self.table.groupSignals, cli.signals), ([], []))
+        self.assertFalse(self.clock.getDelayedCalls())
+
+    def test_a_failed_look_is_logged_and_tried_again(self):
+        """The group is signalled anyway; the next look finds the rest."""
+        cli = self.table.add(100, marker="m")
+        orphan = self.table.add(300, marker="m", pgid=300)
+        self.table.failures = 1
+        d = self.endTree(100, "m")
+        self.threads.run()
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertFalse(cli.alive)
+        self.assertEqual(orphan.signals, [])
+        self.clock.advance(0.1)
+        self.threads.run()
+        self.assertEqual(orphan.signals, [signal.SIGTERM])
+        self.clock.advance(0.1)
+        self.threads.run()
+        self.assertEqual(self.successResultOf(d), [])
+
+    def test_looks_that_keep_failing_give_up_in_time(self):
+        """It always fires: after the grace and the kill timeout at the latest."""
+        self.table.add(100, marker="m")
+        self.table.failures = 10**6
+        d = end_tree(100, "m", reactor=self.clock, table=self.table, grace=1.0,
+                     kill_timeout=2.0)
+        self.clock.pump([0.1] * 29)
+        self.assertNoResult(d)
+        self.clock.pump([0.1] * 2)
+        self.assertEqual(self.successResultOf(d), [])
+        self.assertFalse(self.clock.getDelayedCalls())
+        self.flushLoggedErrors(OSError)
+
+    def test_a_clock_has_no_threads(self):
+        """Without a thread pool (a Clock), looks run at once."""
+        self.assertIs(reactor_threads(self.clock), at_once)
+
+    def test_the_reactors_pool_runs_one_look_at_a_time(self):
+        """The next call goes to the pool once the one before has come back."""
+        reactor = ThreadedReactor()
+        in_thread = reactor_threads(reactor)
+        first, second = in_thread(lambda: 1), in_thread(lambda: 2)
+        self.assertEqual(len(reactor.pool.calls), 1)
+        reactor.pool.run()
+        self.assertEqual(self.successResultOf(first), 1)
+        self.assertEqual(len(reactor.pool.calls), 1)
+        reactor.pool.run()
+        self.assertEqual(self.successResultOf(second), 2)
+
+
+class FakePool:
+    """A thread pool whose calls run when the test says."""
+
+    def __init__(self):
+        self.calls = []
+
+    def callInThreadWithCallback(self, onResult, f, *args, **kw):
+        self.calls.append((onResult, f, args, kw))
+
+    def run(self):
+        onResult, f, args, kw = self.calls.pop(0)
+        onResult(True, f(*args, **kw))
+
+
+@implementer(IReactorThreads)
+class ThreadedReactor:
+    """The thread part of a reactor, over a L{FakePool}."""
+
+    def __init__(self):
+        self.pool = FakePool()
+
+    def getThreadPool(self):
+        return self.pool
+
+    def callFromThread(self, f, *args, **kw):
+        f(*args, **kw)
 
 
 # Real processes.  A parent spawns one child per spec ("group": same process
@@ -404,6 +598,37 @@ def test_real_marker_alone_ends_everything():
         killed = yield _ended(None, family.marker, grace=5.0)
         assert killed == []
         assert _survivors(family) == []
+    finally:
+        family.close()
+
+
+class _ThreadNoting(SystemProcessTable):
+    """The real process table, noting the thread of each scan."""
+
+    def __init__(self):
+        self.threads = []
+
+    def scan(self, *args, **kw):
+        self.threads.append(threading.get_ident())
+        return super().scan(*args, **kw)
+
+
+@pytest_twisted.inlineCallbacks
+def test_real_trees_are_looked_at_off_the_reactor_thread():
+    """With the reactor's thread pool, the scans of tree and end run in another thread."""
+    from twisted.internet import reactor
+
+    family = Family("stay", "session")
+    try:
+        table = _ThreadNoting()
+        trees = SystemTrees(reactor, table)
+        found = yield trees.tree(family.pid, family.marker).addTimeout(30, reactor)
+        assert {p.pid for p in found} == {p.pid for p in family.everyone()}
+        killed = yield trees.end(family.pid, family.marker, grace=5.0).addTimeout(30, reactor)
+        assert killed == []
+        assert _survivors(family) == []
+        assert len(table.threads) >= 2
+        assert threading.get_ident() not in table.threads
     finally:
         family.close()
 

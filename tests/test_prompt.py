@@ -83,6 +83,11 @@ class FakeRoom:
         self.ended_tools: list[tuple[Any, list[Any]]] = []
         self.done: list[tuple[Any, bool]] = []
         self.cancelled: list[defer.Deferred[Any]] = []
+        #: Each snapshot asked for, fired at once unless C{slow_snapshots}.
+        self.snapshots: list[defer.Deferred[list[Any]]] = []
+        self.slow_snapshots = False
+        #: At each snapshot: what the process had been sent.
+        self.sent_before_snapshot: list[list[str]] = []
 
     def acquire(self) -> defer.Deferred[None]:
         d: defer.Deferred[None] = defer.Deferred(self.cancelled.append)
@@ -95,8 +100,13 @@ class FakeRoom:
         self.readying.append(d)
         return d
 
-    def snapshot(self, process: Any) -> list[Any]:
-        return ["baseline"]
+    def snapshot(self, process: Any) -> defer.Deferred[list[Any]]:
+        d: defer.Deferred[list[Any]] = defer.Deferred()
+        self.snapshots.append(d)
+        self.sent_before_snapshot.append(list(process.prompts))
+        if not self.slow_snapshots:
+            d.callback(["baseline"])
+        return d
 
     def end_tools(self, process: Any, spare: list[Any]) -> None:
         self.ended_tools.append((process, spare))
@@ -370,6 +380,54 @@ class StopWhileRunningTests(PromptTestCase):
         self.running()
         self.prompt.result(SUCCESS)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class BaselineTests(PromptTestCase):
+    """
+    What ran in the process's tree before the prompt (its baseline) is
+    found in a thread; only ending the tools of a stopped prompt waits
+    for it.
+    """
+
+    def test_asked_for_before_the_cli_has_the_text(self) -> None:
+        """The baseline is asked for first, so no tool of the prompt is in it."""
+        self.running()
+        self.assertEqual(self.room.sent_before_snapshot, [[]])
+        self.assertEqual(self.process.prompts, ["hello"])
+
+    def test_the_prompt_runs_without_waiting_for_it(self) -> None:
+        """prompt.started and the text go out while the baseline is still unknown."""
+        self.room.slow_snapshots = True
+        self.running()
+        self.assertEqual(self.host.published, [events.prompt_started("p-1", "s-1")])
+        self.assertEqual(self.process.prompts, ["hello"])
+
+    def test_a_stop_before_it_is_known_ends_the_tools_once_it_is(self) -> None:
+        """A cancel answered before the baseline: the tools are ended when it comes, sparing it."""
+        self.room.slow_snapshots = True
+        self.running()
+        self.prompt.stop(CANCELLED)
+        self.prompt.result(SUCCESS)
+        self.assertEqual(self.finished_fields()["status"], CANCELLED)
+        self.assertEqual(self.room.ended_tools, [])
+        self.room.snapshots[0].callback(["before"])
+        self.assertEqual(self.room.ended_tools, [(self.process, ["before"])])
+
+    def test_a_process_gone_meanwhile_has_no_tools_to_end(self) -> None:
+        """The CLI ended before the baseline came: its leftovers are ended by its exit instead."""
+        self.room.slow_snapshots = True
+        self.running()
+        self.prompt.stop(TIMEOUT)
+        self.prompt.result(SUCCESS)
+        self.process.ended = True
+        self.room.snapshots[0].callback(["before"])
+        self.assertEqual(self.room.ended_tools, [])
+
+    def test_a_prompt_that_completes_ends_no_tools(self) -> None:
+        """Not stopped: the baseline is never used."""
+        self.running()
+        self.prompt.result(SUCCESS)
+        self.assertEqual(self.room.ended_tools, [])
 
 
 class StorageLostTests(PromptTestCase):
