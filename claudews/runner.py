@@ -193,7 +193,13 @@ class ClaudeProcess(protocol.ProcessProtocol):
             env = dict(env, **{proctree.CWD_FD_ENV: str(proctree.CWD_FD)})
         self._bin, self._search_path = argv[0], search_path(environ=env)
         self._reactor.spawnProcess(
-            self, wrapped[0], wrapped, env=env, path=cwd, childFDs=child_fds
+            self, wrapped[0], wrapped, env=env,
+            # With the directory's descriptor the trampoline changes into
+            # it; without a path Twisted starts the child with
+            # posix_spawn instead of forking this whole process, which
+            # held the reactor up for milliseconds per start.
+            path=cwd if directory is None else None,
+            childFDs=child_fds,
         )
 
     @property

@@ -191,12 +191,17 @@ class ReadyTests(LiveProcessTestCase):
         self.assertIs(self.live.current, first)
 
     def test_spawns_the_cli_with_resume_flags_cwd_and_env(self) -> None:
-        """argv resumes the session, runs in the project, environment scrubbed and marked."""
+        """
+        argv resumes the session, runs in the project (the trampoline changes
+        into the checked directory's descriptor: no path, so no fork),
+        environment scrubbed and marked.
+        """
         process = self.ready(MODEL)
         cli = self.cli()
         self.assertEqual(cli.argv[0], "claude")
         self.assertEqual(cli.argv[-4:], ["--resume", "s-1", *MODEL])
-        self.assertEqual(cli.path, "/w/app")
+        self.assertIsNone(cli.path)
+        self.assertEqual(cli.env[proctree.CWD_FD_ENV], str(proctree.CWD_FD))
         self.assertEqual(cli.env["EXTRA"], "yes")
         self.assertNotIn("CLAUDECODE", cli.env)
         self.assertEqual(cli.env[proctree.MARKER_ENV], process.marker)
