@@ -447,8 +447,9 @@ class StartingTests(ProjectTestCase):
         self.assertEqual(cli.executable, cli.args[0])
         self.assertEqual(cli.executable, sys.executable)
         self.assertEqual(cli.argv, ["claude", *PROTOCOL_FLAGS, "--model", "opus"])
-        self.assertEqual(cli.path, fx.workdir)
-        # Its working directory also goes by descriptor, the one checked.
+        # Its working directory goes by descriptor, the one checked, and
+        # only so: with no path, Twisted spawns rather than forks.
+        self.assertIsNone(cli.path)
         directory = cli.child_fds.pop(proctree.CWD_FD)
         self.assertEqual(cli.child_fds, {0: "w", 1: "r", 2: "r"})
         self.assertEqual(cli.env[proctree.CWD_FD_ENV], str(proctree.CWD_FD))
@@ -1397,7 +1398,6 @@ class SupervisorTests(ProjectTestCase):
         self.assertEqual(len(self.reactor.spawned), 1)
         cli_a.exit(0)
         [_, cli_b] = self.reactor.spawned
-        self.assertEqual(cli_b.path, b.workdir)
         self.assertEqual(cli_b.prompts, ["for b"])
         self.assertEqual(len(b.started(prompt_b)), 1)
         self.assertEqual(self.reactor.max_live, 1)
