@@ -29,7 +29,7 @@ from claudews.clilistener import CliListener
 from claudews.clisession import marker_prefix, valid_session
 from claudews.confinement import Confinement
 from claudews.errors import RequestError
-from claudews.eventlog import EventLog
+from claudews.eventlog import BATCHED, EventLog
 from claudews.events import INTERRUPTED, Event
 from claudews.interfaces import (
     EventStore,
@@ -264,8 +264,10 @@ class Project:
         whether it was stored (L{EventLog.publish}).
         """
         stored = self._events.publish(event)
-        # Permission requests come and go with their events.
-        self._changed()
+        if event.kind not in BATCHED:
+            # Permission requests come and go with their events; what
+            # the CLI prints (most events, by far) changes no summary.
+            self._changed()
         return stored
 
     def storage_problem(self) -> str | None:
