@@ -236,6 +236,18 @@ class ServerProtocol(WebSocketServerProtocol):
     def send_prepared(self, prepared: Any, size: int) -> None:
         self._outbox.send_prepared(prepared, size)
 
+    def send_frame(self, frame: bytes) -> None:
+        """
+        Put a message framed by L{claudews.outbox.prepare} on the wire:
+        what Autobahn's sendData does for it, without the debug log line
+        it formats for every send (no compression is ever negotiated and
+        nothing is ever queued in Autobahn's send_queue, which only
+        chopped or synchronous sends use).
+        """
+        # ITransport is a zope interface, which mypy reads as a class.
+        transport: Any = self.transport
+        transport.write(frame)
+
     def backlogged(self) -> bool:
         return self._outbox.backlogged()
 

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from claudews.backlog import SendBacklog
 from claudews.outbox import INTERNAL_ERROR, Outbox, prepare
+from tests.wsmemory import decode_frames
 
 
 class _Wire:
@@ -28,8 +29,10 @@ class _Wire:
     def in_open_state(self) -> bool:
         return self.open
 
-    def sendPreparedMessage(self, preparedMsg: Any, /) -> None:
-        self.sent.append(("message", preparedMsg.payload))
+    def send_frame(self, frame: bytes, /) -> None:
+        [decoded], rest = decode_frames(frame)
+        assert rest == b"" and decoded.fin and decoded.opcode == 1, frame
+        self.sent.append(("message", decoded.payload))
 
     def beginMessage(self, isBinary: bool = False, doNotCompress: bool = False, /) -> None:
         self.sent.append(("begin",))
@@ -71,7 +74,12 @@ class OutboxTests(SynchronousTestCase):
         """send_line frames the line once, as an unmasked text message."""
         self.outbox.send_line(b'{"a":1}')
         self.assertEqual(self.wire.sent, [("message", b'{"a":1}')])
-        self.assertIsInstance(prepare(b"x"), PreparedMessage)
+
+    def test_prepare_frames_every_length_as_autobahn_does(self) -> None:
+        """The frame is byte for byte Autobahn's, at each of the three length forms."""
+        for n in (0, 1, 125, 126, 65535, 65536, 3 * 2**20):
+            line = b"x" * n
+            self.assertEqual(prepare(line), PreparedMessage(line, False, False, False).payloadHybi, n)
 
     def test_nothing_is_sent_once_closed(self) -> None:
         """A closed connection is sent nothing, pages neither."""
