@@ -1,8 +1,9 @@
 """
-What a peer may do before it is refused: connections per address, how
-long refusals of wrong tokens wait per address, requests per connection,
-and how many log lines refusals may cost. L{Gate} puts the per-address
-ones together for the WebSocket factory.
+What a peer may do before it is refused or slowed down: connections per
+address, how long refusals of wrong tokens wait per address, how fast a
+connection's requests are handled, and how many log lines refusals may
+cost. L{Gate} puts the per-address ones together for the WebSocket
+factory.
 
 Each limiter takes the time from the reactor (C{reactor.seconds}, or an
 explicit C{now}), so tests drive it with a L{Clock}.
@@ -17,11 +18,7 @@ from urllib.parse import quote, quote_plus
 from twisted.logger import Logger
 
 from claudews.config import Settings
-
-#: L{RequestBudget.spend} verdicts.
-OK = "ok"
-REFUSE = "refuse"
-CLOSE = "close"
+from claudews.interfaces import DelayedCall, ReactorTime
 
 _SECRET = re.compile(r"(?i)(token=|bearer\s+)[^\s&#;\"']+")
 REDACTED = "<redacted>"
@@ -168,13 +165,20 @@ class TokenThrottle:
 
 class RequestBudget:
     """
-    A token bucket of C{burst} requests refilled at C{rate} per second.
+    A token bucket of C{burst} requests refilled at C{rate} per second,
+    which may go into debt.
 
-    A request that finds the bucket empty is refused and still taken from
-    it, so the bucket goes into debt: a client that keeps sending while it
-    is refused reaches a debt of C{burst} and is closed, one that slows
-    down to C{rate} or less works its way out of it.
+    A request may go when the bucket holds a whole request (L{ready}); it
+    then takes what it costs (L{spend}), which may take the bucket below
+    zero: a message in more fragments than the bucket holds still goes, and
+    the ones after it wait until the debt is paid.
     """
+
+    __slots__ = ("rate", "burst", "level", "_last")
+
+    #: A whole request, less what float rounding of the refill may lose (a
+    #: timer set for the moment the bucket holds one must find it ready).
+    _WHOLE = 1.0 - 1e-9
 
     def __init__(self, rate: float, burst: int, now: float) -> None:
         self.rate = rate
@@ -182,19 +186,104 @@ class RequestBudget:
         self.level = float(burst)
         self._last = now
 
-    def spend(self, now: float) -> str:
-        """
-        Take one request: L{OK}, L{REFUSE} or L{CLOSE}.
-        """
+    def _refill(self, now: float) -> None:
         elapsed = max(0.0, now - self._last)
         self._last = now
         self.level = min(float(self.burst), self.level + elapsed * self.rate)
-        self.level -= 1
-        if self.level >= 0:
-            return OK
-        if self.level < -self.burst:
-            return CLOSE
-        return REFUSE
+
+    def ready(self, now: float) -> bool:
+        """
+        Whether a request may go now.
+        """
+        self._refill(now)
+        return self.level >= self._WHOLE
+
+    def spend(self, now: float, cost: int = 1) -> None:
+        """
+        Take C{cost} requests' worth, ready or not.
+        """
+        self._refill(now)
+        self.level -= cost
+
+    def wait(self, now: float) -> float:
+        """
+        Seconds until L{ready} (0 if it is now).
+        """
+        self._refill(now)
+        return max(0.0, (1.0 - self.level) / self.rate)
+
+
+class Pacer:
+    """
+    How fast one connection is read: every frame spends from a
+    L{RequestBudget} of C{rate} per second in bursts of C{burst}, and once
+    it is spent the connection is read no further (C{pause}) until the
+    budget holds a request again (C{resume}, from a timer on C{clock}). A
+    client over the rate is never refused: what it sent waits, unread or
+    unparsed, and is handled in order as the budget refills, while TCP's
+    window holds the rest back.
+
+    @ivar paused: whether C{pause} was called and C{resume} not since.
+    """
+
+    __slots__ = ("_clock", "_budget", "_pause", "_resume", "_call", "_stopped", "paused")
+
+    def __init__(
+        self,
+        clock: ReactorTime,
+        rate: float,
+        burst: int,
+        *,
+        pause: Callable[[], None],
+        resume: Callable[[], None],
+    ) -> None:
+        self._clock = clock
+        self._budget = RequestBudget(rate, burst, clock.seconds())
+        self._pause = pause
+        self._resume = resume
+        self._call: DelayedCall | None = None
+        self._stopped = False
+        self.paused = False
+
+    def spend(self, cost: int = 1) -> None:
+        """
+        Count what was just read (C{cost} frames), and pause if that spent
+        the budget.
+        """
+        if self._stopped:
+            return
+        now = self._clock.seconds()
+        self._budget.spend(now, cost)
+        if self.paused or self._budget.ready(now):
+            return
+        self.paused = True
+        self._call = self._clock.callLater(self._budget.wait(now), self._due)
+        self._pause()
+
+    def stop(self) -> bool:
+        """
+        Pace no more: the connection is closing or gone. The timer is
+        cancelled; reading is left as it is.
+
+        @return: whether reading was paused.
+        """
+        self._stopped = True
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        paused, self.paused = self.paused, False
+        return paused
+
+    def _due(self) -> None:
+        self._call = None
+        now = self._clock.seconds()
+        if not self._budget.ready(now):
+            self._call = self._clock.callLater(self._budget.wait(now), self._due)
+            return
+        self.paused = False
+        # What was read before the pause may spend the budget again, and
+        # pause again, inside this call.
+        self._resume()
 
 
 class LogBudget:

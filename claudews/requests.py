@@ -147,11 +147,9 @@ class Requests:
 
     _log = Logger()
 
-    def receive(self, payload: bytes, refused: bool = False) -> None:
+    def receive(self, payload: bytes) -> None:
         """
-        Answer the request in C{payload}, exactly once; C{refused}, the
-        connection is over its request rate, and the answer is a
-        C{bad_request} that says so.
+        Answer the request in C{payload}, exactly once.
         """
         try:
             message = parse(payload)
@@ -161,12 +159,6 @@ class Requests:
             return
         request_id = message.get("id")
         kind = message.get("type")
-        if refused:
-            rate = self._server.settings.request_rate
-            why = "too many requests: at most %g per second" % (rate,)
-            self._count(kind, "bad_request")
-            self._error(request_id, RequestError("bad_request", why))
-            return
         try:
             result = self.dispatch(message)
         except RequestError as e:

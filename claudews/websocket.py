@@ -12,13 +12,14 @@ L{claudews.wsfactory}. Every request gets exactly one C{result}; events are push
 subscribers of a project in C{seq} order. The handshake is refused with
 503 (too many connections), 404 (wrong path), 403 (Host or Origin not
 allowed) or 401 (no or wrong token; past a few from one address, after a
-growing delay) before the upgrade (L{claudews.handshake}). A connection
-sends at most C{request_rate} frames a second (bursts of
-C{request_burst}), continuation frames included: past that a request is
-refused with C{bad_request}, and a client that keeps going is closed with
-1008, as is a message in more than C{max_message_frames} fragments. A client that does not read
-what it is sent is closed with 1008 too (L{claudews.backlog}).
-docs/security.rst says why each of these exists.
+growing delay) before the upgrade (L{claudews.handshake}). A connection's
+frames, continuation frames and pings included, are handled at most
+C{request_rate} a second (bursts of C{request_burst}): a client that sends
+faster is not refused but paced (L{claudews.limits.Pacer}): its requests
+wait, in order, and it is not read from until it is back under the rate.
+A message in more than C{max_message_frames} fragments is closed with
+1008, as is a client that does not read what it is sent
+(L{claudews.backlog}). docs/security.rst says why each of these exists.
 """
 
 from typing import TYPE_CHECKING, Any, Callable
@@ -67,15 +68,17 @@ class ServerProtocol(WebSocketServerProtocol):
     _backlog: SendBacklog
     _outbox: Outbox
     _requests: Requests
+    # Set by Autobahn from the factory's options.
+    autoPingTimeout: float
 
     def __init__(self) -> None:
         super().__init__()
         self._address: str | None = None
-        self._budget: limits.RequestBudget | None = None
-        # The frames of the message being received, and whether one of them
-        # found the request budget empty (the message is then refused).
+        self._pacer: limits.Pacer | None = None
+        # The frames of the message being received: what it costs the pacer.
         self._frames = 0
-        self._refused = False
+        # A ping timed out while the pacer kept its pong unread.
+        self._ping_overdue = False
         # What to log about a refusal, when it says more than the HTTP reason.
         self._why: str | None = None
         # Cut for flooding: the socket lingers so the close frame arrives.
@@ -129,6 +132,8 @@ class ServerProtocol(WebSocketServerProtocol):
         try:
             super().connectionLost(reason)
         finally:
+            if self._pacer is not None:
+                self._pacer.stop()
             if self._refusal is not None:
                 # The peer went away while its refusal waited.
                 self._refusal.forget()
@@ -204,8 +209,12 @@ class ServerProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         settings = self.factory.settings
-        self._budget = limits.RequestBudget(
-            settings.request_rate, settings.request_burst, self.factory.reactor.seconds()
+        self._pacer = limits.Pacer(
+            self.factory.reactor,
+            settings.request_rate,
+            settings.request_burst,
+            pause=self._pause_reading,
+            resume=self._resume_reading,
         )
         transport: Any = self.transport
         transport.registerProducer(self._backlog, True)
@@ -276,18 +285,68 @@ class ServerProtocol(WebSocketServerProtocol):
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:120])
             self._outbox.closing()
 
-    # -- requests
+    # -- requests, paced (claudews.limits.Pacer)
 
-    def _spend(self) -> str:
-        assert self._budget is not None
-        verdict = self._budget.spend(self.factory.reactor.seconds())
-        if verdict == limits.CLOSE:
-            self._log.info(
-                "Closing {peer}: over {rate:g} requests per second", peer=self.peer,
-                rate=self.factory.settings.request_rate,
+    def processData(self) -> bool:
+        # While paced, what was read stays in Autobahn's buffer unparsed (at
+        # most the read that overdrew the budget): its frames, control
+        # frames included, are parsed in order as the budget allows, and a
+        # read of thousands of tiny frames is never parsed in one go.
+        if self._pacer is not None and self._pacer.paused:
+            return False
+        return super().processData()
+
+    def _pause_reading(self) -> None:
+        # Reading only: sending goes on (the slow-client rule is the
+        # transport's producer, SendBacklog, the other way round).
+        transport: Any = self.transport
+        if not transport.disconnecting:
+            transport.pauseProducing()
+
+    def _resume_reading(self) -> None:
+        # What was read before the pause comes first; it may use the budget
+        # up again. (The pacer resumes from its timer, never from inside
+        # Autobahn's parsing.)
+        self.consumeData()
+        if self._pacer is None or not self._pacer.paused:
+            self._read_again()
+
+    def _read_again(self) -> None:
+        transport: Any = self.transport
+        if not transport.disconnecting:
+            transport.resumeProducing()
+        if self._ping_overdue and self.autoPingTimeout:
+            # Whatever arrives from now on answers the ping, as Autobahn
+            # counts it; a client that sends nothing is dropped as usual.
+            self._ping_overdue = False
+            self.autoPingTimeoutCall = self.factory._batched_timer.call_later(
+                self.autoPingTimeout, self.onAutoPingTimeout
             )
-            self._cut("too many requests")
-        return verdict
+
+    def _stop_pacing(self) -> None:
+        # Closing: what was read and what comes is read and parsed again,
+        # so that the peer's close frame is found (its requests are not
+        # answered: no data frame may follow a close frame). Parsed on the
+        # next turn, in case this runs inside Autobahn's parsing.
+        if self._pacer is not None and self._pacer.stop():
+            self._read_again()
+            self.factory.reactor.callLater(0, self.consumeData)
+
+    def onAutoPingTimeout(self) -> None:
+        if self._pacer is not None and self._pacer.paused:
+            # The pong may be in the socket, unread because the client is
+            # over its request rate: the ping gets a whole timeout again
+            # once reading resumes.
+            self.autoPingTimeoutCall = None
+            self._ping_overdue = True
+            return
+        super().onAutoPingTimeout()
+
+    def sendCloseFrame(
+        self, code: int | None = None, reasonUtf8: bytes | None = None, isReply: bool = False
+    ) -> None:
+        self._stop_pacing()
+        super().sendCloseFrame(code, reasonUtf8, isReply)
 
     def _cut(self, reason: str) -> None:
         """
@@ -322,7 +381,6 @@ class ServerProtocol(WebSocketServerProtocol):
     def onMessageBegin(self, isBinary: bool) -> None:
         super().onMessageBegin(isBinary)
         self._frames = 0
-        self._refused = False
 
     def onMessageFrameBegin(self, length: int) -> None:
         # Every data frame, continuation frames too, is a request: a
@@ -338,19 +396,20 @@ class ServerProtocol(WebSocketServerProtocol):
                 most=most,
             )
             self._cut("more than %d frames in one message" % (most,))
-        elif self._spend() == limits.REFUSE:
-            self._refused = True
 
     def onPing(self, payload: bytes) -> None:
         # Every ping costs a pong: a flood of pings is a flood of requests.
-        if self.in_open_state() and self._spend() == limits.OK:
+        if self.in_open_state():
+            assert self._pacer is not None
+            self._pacer.spend()
             super().onPing(payload)
 
     def onPong(self, payload: bytes) -> None:
         # Autobahn logs a warning for each pong that does not answer its
         # ping: a flood of those is a flood of requests too.
         if self.in_open_state():
-            self._spend()
+            assert self._pacer is not None
+            self._pacer.spend()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if not self.in_open_state():
@@ -359,5 +418,6 @@ class ServerProtocol(WebSocketServerProtocol):
         if isBinary:
             self.close(UNSUPPORTED_DATA, "binary frames are not supported")
             return
-        # Its frames have spent from the budget as they came.
-        self._requests.receive(payload, refused=self._refused)
+        assert self._pacer is not None
+        self._pacer.spend(self._frames)
+        self._requests.receive(payload)

@@ -239,10 +239,12 @@ def random_frame(rng):
 def fuzz_server(make_server, tmp_path):
     config = tmp_path / "fuzz.toml"
     # Many refused handshakes and short-lived connections come from one
-    # address here: the limits on those have their own tests.
+    # address here: the limits on those have their own tests. Thousands of
+    # requests at once are paced at the request rate: a faster one keeps
+    # the run short.
     config.write_text(
         "max-failed-handshakes = 100000\nmax-connections-per-address = 1000\n"
-        "max-connections = 1000\n"
+        "max-connections = 1000\nrequest-rate = 1000.0\n"
     )
     return make_server("--config", str(config))
 
@@ -330,26 +332,20 @@ def test_fuzz_a_real_server(fuzz_server):
         sock.sendall(data)
         sock.close()
 
-    # Thousands of requests at once: a burst of 200 served, about as many
-    # refused (the budget refills at 100/s meanwhile), then 1008.
+    # Thousands of requests at once: paced, never refused, every one
+    # answered in order, and the connection stays open.
     raw = opened(server)
     raw.send(b"".join(
         wsmemory.text_frame(json.dumps({"type": "project.list", "id": i})) for i in range(3000)
     ))
-    end = raw.read_until(lambda f: False, timeout=60)
+    end = raw.read_until(lambda f: f.opcode == TEXT and json.loads(f.payload)["id"] == 2999)
     raw.close()
-    assert end is not None and end.close_code == 1008, end
-    assert end.close_reason == "too many requests"
+    assert end is not None and end.opcode == TEXT, end
     replies = [json.loads(f.payload) for f in raw.frames if f.opcode == TEXT]
-    assert [r["id"] for r in replies] == list(range(len(replies)))
-    assert all(r["ok"] for r in replies[:200])
-    refused = [r for r in replies if not r["ok"]]
-    assert 200 <= len(refused) < len(replies) < 3000
-    assert {r["error"]["code"] for r in refused} == {"bad_request"}
-    assert all("too many requests" in r["error"]["message"] for r in refused)
+    assert [r["id"] for r in replies] == list(range(3000))
+    assert all(r["ok"] for r in replies)
 
-    # Hostile paths and prompts, a connection per path so that the
-    # request rate stays under the limit.
+    # Hostile paths and prompts, a connection per path.
     hostile = [
         "/", "", ".", "..", "target", server.root, server.root + "/..",
         server.root + "/../outside", target + "/..", target + "/../../outside",

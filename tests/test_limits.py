@@ -1,7 +1,7 @@
 """
 Tests for L{claudews.limits}: redaction, the per-address counter, the
-wrong-token throttle, the request budget and the log budget, on a
-L{Clock}.
+wrong-token throttle, the request budget, the pacer and the log budget,
+on a L{Clock}.
 """
 
 from twisted.internet.task import Clock
@@ -35,19 +35,132 @@ class RedactTests(SynchronousTestCase):
 
 
 class RequestBudgetTests(SynchronousTestCase):
+    def test_a_burst_then_one_request_per_refill(self) -> None:
+        """A full bucket serves a burst; then one request per 1/rate seconds."""
+        budget = limits.RequestBudget(rate=2.0, burst=3, now=0.0)
+        for _ in range(3):
+            self.assertTrue(budget.ready(0.0))
+            budget.spend(0.0)
+        self.assertFalse(budget.ready(0.0))
+        self.assertEqual(budget.wait(0.0), 0.5)
+        self.assertFalse(budget.ready(0.49))
+        self.assertTrue(budget.ready(0.5))
+
     def test_debt_is_worked_off_at_the_rate(self) -> None:
-        """A refused client that slows down gets served again once its debt is paid."""
+        """Spending past empty goes into debt, paid back at the rate before the next request."""
         budget = limits.RequestBudget(rate=2.0, burst=2, now=0.0)
-        self.assertEqual([budget.spend(0.0) for _ in range(4)], ["ok", "ok", "refuse", "refuse"])
-        # Two in debt: one second pays it, half a second more earns one.
-        self.assertEqual(budget.spend(1.0), "refuse")
-        self.assertEqual(budget.spend(2.0), "ok")
+        budget.spend(0.0, cost=5)
+        # Three in debt and one to earn: two seconds.
+        self.assertEqual(budget.wait(0.0), 2.0)
+        self.assertFalse(budget.ready(1.9))
+        self.assertTrue(budget.ready(2.0))
+
+    def test_a_refill_never_passes_the_burst(self) -> None:
+        """A long quiet time refills the bucket to the burst, no more."""
+        budget = limits.RequestBudget(rate=10.0, burst=2, now=0.0)
+        budget.spend(1000.0, cost=2)
+        self.assertFalse(budget.ready(1000.0))
 
     def test_a_clock_going_back_refills_nothing(self) -> None:
         """A clock that goes backwards gives no extra requests."""
         budget = limits.RequestBudget(rate=1.0, burst=1, now=100.0)
-        self.assertEqual(budget.spend(100.0), "ok")
-        self.assertEqual(budget.spend(50.0), "refuse")
+        budget.spend(100.0)
+        self.assertFalse(budget.ready(50.0))
+
+    def test_the_moment_it_is_ready_is_found_ready(self) -> None:
+        """After waiting what wait() said, the budget is ready, whatever the rounding."""
+        budget = limits.RequestBudget(rate=3.0, burst=1, now=0.1)
+        now = 0.1
+        for _ in range(1000):
+            budget.spend(now)
+            now += budget.wait(now)
+            self.assertTrue(budget.ready(now))
+
+
+class PacerTests(SynchronousTestCase):
+    """
+    L{limits.Pacer} at 10 requests a second in bursts of 3.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.calls: list[str] = []
+        self.pacer = limits.Pacer(
+            self.clock, 10.0, 3,
+            pause=lambda: self.calls.append("pause"),
+            resume=self.resumed,
+        )
+        # What the resume reads (frames read before the pause): each spends.
+        self.on_resume: list[int] = []
+
+    def resumed(self) -> None:
+        self.calls.append("resume")
+        while self.on_resume and not self.pacer.paused:
+            self.pacer.spend(self.on_resume.pop(0))
+
+    def test_under_the_rate_reading_never_pauses(self) -> None:
+        """Requests no faster than the rate never pause reading."""
+        for _ in range(50):
+            self.pacer.spend()
+            self.clock.advance(0.1)
+        self.assertEqual(self.calls, [])
+
+    def test_reading_pauses_when_a_burst_has_spent_the_budget(self) -> None:
+        """A burst passes; reading pauses as it spends the budget, and resumes once one request is earned."""
+        self.pacer.spend()
+        self.pacer.spend()
+        self.assertEqual(self.calls, [])
+        self.pacer.spend()
+        self.assertEqual(self.calls, ["pause"])
+        self.assertTrue(self.pacer.paused)
+        self.clock.advance(0.05)
+        self.assertEqual(self.calls, ["pause"])
+        self.clock.advance(0.05)
+        self.assertEqual(self.calls, ["pause", "resume"])
+        self.assertFalse(self.pacer.paused)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_what_was_read_before_the_pause_is_paced_too(self) -> None:
+        """Frames read before the pause spend as they are handled on resume, one refill each."""
+        for _ in range(3):
+            self.pacer.spend()
+        self.on_resume = [1] * 5
+        self.clock.advance(0.1)
+        self.assertEqual(self.on_resume, [1] * 4)
+        self.clock.pump([0.1] * 4)
+        self.assertEqual(self.on_resume, [])
+        self.assertEqual(self.calls, ["pause"] + ["resume", "pause"] * 5)
+        self.clock.advance(0.1)
+        self.assertEqual(self.calls[-1], "resume")
+
+    def test_a_costly_request_pauses_until_its_debt_is_paid(self) -> None:
+        """A request of many frames (a fragmented message) pauses reading until all of them are paid for."""
+        self.pacer.spend(8)
+        self.assertEqual(self.calls, ["pause"])
+        # Five in debt and one to earn at 10 a second.
+        self.clock.advance(0.59)
+        self.assertEqual(self.calls, ["pause"])
+        self.clock.advance(0.01)
+        self.assertEqual(self.calls, ["pause", "resume"])
+
+    def test_a_late_timer_resumes_at_once(self) -> None:
+        """A timer that fires late finds the budget ready and resumes."""
+        self.pacer.spend(3)
+        self.clock.advance(5)
+        self.assertEqual(self.calls, ["pause", "resume"])
+
+    def test_stop_cancels_the_timer_and_says_reading_was_paused(self) -> None:
+        """Stopped while paused: no timer is left, nothing resumes, and it says reading was paused."""
+        self.pacer.spend(10)
+        self.assertTrue(self.pacer.stop())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.pacer.spend(10)
+        self.clock.advance(10)
+        self.assertEqual(self.calls, ["pause"])
+
+    def test_stop_when_not_paused(self) -> None:
+        """Stopping a pacer that did not pause says so."""
+        self.assertFalse(self.pacer.stop())
 
 
 class TokenThrottleTests(SynchronousTestCase):
@@ -113,19 +226,6 @@ class AddressCounterTests(SynchronousTestCase):
         counter.remove("a")
         counter.remove("a")
         self.assertEqual((counter.count("a"), len(counter)), (0, 0))
-
-
-class RequestBudgetVerdictTests(SynchronousTestCase):
-    def test_a_burst_then_refusals_then_close(self) -> None:
-        """A burst is served, then requests are refused, and a debt of a burst closes."""
-        budget = limits.RequestBudget(rate=1.0, burst=3, now=0.0)
-        verdicts = [budget.spend(0.0) for _ in range(7)]
-        self.assertEqual(verdicts, [limits.OK] * 3 + [limits.REFUSE] * 3 + [limits.CLOSE])
-
-    def test_a_steady_client_at_the_rate_is_always_served(self) -> None:
-        """One request per 1/rate seconds is never refused."""
-        budget = limits.RequestBudget(rate=2.0, burst=1, now=0.0)
-        self.assertEqual({budget.spend(i / 2) for i in range(100)}, {limits.OK})
 
 
 class LogBudgetTests(SynchronousTestCase):

@@ -1291,6 +1291,153 @@ class KeepaliveTests(ServerTestCase):
         self.assertTrue(c.transport.disconnecting)
 
 
+class PacingTests(ServerTestCase):
+    """
+    A connection over its request rate (here 1 a second, bursts of 1) is
+    paced (L{claudews.limits.Pacer}): its requests wait, it is not read
+    from, and it still closes, pings and is closed as any other. The rate
+    itself is tested in L{tests.test_security.RequestRateTests}.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.serve(request_rate=1.0, request_burst=1, ping_interval=5.0, ping_timeout=5.0)
+        self.c = self.client()
+
+    def pipeline(self, count: int, then: bytes = b"") -> None:
+        self.c.send(b"".join(
+            wsmemory.text_frame(json.dumps({"type": "server.info", "id": i}))
+            for i in range(count)
+        ) + then)
+
+    def ids(self) -> list[object]:
+        return [m["id"] for m in self.c.messages()]
+
+    def reading(self) -> bool:
+        return bool(self.c.transport.producerState == "producing")
+
+    def pacer_calls(self) -> list[object]:
+        pacer = self.c.protocol._pacer
+        return [
+            call for call in self.clock.getDelayedCalls()
+            if getattr(call.func, "__self__", None) is pacer
+        ]
+
+    def test_a_server_close_drops_what_waits_and_reads_the_reply(self) -> None:
+        """Closed by the server while requests wait: none of them is answered, and reading resumes for the close handshake."""
+        self.pipeline(10)
+        self.assertEqual(self.ids(), [0])
+        self.assertFalse(self.reading())
+        d = self.factory.close_all()
+        self.assertClosedWith(self.c, 1001)
+        self.assertTrue(self.reading())
+        self.assertEqual(self.pacer_calls(), [])
+        self.clock.advance(20)
+        self.assertEqual(self.c.messages(), [])
+        self.c.send(wsmemory.close_frame(1001))
+        self.assertTrue(self.c.transport.disconnecting)
+        self.c.lose()
+        self.successResultOf(d)
+
+    def test_a_close_reply_read_before_the_server_closed_is_found(self) -> None:
+        """The client's close frame, read but not yet parsed when the server closes, completes the close handshake."""
+        self.pipeline(10, then=wsmemory.close_frame(1000))
+        self.factory.close_all()
+        self.assertClosedWith(self.c, 1001)
+        self.assertFalse(self.c.transport.disconnecting)
+        self.clock.advance(0)
+        self.assertTrue(self.c.transport.disconnecting)
+        self.assertEqual(self.ids(), [0])
+
+    def test_a_client_close_after_its_requests_is_answered_after_them(self) -> None:
+        """A close frame read with requests that wait is answered after them, in order."""
+        self.pipeline(5, then=wsmemory.close_frame(1000))
+        self.assertEqual(self.ids(), [0])
+        self.assertEqual(self.c.close_frames(), [])
+        self.clock.pump([1.0] * 4)
+        self.assertEqual(self.ids(), [1, 2, 3, 4])
+        self.assertEqual(self.c.close_frames(), [])
+        self.clock.advance(1.0)
+        self.assertClosedWith(self.c, 1000)
+        self.assertTrue(self.c.transport.disconnecting)
+
+    def test_a_client_close_is_read_once_the_budget_allows(self) -> None:
+        """A close frame that comes with requests which spent the budget is answered one refill later, as a request would be."""
+        self.pipeline(1, then=wsmemory.close_frame(1000))
+        self.assertEqual(self.ids(), [0])
+        self.assertEqual(self.c.close_frames(), [])
+        self.clock.advance(1.0)
+        self.assertClosedWith(self.c, 1000)
+
+    def test_what_is_read_while_paced_waits_unparsed(self) -> None:
+        """Past the budget the rest of the read stays bytes until the budget allows, then is parsed and answered in order."""
+        self.pipeline(10)
+        self.assertEqual(self.ids(), [0])
+        self.assertGreater(len(self.c.protocol.data), 0)
+        self.clock.pump([1.0] * 9)
+        self.assertEqual(self.ids(), list(range(1, 10)))
+        self.assertEqual(self.c.protocol.data, b"")
+
+    def test_a_connection_lost_while_paced_leaves_no_timer(self) -> None:
+        """The TCP connection ends while requests wait: the pacer's timer is cancelled, nothing more is answered."""
+        self.pipeline(10)
+        self.assertNotEqual(self.pacer_calls(), [])
+        self.c.lose()
+        self.assertEqual(self.pacer_calls(), [])
+        self.clock.advance(20)
+        self.assertEqual(self.c.messages()[1:], [])
+
+    def costly(self) -> None:
+        """
+        One request in 20 fragments: 19 seconds in debt, with nothing to
+        parse meanwhile.
+        """
+        text = json.dumps({"type": "server.info", "id": "costly"}).encode()
+        pieces = [text[i:i + 1] for i in range(19)] + [text[19:]]
+        self.c.send(b"".join(
+            wsmemory.encode_frame(1 if i == 0 else 0, piece, fin=i == 19)
+            for i, piece in enumerate(pieces)
+        ))
+        self.assertEqual(self.ids(), ["costly"])
+
+    def test_a_ping_timeout_while_paced_waits_for_reading_to_resume(self) -> None:
+        """The pong of a paced client is unread, not missing: its ping timeout runs again once reading resumes."""
+        self.costly()
+        self.clock.pump([1.0] * 12)
+        [ping] = self.c.new_frames()
+        self.assertEqual(ping.opcode, wsmemory.PING)
+        self.assertFalse(self.reading())
+        self.assertFalse(self.c.transport.disconnecting)
+        self.clock.pump([1.0] * 8)
+        self.assertTrue(self.reading())
+        self.assertFalse(self.c.transport.disconnecting)
+        self.clock.advance(4.9)
+        self.c.send(wsmemory.encode_frame(PONG, ping.payload))
+        self.clock.advance(4.9)
+        self.assertOpen(self.c)
+
+    def test_a_paced_client_that_never_answers_the_ping_is_dropped_after_resuming(self) -> None:
+        """A paced client that sends nothing once it is read again is dropped a ping timeout later."""
+        self.costly()
+        self.clock.pump([1.0] * 20)
+        self.assertTrue(self.reading())
+        self.assertFalse(self.c.transport.disconnecting)
+        self.clock.advance(5.1)
+        self.assertTrue(self.c.transport.disconnecting)
+
+    def test_a_paced_client_that_does_not_read_is_closed_as_slow(self) -> None:
+        """Paced and not reading what it is sent: closed 1008 as slow, what waits is dropped, its close is read."""
+        self.c.transport.producer.pauseProducing()
+        self.pipeline(20)
+        self.clock.pump([1.0] * 12)
+        self.assertClosedWith(self.c, 1008)
+        self.assertTrue(self.reading())
+        answered = self.ids()
+        self.assertLess(len(answered), 20)
+        self.clock.advance(20)
+        self.assertEqual(self.ids(), [])
+
+
 class ShutdownTests(ServerTestCase):
     def test_close_all_sends_1001(self) -> None:
         """close_all sends 1001 to every open connection and fires when they are gone."""
