@@ -54,7 +54,12 @@ def sync_now(fds: Sequence[int], directory: str | None) -> None:
     if error is not None:
         raise error
     if directory is not None:
-        dirfd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            dirfd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except FileNotFoundError:
+            # Removed meanwhile (a deleted project): nothing in it is
+            # worth making durable any more.
+            return
         try:
             os.fsync(dirfd)
         finally:

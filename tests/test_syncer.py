@@ -95,3 +95,11 @@ def test_sync_now_closes_every_fd_when_the_first_fails(tmp_path, monkeypatch):
     for fd in fds:
         with pytest.raises(OSError):
             os.fstat(fd)
+
+
+def test_a_directory_removed_meanwhile_is_not_an_error(tmp_path):
+    """A deleted project's directory is gone by the time its fsync runs: nothing to do."""
+    fd, _ = _file(str(tmp_path))
+    sync_now([fd], str(tmp_path / "gone"))
+    with pytest.raises(OSError):
+        os.fstat(fd)
