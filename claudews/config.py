@@ -277,8 +277,8 @@ class Settings:
     max_connections_per_address: int = _setting(
         "max_connections_per_address", 32, _positive_int
     )
-    request_rate: float = _setting("request_rate", 100.0, _positive_float)
-    request_burst: int = _setting("request_burst", 200, _positive_int)
+    request_rate: float = _setting("request_rate", 500.0, _positive_float)
+    request_burst: int = _setting("request_burst", 1000, _positive_int)
     max_failed_handshakes: int = _setting("max_failed_handshakes", 10, _positive_int)
     failed_handshake_window: float = _setting(
         "failed_handshake_window", 60.0, _positive_float

@@ -48,7 +48,7 @@ class DefaultsTests(SettingsFiles, SynchronousTestCase):
         self.assertEqual(s.send_backlog_cap, 64 * 1024 * 1024)
         self.assertEqual((s.ping_interval, s.ping_timeout), (30.0, 30.0))
         self.assertEqual((s.max_connections, s.max_connections_per_address), (256, 32))
-        self.assertEqual((s.request_rate, s.request_burst), (100.0, 200))
+        self.assertEqual((s.request_rate, s.request_burst), (500.0, 1000))
         self.assertEqual(
             (s.max_failed_handshakes, s.failed_handshake_window, s.failed_handshake_block),
             (10, 60.0, 60.0),
