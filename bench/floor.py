@@ -10,9 +10,9 @@ A text message from any client is a workload::
 
     {"channel": "/p1", "prompt": "lines=1000 rate=50 size=400"}
 
-for which the floor spawns the stand-in CLI (bench/standin_cli.py, with
-C{reactor.spawnProcess}, the prompt written on its stdin as the real
-CLI's C{user} line, as claudews does), splits its stdout into lines, and
+for which the floor spawns the stand-in CLI (bench/standin_cli.py, or
+the C{--standin} executable, with C{reactor.spawnProcess}, the prompt
+written on its stdin as the real CLI's C{user} line, as claudews does), splits its stdout into lines, and
 for each line calls C{prepareMessage} once and C{sendPreparedMessage} to
 every client of the channel. The stand-in's stdin is closed after its
 C{result} line, so it exits.
@@ -88,9 +88,11 @@ def build(reactor, standin):
             self.channels = {}
 
         def run(self, channel, prompt):
+            # By its path, as claudews runs its CLI: the stand-in's
+            # shebang names the interpreter.
             reactor.spawnProcess(
-                StandIn(self, channel, prompt), sys.executable,
-                [sys.executable, standin, *BASE_ARGS], env=dict(os.environ))
+                StandIn(self, channel, prompt), standin, [standin, *BASE_ARGS],
+                env=dict(os.environ))
 
         def broadcast(self, channel, line):
             prepared = self.prepareMessage(line)

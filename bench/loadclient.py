@@ -117,7 +117,7 @@ class Stream:
         if self._left:
             take = min(self._left, len(data))
             if len(self._big_head) < HEAD:
-                self._big_head += data[: HEAD - len(self._big_head)]
+                self._big_head += data[: min(take, HEAD - len(self._big_head))]
             self._big_tail = (self._big_tail + data[:take])[-TAIL:]
             self._left -= take
             if self._left:
