@@ -13,6 +13,7 @@ that dies leaves its successor a way to end them.
 """
 
 import os
+from collections import deque
 from typing import Any, Callable
 
 from twisted.internet import defer
@@ -21,7 +22,14 @@ from twisted.python.failure import Failure
 
 from claudews.config import ProjectConfig
 from claudews.errors import RequestError
-from claudews.interfaces import DelayedCall, ProcessReactor, ProcessSlots, ProcessTrees, SlotOwner
+from claudews.interfaces import (
+    DelayedCall,
+    ProcessReactor,
+    ProcessSlots,
+    ProcessTrees,
+    ReactorTime,
+    SlotOwner,
+)
 from claudews.runner import ClaudeProcess, Listener, build_argv, build_env
 
 
@@ -35,6 +43,8 @@ class LiveProcess:
     @param confine: checks the project's directory is still the project's
         (L{claudews.confinement}), raising L{RequestError} when not; a
         descriptor of the checked directory, which the caller closes.
+    @param gate: paces the starts of new processes (L{StartGate}, shared
+        by every project); without one they start at once.
     """
 
     _log = Logger()
@@ -55,7 +65,9 @@ class LiveProcess:
         save: Callable[[], object],
         session_id: Callable[[], str | None],
         confine: Callable[[], int],
+        gate: "StartGate | None" = None,
     ) -> None:
+        self._gate = gate
         self._path = path
         self._prefix = marker_prefix
         self._owner = owner
@@ -111,6 +123,12 @@ class LiveProcess:
             waiting: defer.Deferred[None] = defer.Deferred()
             self._retiring.addBoth(lambda _: None if waiting.called else waiting.callback(None))
             return waiting.addCallback(lambda _: self.ready(flags))
+        if self._proc is None and self._gate is not None:
+            return self._gate.turn().addCallback(lambda _: self._ready_now(flags))
+        return self._ready_now(flags)
+
+    def _ready_now(self, flags: tuple[str, ...]) -> defer.Deferred[ClaudeProcess]:
+        proc = self._proc
         try:
             if proc is None:
                 proc = self._spawn(flags)
@@ -300,3 +318,44 @@ class LiveProcess:
 
     def __repr__(self) -> str:
         return "<LiveProcess of %s>" % (self._path,)
+
+
+class StartGate:
+    """
+    At most one new CLI process started per reactor turn, whoever asks.
+
+    A start costs the reactor thread milliseconds (metadata written, the
+    directory checked, the spawn itself); fifty prompts started at once
+    did them all in one turn, and every stream waited for all fifty. One a
+    turn, the I/O of the turns between keeps flowing.
+    """
+
+    def __init__(self, reactor: ReactorTime) -> None:
+        self._reactor = reactor
+        self._waiting: deque[defer.Deferred[None]] = deque()
+        self._call: DelayedCall | None = None
+
+    def turn(self) -> defer.Deferred[None]:
+        """
+        Fires on a later turn when it is this caller's turn to start a
+        process; cancelling it leaves the line.
+        """
+        d: defer.Deferred[None] = defer.Deferred(self._leave)
+        self._waiting.append(d)
+        if self._call is None:
+            self._call = self._reactor.callLater(0, self._next)
+        return d
+
+    def _leave(self, d: defer.Deferred[None]) -> None:
+        if d in self._waiting:
+            self._waiting.remove(d)
+
+    def _next(self) -> None:
+        self._call = None
+        if not self._waiting:
+            return
+        d = self._waiting.popleft()
+        if self._waiting:
+            # Scheduled during this turn's timed calls: it runs on a later turn.
+            self._call = self._reactor.callLater(0, self._next)
+        d.callback(None)

@@ -39,7 +39,7 @@ from claudews.interfaces import (
     ProcessTrees,
     Subscriber,
 )
-from claudews.liveprocess import LiveProcess
+from claudews.liveprocess import LiveProcess, StartGate
 from claudews.permissions import PermissionAnswer, PermissionBroker
 from claudews.prompt import Prompt
 from claudews.promptqueue import PromptQueue
@@ -77,6 +77,7 @@ class Project:
         observe: Callable[["Project", Event], object] = lambda project, event: None,
         write_failed: Callable[[OSError], object] = lambda error: None,
         write_metadata: Callable[[str, dict[str, Any]], None] | None = None,
+        start_gate: StartGate | None = None,
     ) -> None:
         self._reactor = reactor
         #: Told of every stored event (the notifications).
@@ -109,7 +110,7 @@ class Project:
             self.publish, timeout=config.permission_timeout, reactor=reactor
         )
         markers = list(meta.get("markers") or ())
-        self._process = self._live_process(markers, supervisor, trees, environ)
+        self._process = self._live_process(markers, supervisor, trees, environ, start_gate)
         self._record = Record(
             directory, self._fields, list(meta.get("open_prompts") or ()), markers,
             write=write_metadata,
@@ -136,6 +137,7 @@ class Project:
         supervisor: ProcessSlots,
         trees: ProcessTrees,
         environ: dict[str, str] | None,
+        gate: StartGate | None,
     ) -> LiveProcess:
         listener = CliListener(
             queue=self._queue,
@@ -160,6 +162,7 @@ class Project:
             save=self.save,
             session_id=lambda: self.session_id,
             confine=self._confine,
+            gate=gate,
         )
 
     def __repr__(self) -> str:

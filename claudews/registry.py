@@ -33,6 +33,7 @@ from claudews.history import History
 from claudews.project import Project
 from claudews.interfaces import Fanout, ProcessReactor, Subscriber, send_each
 from claudews.journal import Journal
+from claudews.liveprocess import StartGate
 from claudews.metrics import Metrics
 from claudews.notify import Notifier
 from claudews.proctree import SystemTrees
@@ -61,6 +62,8 @@ class Registry(service.Service):
         #: Where the histories' fsyncs run: threads in the server
         #: (L{claudews.syncer.Syncer}), at once when omitted (tests).
         self._syncer: FileSyncer = syncer or InlineSyncer()
+        #: New CLI processes start one per reactor turn, across projects.
+        self._start_gate = StartGate(reactor)
         #: Projects' metadata.json, fsynced as the histories are.
         self._write_metadata = metadata.Writer(settings.fsync, self._syncer)
         self._settings = settings
@@ -219,6 +222,7 @@ class Registry(service.Service):
             observe=self._observe,
             write_failed=self.metrics.storage_failed,
             write_metadata=self._write_metadata,
+            start_gate=self._start_gate,
         )
 
     def _observe(self, project: Project, event: Event) -> None:

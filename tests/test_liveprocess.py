@@ -10,6 +10,7 @@ import os
 import attrs
 from twisted.internet import defer
 from twisted.internet.error import ProcessTerminated
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -206,6 +207,22 @@ class ReadyTests(LiveProcessTestCase):
         self.assertNotIn("CLAUDECODE", cli.env)
         self.assertEqual(cli.env[proctree.MARKER_ENV], process.marker)
         self.assertTrue(process.marker.startswith(PREFIX))
+
+    def test_a_new_process_waits_for_the_start_gate(self) -> None:
+        """
+        With a start gate, a process is spawned only once the gate lets it
+        through; a live one is reused without waiting.
+        """
+        from claudews.liveprocess import StartGate
+
+        self.live._gate = StartGate(self.reactor)
+        pending = self.live.ready(MODEL)
+        self.assertNoResult(pending)
+        self.assertEqual(self.reactor.spawned, [])
+        self.reactor.advance(0)
+        process = self.successResultOf(pending)
+        self.assertEqual(len(self.reactor.spawned), 1)
+        self.assertIs(self.successResultOf(self.live.ready(MODEL)), process)
 
     def test_no_session_no_resume(self) -> None:
         """A new conversation starts without --resume."""
@@ -525,3 +542,42 @@ class ToolsTests(LiveProcessTestCase):
         self.trees.answer.callback(["mcp", "tool"])
         [ending] = self.trees.endings
         self.assertEqual(ending.exclude, ["mcp"])
+
+
+class StartGateTests(SynchronousTestCase):
+    """
+    L{StartGate}: one new process per reactor turn, in the order asked.
+    """
+
+    def test_one_at_a_time_in_order(self) -> None:
+        """
+        Callers are let through one per timed call, first come first, none
+        at once. (Each next one is scheduled from the timed call before:
+        the reactor runs it on its next turn; a Clock in the same advance.)
+        """
+        from claudews.liveprocess import StartGate
+
+        clock = Clock()
+        gate = StartGate(clock)
+        through: list[tuple[int, int]] = []
+        for i in range(3):
+            gate.turn().addCallback(lambda _, i=i: through.append((i, len(clock.getDelayedCalls()))))
+        self.assertEqual(through, [])
+        clock.advance(0)
+        # Each was let through with the next one's call already scheduled.
+        self.assertEqual(through, [(0, 1), (1, 1), (2, 0)])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_cancelling_leaves_the_line(self) -> None:
+        """A caller that gave up takes no turn of its own."""
+        from claudews.liveprocess import StartGate
+
+        clock = Clock()
+        gate = StartGate(clock)
+        first = gate.turn()
+        first.addErrback(lambda f: None)
+        through: list[str] = []
+        gate.turn().addCallback(lambda _: through.append("second"))
+        first.cancel()
+        clock.advance(0)
+        self.assertEqual(through, ["second"])
