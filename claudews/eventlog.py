@@ -101,6 +101,8 @@ class EventLog:
         #: Written events not yet visible (the C{every} fsync policy), in
         #: order: sent once their fsync is done.
         self._unsent: deque[tuple[int, bytes, Event]] = deque()
+        #: Called once what was unsent has all been sent.
+        self._after_sent: list[Callable[[], object]] = []
         self.subscribers = Subscribers(
             history.read_since, lambda: history.last_seq, fanout, reactor
         )
@@ -225,6 +227,22 @@ class EventLog:
             _, line, event = unsent.popleft()
             self.subscribers.publish(line)
             self._stored(event)
+        if not unsent and self._after_sent:
+            callbacks, self._after_sent = self._after_sent, []
+            for callback in callbacks:
+                callback()
+
+    def after_sent(self, callback: Callable[[], object]) -> None:
+        """
+        Call C{callback} once every event stored so far has been sent: at
+        once, but under the C{every} policy when their fsync is done (so
+        that what follows from them, a project shown idle, never overtakes
+        them).
+        """
+        if not self._unsent:
+            callback()
+        elif callback not in self._after_sent:
+            self._after_sent.append(callback)
 
     def _hold(self, now: float, event: Event) -> None:
         if event.kind in KEPT and len(self._waiting) < MAX_WAITING:

@@ -219,8 +219,12 @@ class Project:
     def _changed(self) -> None:
         """
         Tell C{on_change} when what a list of projects shows changed:
-        status, queue, pending permission requests or session.
+        status, queue, pending permission requests or session; not before
+        the events that changed it have been sent.
         """
+        self._events.after_sent(self._summarize)
+
+    def _summarize(self) -> None:
         summary = self._summary_now()
         if summary != self._summary:
             self._summary = summary

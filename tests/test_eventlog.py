@@ -197,6 +197,20 @@ class EveryPolicyTests(SynchronousTestCase):
         self.assertEqual(len(self.stored_events), 2)
         self.assertEqual(self.log.last_seq, 2)
 
+    def test_what_follows_an_event_waits_for_it_to_be_sent(self):
+        """after_sent runs once the events stored so far are sent, once however often asked."""
+        told = []
+        self.log.after_sent(lambda: told.append("at once"))
+        self.log.publish(Event("prompt.finished", {"prompt_id": "p-1", "status": "completed"}))
+        callback = lambda: told.append("after")  # noqa: E731
+        self.log.after_sent(callback)
+        self.log.after_sent(callback)
+        self.clock.advance(0)
+        self.assertEqual((told, self.subscriber.lines), (["at once"], []))
+        self.syncer.finish()
+        self.assertEqual(told, ["at once", "after"])
+        self.assertEqual(len(self.subscriber.lines), 1)
+
     def test_a_replay_stops_at_what_is_synced(self):
         """A subscriber catching up reads only synced events, then gets the rest live, once."""
         self.log.publish(Event("output", {"text": "a"}))
