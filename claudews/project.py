@@ -220,15 +220,16 @@ class Project:
         """
         Tell C{on_change} when what a list of projects shows changed:
         status, queue, pending permission requests or session; not before
-        the events that changed it have been sent.
+        the events that changed it have been sent (under the C{every}
+        fsync policy they wait for their fsync).
         """
-        self._events.after_sent(self._summarize)
-
-    def _summarize(self) -> None:
         summary = self._summary_now()
         if summary != self._summary:
             self._summary = summary
-            self._on_change(self)
+            self._events.after_sent(self._announce)
+
+    def _announce(self) -> None:
+        self._on_change(self)
 
     def _fields(self) -> dict[str, Any]:
         return {
