@@ -56,6 +56,11 @@ def handshake(port, path="/ws", token=None, host="127.0.0.1"):
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.sendall(wsmemory.handshake_request(
         path=path, token=token, host="%s:%d" % (host, port)))
+    return sock, read_handshake(sock)
+
+
+def read_handshake(sock):
+    """Read the server's handshake answer; what came after it."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(4096)
@@ -65,7 +70,7 @@ def handshake(port, path="/ws", token=None, host="127.0.0.1"):
     status, rest = wsmemory.parse_status(data)
     if status != 101:
         raise Closed("handshake refused: %r" % (data[:300],))
-    return sock, rest
+    return rest
 
 
 def text_frame(obj):
@@ -474,15 +479,7 @@ def open_idle(port, count, path="/ws", token=None, batch=100):
                 path=path, token=token, host="127.0.0.1:%d" % (port,)))
             group.append(sock)
         for sock in group:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    raise Closed("closed during the handshake: %r" % (data[:200],))
-                data += chunk
-            status, _ = wsmemory.parse_status(data)
-            if status != 101:
-                raise Closed("handshake refused: %r" % (data[:300],))
+            read_handshake(sock)
         sockets.extend(group)
     return sockets
 
