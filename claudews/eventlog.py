@@ -210,13 +210,8 @@ class EventLog:
         Written events: sent now if they are visible already (they are but
         under the C{every} policy), else when they become so.
         """
-        if self._unsent or stored[-1][0] > self._history.last_seq:
-            self._unsent.extend(stored)
-            self._send_visible(self._history.last_seq)
-            return
-        for _, line, event in stored:
-            self.subscribers.publish(line)
-            self._stored(event)
+        self._unsent.extend(stored)
+        self._send_visible(self._history.last_seq)
 
     def _send_visible(self, last_seq: int) -> None:
         """

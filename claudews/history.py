@@ -267,11 +267,7 @@ class History:
         writer = self._writer
         if writer is None or self._syncing:
             return
-        fds, self._rotated = self._rotated, []
-        if self._dirty:
-            fds.append(os.dup(writer.fileno()))
-        directory = self._directory if self._directory_dirty else None
-        self._dirty = self._directory_dirty = False
+        fds, directory = self._take_unsynced(writer, self._dirty)
         upto = self.written_seq
         if not fds and directory is None:
             self._synced(None, upto)
@@ -305,6 +301,19 @@ class History:
         if self._sync_call is None:
             self._sync_call = self._reactor.callLater(SYNC_RETRY, self._start_sync)
 
+    def _take_unsynced(self, writer: JsonlFile, current: bool) -> tuple[list[int], str | None]:
+        """
+        What an fsync now must cover, taken off the books: the rotated
+        files' descriptors, one of the current file if C{current}, and the
+        directory if a rotation changed it.
+        """
+        fds, self._rotated = self._rotated, []
+        if current:
+            fds.append(os.dup(writer.fileno()))
+        directory = self._directory if self._directory_dirty else None
+        self._dirty = self._directory_dirty = False
+        return fds, directory
+
     def flush(self) -> None:
         """
         fsync everything written, now, on the calling thread, whatever the
@@ -313,10 +322,7 @@ class History:
         writer = self._writer
         if writer is None:
             return
-        fds, self._rotated = self._rotated, []
-        fds.append(os.dup(writer.fileno()))
-        directory = self._directory if self._directory_dirty else None
-        self._dirty = self._directory_dirty = False
+        fds, directory = self._take_unsynced(writer, True)
         try:
             sync_now(fds, directory)
         except OSError:
@@ -347,9 +353,6 @@ class History:
                     path=writer.path,
                     error=e,
                 )
-        for fd in self._rotated:
-            os.close(fd)
-        self._rotated = []
         self._writer = None
         self._current = None
         try:

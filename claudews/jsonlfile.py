@@ -50,17 +50,6 @@ def fresh_name(directory: str, when: float) -> str:
     return name
 
 
-def fsync_directory(directory: str) -> None:
-    """
-    Make the entries of C{directory} (a new file, a rename) durable.
-    """
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def truncate_torn_tail(path: str, size: int) -> int:
     """
     Cut a last line that has no newline (a crash mid-write); the new size.
@@ -165,10 +154,9 @@ class JsonlFile(BaseLogFile):
             return False
         return True
 
-    def write(self, data: bytes, sync: bool = False) -> None:
+    def write(self, data: bytes) -> None:
         """
-        Write all of C{data} (and fsync it if C{sync}), or leave the file as
-        it was and raise; or, when even cutting the partial line off fails,
+        Write all of C{data}, or leave the file as it was and raise; or, when even cutting the partial line off fails,
         set C{needsRecovery}: the caller calls L{recover} before its next
         write (L{claudews.history.History.append} does, before it decides
         to rotate).
@@ -183,8 +171,6 @@ class JsonlFile(BaseLogFile):
                 if not n:
                     raise OSError(errno.EIO, "write made no progress", self.path)
                 done += n
-            if sync:
-                os.fsync(fd)
         except BaseException:
             if done:
                 self._cut_back()

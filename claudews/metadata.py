@@ -20,7 +20,7 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from claudews.syncer import FileSyncer
+from claudews.syncer import FileSyncer, fsync_directory
 
 _log = Logger()
 
@@ -54,13 +54,8 @@ def write(directory: str, data: dict[str, Any], sync: bool = True) -> None:
         except OSError:
             pass
         raise
-    if not sync:
-        return
-    dirfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
+    if sync:
+        fsync_directory(directory)
 
 
 class Writer:

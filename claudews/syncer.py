@@ -38,6 +38,18 @@ class FileSyncer(Protocol):
         """
 
 
+def fsync_directory(directory: str) -> None:
+    """
+    Make the entries of C{directory} (a new file, a rename) durable.
+    Raises L{OSError}.
+    """
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def sync_now(fds: Sequence[int], directory: str | None) -> None:
     """
     fsync C{fds} and then C{directory}, closing the descriptors; raises the
@@ -55,15 +67,11 @@ def sync_now(fds: Sequence[int], directory: str | None) -> None:
         raise error
     if directory is not None:
         try:
-            dirfd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            fsync_directory(directory)
         except FileNotFoundError:
             # Removed meanwhile (a deleted project): nothing in it is
             # worth making durable any more.
-            return
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+            pass
 
 
 class ThreadsReactor(Protocol):
