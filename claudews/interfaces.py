@@ -168,6 +168,15 @@ class ProcessTrees(Protocol):
         the reactor thread; never one started after the call.
         """
 
+    def baseline(
+        self, pid: int | None, marker: str | None
+    ) -> Callable[[], Deferred[list[Any]]]:
+        """
+        L{tree} as it is now, looked at only when the returned function is
+        called (cheap until then: nothing is read but the list of pids):
+        the processes of the tree now that still run then.
+        """
+
     def end(
         self, pid: int | None, marker: str | None, *, grace: float, exclude: Sequence[Any] = ()
     ) -> Deferred[list[Any]]:
@@ -241,11 +250,11 @@ class ProcessRoom(Protocol):
     def ready(self, flags: tuple[str, ...]) -> Deferred[Any]:
         """Fires with a live process started with C{flags}; cancellable."""
 
-    def snapshot(self, process: Any) -> Deferred[list[Any]]:
+    def snapshot(self, process: Any) -> Callable[[], Deferred[list[Any]]]:
         """
         What runs in C{process}'s tree now (spared when tools are ended),
-        found off the reactor thread; fires with C{[]} when it cannot be
-        known.
+        found when the returned function is called, off the reactor
+        thread; fires with C{[]} when it cannot be known.
         """
 
     def end_tools(self, process: Any, spare: list[Any]) -> None:

@@ -186,8 +186,11 @@ class LiveProcess:
 
         retiring.addBoth(retired)
 
-    def snapshot(self, process: ClaudeProcess) -> defer.Deferred[list[Any]]:
-        found = defer.maybeDeferred(self._trees.tree, process.pid, process.marker)
+    def snapshot(self, process: ClaudeProcess) -> Callable[[], defer.Deferred[list[Any]]]:
+        # Only noted now: the look itself (every process's environment) is
+        # work for the thread that the GIL makes the reactor thread share,
+        # and only a stopped prompt needs it.
+        look = self._trees.baseline(process.pid, process.marker)
 
         def unknown(failure: Failure) -> list[Any]:
             # Nothing is spared then: a cancel must still end the tools.
@@ -195,7 +198,7 @@ class LiveProcess:
                               pid=process.pid)
             return []
 
-        return found.addErrback(unknown)
+        return lambda: defer.maybeDeferred(look).addErrback(unknown)
 
     def end_tools(self, process: ClaudeProcess, spare: list[Any]) -> None:
         """

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, Protocol, TypeVar, cast
 
@@ -112,18 +113,27 @@ class ProcessTable(Protocol):
     def pids(self) -> Collection[int]:
         """The pids there are now; cheap: no process is looked at."""
 
+    def now(self) -> float | None:
+        """
+        The time in the clock L{scan}'s C{born_by} is in, or None where
+        process start times cannot be compared with it.
+        """
+
     def scan(
         self,
         roots: Iterable[Any],
         group: int | None,
         marker: str | None,
         among: Collection[int] | None = None,
+        born_by: float | None = None,
     ) -> list[Any]:
         """
         Live, non-zombie processes among C{roots}, the members of process
         group C{group}, those carrying C{MARKER_ENV=marker}, and all their
         descendants; never the calling process.  Only the processes of
-        C{among} (L{pids} taken earlier) are looked at, when given.
+        C{among} (L{pids} taken earlier) are looked at, when given, and
+        of those only the ones started by C{born_by} (a L{now} taken with
+        them): a pid of C{among} reused since is someone else.
         """
 
     def signal(self, process: Any, signum: int) -> None:
@@ -158,14 +168,25 @@ class SystemProcessTable:
         pids: list[int] = psutil.pids()
         return pids
 
+    def now(self) -> float | None:
+        # Linux gives a process's start in clock ticks since boot (psutil
+        # adds the boot time to it): the clock to compare it with is
+        # CLOCK_BOOTTIME, which time namespaces offset alike.
+        clock = getattr(time, "CLOCK_BOOTTIME", None)
+        if clock is None or not sys.platform.startswith("linux"):
+            return None
+        return time.clock_gettime(clock)
+
     def scan(
         self,
         roots: Iterable[psutil.Process],
         group: int | None,
         marker: str | None,
         among: Collection[int] | None = None,
+        born_by: float | None = None,
     ) -> list[psutil.Process]:
         me = os.getpid()
+        boot = psutil.boot_time() if born_by is not None else 0.0
         live: dict[int, psutil.Process] = {}
         children: dict[int, list[psutil.Process]] = {}
         found: dict[int, psutil.Process] = {}
@@ -176,6 +197,10 @@ class SystemProcessTable:
                 process = psutil.Process(pid)
                 with process.oneshot():
                     if process.status() == psutil.STATUS_ZOMBIE:
+                        continue
+                    # Start times come in clock ticks: the margin keeps one
+                    # started just before C{born_by} from counting as new.
+                    if born_by is not None and process.create_time() - boot > born_by + _TICKS:
                         continue
                     ppid = process.ppid()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -214,6 +239,10 @@ class SystemProcessTable:
 
     def pgid(self, process: psutil.Process) -> int | None:
         return _getpgid(process.pid)
+
+
+#: More than one clock tick (1/100 s on Linux), in seconds.
+_TICKS = 0.05
 
 
 def _getpgid(pid: int) -> int | None:
@@ -387,19 +416,26 @@ class SystemTrees:
         self._in_thread = reactor_threads(reactor) if in_thread is None else in_thread
 
     def tree(self, pid: int | None, marker: str | None) -> Deferred[list[Any]]:
-        # The root and the pids are taken now, on the reactor thread (one
-        # stat, one listing of /proc), and only looked at in the thread: a
-        # process started after this call, say a tool of the prompt this is
-        # the baseline of, is never taken for one that was there before,
-        # however late the thread gets to it.
+        return self.baseline(pid, marker)()
+
+    def baseline(
+        self, pid: int | None, marker: str | None
+    ) -> Callable[[], Deferred[list[Any]]]:
+        # The root, the pids and the time are taken now, on the reactor
+        # thread (one stat, one listing of /proc), and only looked at when
+        # asked, in the thread: a process started after this call, say a
+        # tool of the prompt this is the baseline of, is never taken for
+        # one that was there before, however late the look comes.
         table = self._table
         try:
             root = table.lookup(pid) if pid is not None else None
             among = table.pids()
-        except Exception:
-            return defer.fail()
+            born_by = table.now()
+        except Exception as e:
+            error = e
+            return lambda: defer.fail(error)
         roots = [root] if root is not None else []
-        return self._in_thread(lambda: table.scan(roots, pid, marker, among))
+        return lambda: self._in_thread(lambda: table.scan(roots, pid, marker, among, born_by))
 
     def end(
         self, pid: int | None, marker: str | None, *, grace: float, exclude: Iterable[Any] = ()

@@ -106,7 +106,7 @@ class Run:
     finished: bool = False
     cost_base: float = 0.0
     #: What ran in its process's tree before it: found in a thread.
-    baseline: defer.Deferred[list[Any]] | None = None
+    baseline: Callable[[], defer.Deferred[list[Any]]] | None = None
     timeout_call: DelayedCall | None = None
     escalate_call: DelayedCall | None = None
     done: defer.Deferred[None] = attrs.Factory(defer.Deferred)
@@ -161,8 +161,8 @@ class Run:
         self.session_generation = self.host.session_generation
         self.cost_base = process.total_cost
         self.started = self.reactor.seconds()
-        # Asked before the CLI has the text, so nothing its tools start
-        # can be taken for what ran before; not waited for: only a stop
+        # Taken before the CLI has the text, so nothing its tools start
+        # can be taken for what ran before; looked at only if a stop
         # needs it.
         self.baseline = self.room.snapshot(process)
         if not self.host.publish(events.prompt_started(self.id, self.host.session_id)):
@@ -276,7 +276,7 @@ class Run:
         End what the stopped prompt's tools left, sparing what ran before
         it: once that is known, if it is not yet.
         """
-        baseline = self.baseline if self.baseline is not None else defer.succeed([])
+        baseline = self.baseline() if self.baseline is not None else defer.succeed([])
 
         def end(spare: list[Any]) -> None:
             if not process.ended:

@@ -4,7 +4,7 @@ its slot, with fake slots and process trees on the fake process reactor
 of L{tests.test_project}.
 """
 
-from typing import Any
+from typing import Any, Callable
 
 import os
 import attrs
@@ -76,6 +76,8 @@ class FakeTrees:
         self.sessions: dict[Any, int] = {}
         #: Each look: C{(pid, marker)}.
         self.looks: list[tuple[int | None, str | None]] = []
+        #: Each baseline noted, to be looked at later: C{(pid, marker)}.
+        self.noted: list[tuple[int | None, str | None]] = []
         #: Looks answer with this Deferred when set, at once otherwise.
         self.answer: defer.Deferred[list[Any]] | None = None
 
@@ -84,6 +86,12 @@ class FakeTrees:
         if self.answer is not None:
             return self.answer
         return defer.succeed(list(self.members))
+
+    def baseline(
+        self, pid: int | None, marker: str | None
+    ) -> Callable[[], defer.Deferred[list[Any]]]:
+        self.noted.append((pid, marker))
+        return lambda: self.tree(pid, marker)
 
     def end(
         self, pid: int | None, marker: str | None, *, grace: float, exclude: Any = ()
@@ -508,17 +516,20 @@ class ToolsTests(LiveProcessTestCase):
     """
 
     def test_snapshot_is_the_tree_of_the_process(self) -> None:
-        """The baseline is the process's tree, by pid and marker."""
+        """The baseline is the process's tree, by pid and marker, looked at when asked."""
         process = self.ready()
         self.trees.members = ["mcp", "old tool"]
-        self.assertEqual(self.successResultOf(self.live.snapshot(process)), ["mcp", "old tool"])
+        look = self.live.snapshot(process)
+        self.assertEqual(self.trees.noted, [(process.pid, process.marker)])
+        self.assertEqual(self.trees.looks, [])
+        self.assertEqual(self.successResultOf(look()), ["mcp", "old tool"])
         self.assertEqual(self.trees.looks, [(process.pid, process.marker)])
 
     def test_a_snapshot_that_fails_is_empty_and_logged(self) -> None:
         """A look that fails spares nothing (a stop still ends the tools) and is logged."""
         process = self.ready()
         self.trees.answer = defer.fail(RuntimeError("psutil"))
-        self.assertEqual(self.successResultOf(self.live.snapshot(process)), [])
+        self.assertEqual(self.successResultOf(self.live.snapshot(process)()), [])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     def test_end_tools_spares_the_baseline_and_the_clis_own_session(self) -> None:

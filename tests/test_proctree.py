@@ -17,6 +17,7 @@ import time
 import uuid
 
 import psutil
+import pytest
 import pytest_twisted
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorThreads
@@ -54,6 +55,7 @@ class FakeProcess:
         self.exit_delay = exit_delay
         self.alive = True
         self.signals: list[int] = []
+        self.born = table.clock.seconds()
 
     def receive(self, signum):
         self.signals.append(signum)
@@ -100,11 +102,19 @@ class FakeTable:
     def pids(self):
         return [p.pid for p in self.processes if p.alive]
 
-    def scan(self, roots, group, marker, among=None):
+    def now(self):
+        return self.clock.seconds()
+
+    def scan(self, roots, group, marker, among=None, born_by=None):
         roots = list(roots)
+
+        def looked_at(p):
+            return (p.alive and (among is None or p.pid in among)
+                    and (born_by is None or p.born <= born_by))
+
         found = [
             p for p in self.processes
-            if p.alive and (among is None or p.pid in among)
+            if looked_at(p)
             and (p in roots or (group is not None and p.pgid == group)
                  or (marker is not None and p.marker == marker))
         ]
@@ -112,8 +122,7 @@ class FakeTable:
         while grew:
             grew = False
             for p in self.processes:
-                if (p.alive and p not in found and p.parent in found
-                        and (among is None or p.pid in among)):
+                if p not in found and p.parent in found and looked_at(p):
                     found.append(p)
                     grew = True
         return found
@@ -314,6 +323,44 @@ class ThreadedLookTests(SynchronousTestCase):
         self.threads.run()
         self.assertEqual(self.successResultOf(d), [cli])
         self.assertIn(tool, self.table.scan([cli], 100, "m"))
+
+    def test_a_baseline_is_looked_at_only_when_asked(self):
+        """Noting it reads nothing but the pids; the look, later, finds what ran then and still runs."""
+        cli = self.table.add(100, marker="m")
+        mcp = self.table.add(200, marker="m", parent=cli)
+        old_tool = self.table.add(210, marker="m", pgid=210)
+        trees = SystemTrees(self.clock, self.table, in_thread=self.threads)
+        look = trees.baseline(100, "m")
+        self.clock.advance(5)
+        self.table.add(300, marker="m", pgid=300, parent=cli)
+        old_tool.die()
+        self.assertEqual(self.threads.waiting, [])
+        d = look()
+        self.threads.run()
+        self.assertEqual(self.successResultOf(d), [cli, mcp])
+
+    def test_a_baseline_pid_reused_since_is_not_in_it(self):
+        """A pid of the baseline that names a process started after it is someone else's."""
+        cli = self.table.add(100, marker="m")
+        gone = self.table.add(200, marker="m", pgid=200)
+        trees = SystemTrees(self.clock, self.table, in_thread=self.threads)
+        look = trees.baseline(100, "m")
+        gone.die()
+        self.clock.advance(5)
+        self.table.add(200, marker="m", pgid=200)
+        d = look()
+        self.threads.run()
+        self.assertEqual(self.successResultOf(d), [cli])
+
+    def test_a_baseline_that_cannot_list_the_pids_fails_when_looked_at(self):
+        """The failure is the look's Deferred's, not the caller's."""
+        def broken():
+            raise OSError("no /proc")
+
+        self.table.pids = broken
+        trees = SystemTrees(self.clock, self.table, in_thread=self.threads)
+        look = trees.baseline(100, "m")
+        self.failureResultOf(look(), OSError)
 
     def test_tree_that_cannot_list_the_pids_fails(self):
         """A failure on the reactor thread is the Deferred's, not the caller's."""
@@ -598,6 +645,23 @@ def test_real_marker_alone_ends_everything():
         killed = yield _ended(None, family.marker, grace=5.0)
         assert killed == []
         assert _survivors(family) == []
+    finally:
+        family.close()
+
+
+def test_real_scan_leaves_out_processes_started_after_born_by():
+    """A pid of C{among} whose process started after C{born_by} is not looked at."""
+    table = SystemProcessTable()
+    before = table.now()
+    if before is None:
+        pytest.skip("no boot-time clock here")
+    family = Family("stay", "session")
+    try:
+        among = table.pids()
+        after = table.now()
+        found = table.scan([], None, family.marker, among, after)
+        assert family.pid in {p.pid for p in found}
+        assert table.scan([], None, family.marker, among, before - 1.0) == []
     finally:
         family.close()
 

@@ -4,7 +4,7 @@ project (L{PromptHost}) and a fake live process (L{ProcessRoom}), on a
 L{Clock}.
 """
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
@@ -83,10 +83,10 @@ class FakeRoom:
         self.ended_tools: list[tuple[Any, list[Any]]] = []
         self.done: list[tuple[Any, bool]] = []
         self.cancelled: list[defer.Deferred[Any]] = []
-        #: Each snapshot asked for, fired at once unless C{slow_snapshots}.
+        #: Each snapshot looked at, fired at once unless C{slow_snapshots}.
         self.snapshots: list[defer.Deferred[list[Any]]] = []
         self.slow_snapshots = False
-        #: At each snapshot: what the process had been sent.
+        #: At each snapshot taken: what the process had been sent.
         self.sent_before_snapshot: list[list[str]] = []
 
     def acquire(self) -> defer.Deferred[None]:
@@ -100,13 +100,17 @@ class FakeRoom:
         self.readying.append(d)
         return d
 
-    def snapshot(self, process: Any) -> defer.Deferred[list[Any]]:
-        d: defer.Deferred[list[Any]] = defer.Deferred()
-        self.snapshots.append(d)
+    def snapshot(self, process: Any) -> Callable[[], defer.Deferred[list[Any]]]:
         self.sent_before_snapshot.append(list(process.prompts))
-        if not self.slow_snapshots:
-            d.callback(["baseline"])
-        return d
+
+        def look() -> defer.Deferred[list[Any]]:
+            d: defer.Deferred[list[Any]] = defer.Deferred()
+            self.snapshots.append(d)
+            if not self.slow_snapshots:
+                d.callback(["baseline"])
+            return d
+
+        return look
 
     def end_tools(self, process: Any, spare: list[Any]) -> None:
         self.ended_tools.append((process, spare))
@@ -385,7 +389,8 @@ class StopWhileRunningTests(PromptTestCase):
 class BaselineTests(PromptTestCase):
     """
     What ran in the process's tree before the prompt (its baseline) is
-    found in a thread; only ending the tools of a stopped prompt waits
+    noted at its start and looked at, in a thread, only when a stop needs
+    it; only ending the tools of a stopped prompt waits
     for it.
     """
 
@@ -424,10 +429,21 @@ class BaselineTests(PromptTestCase):
         self.assertEqual(self.room.ended_tools, [])
 
     def test_a_prompt_that_completes_ends_no_tools(self) -> None:
-        """Not stopped: the baseline is never used."""
+        """Not stopped: the baseline is never looked at, no tool is ended."""
         self.running()
         self.prompt.result(SUCCESS)
         self.assertEqual(self.room.ended_tools, [])
+        self.assertEqual(self.room.snapshots, [])
+
+    def test_a_stop_looks_at_the_baseline_taken_at_the_start(self) -> None:
+        """The look happens at the stop; the baseline was noted before the text went out."""
+        self.running()
+        self.assertEqual(self.room.snapshots, [])
+        self.prompt.stop(CANCELLED)
+        self.prompt.result(SUCCESS)
+        self.assertEqual(len(self.room.snapshots), 1)
+        self.assertEqual(self.room.sent_before_snapshot, [[]])
+        self.assertEqual(self.room.ended_tools, [(self.process, ["baseline"])])
 
 
 class StorageLostTests(PromptTestCase):
