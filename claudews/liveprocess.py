@@ -129,20 +129,18 @@ class LiveProcess:
 
     def _ready_now(self, flags: tuple[str, ...]) -> defer.Deferred[ClaudeProcess]:
         proc = self._proc
+        if proc is None:
+            return self._spawn(flags)
         try:
-            if proc is None:
-                proc = self._spawn(flags)
-            else:
-                os.close(self._confine())
+            os.close(self._confine())
         except RequestError as e:
-            if proc is not None:
-                self._retire(proc)
+            self._retire(proc)
             return defer.fail(e)
         except OSError as e:
             return defer.fail(e)
         return defer.succeed(proc)
 
-    def _spawn(self, flags: tuple[str, ...]) -> ClaudeProcess:
+    def _spawn(self, flags: tuple[str, ...]) -> defer.Deferred[ClaudeProcess]:
         proc = ClaudeProcess(
             self._listener,
             trees=self._trees,
@@ -159,19 +157,32 @@ class LiveProcess:
         self._save()
         try:
             directory = self._confine()
-        except RequestError:
-            self.markers.remove(proc.marker)
-            self._save()
-            raise
+        except (RequestError, OSError) as e:
+            self._forget_marker(proc.marker)
+            return defer.fail(e)
         try:
             # The CLI starts in the directory that passed the check, by its
             # descriptor: a swap of the path after the check changes nothing.
-            proc.spawn(argv, self._path, env, directory=directory)
+            started = proc.spawn(argv, self._path, env, directory=directory)
         finally:
             os.close(directory)
+        # The live one already while it starts: a shutdown meanwhile ends it.
         self._proc = proc
         self._stale = False
-        return proc
+
+        def failed(failure: Failure) -> Failure:
+            # Nothing runs: no process holds the slot, no marker to keep.
+            if self._proc is proc:
+                self._proc = None
+            self._forget_marker(proc.marker)
+            return failure
+
+        return started.addCallbacks(lambda _: proc, failed)
+
+    def _forget_marker(self, marker: str) -> None:
+        if marker in self.markers:
+            self.markers.remove(marker)
+            self._save()
 
     def _retire(self, proc: ClaudeProcess) -> None:
         self._proc = None

@@ -7,8 +7,9 @@ The process is started as::
     claude -p --input-format stream-json --output-format stream-json \\
         --verbose --permission-prompt-tool stdio [--resume ID] [flags]
 
-through a trampoline that puts it in a session (and process group) of its
-own, never through a shell. Prompts go in on stdin as ``user`` lines;
+in a session (and process group) of its own, never through a shell:
+with glibc's C{posix_spawn} in a thread (L{claudews.spawn}), elsewhere
+through a trampoline (L{claudews.proctree.new_session_argv}). Prompts go in on stdin as ``user`` lines;
 everything it prints on stdout is framed by newline and handed up, JSON
 objects as messages and anything else as plain output.
 """
@@ -22,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from claudews import proctree
+from claudews import spawn as spawning
 from claudews.clicheck import cli_problem, search_path
 from claudews.events import encode, parse_line
 from claudews.interfaces import ProcessReactor, ProcessTrees
@@ -45,7 +47,8 @@ MAX_TEXT = 64 * 1024
 #: dropped: a chatty CLI must not fill the history.
 MAX_STDERR = 1024 * 1024
 
-#: What L{proctree}'s trampoline prints when it cannot exec the CLI.
+#: What L{proctree}'s trampoline prints when it cannot exec the CLI
+#: (where L{claudews.spawn} is not available).
 _CANNOT_RUN = "claudews: cannot run "
 
 #: Environment variables that make a nested CLI believe it runs inside
@@ -175,32 +178,70 @@ class ClaudeProcess(protocol.ProcessProtocol):
         self._signal: int | None = None
         self._bin = ""
         self._search_path = ""
+        #: Being started in a thread (L{claudews.spawn}): not connected yet.
+        self._starting = False
+        self._start_waiters: list[defer.Deferred[None]] = []
 
     # -- starting and stopping
 
     def spawn(
         self, argv: list[str], cwd: str, env: dict[str, str], directory: int | None = None
-    ) -> None:
+    ) -> defer.Deferred[None]:
         """
         Start the CLI in C{cwd}, or, given the descriptor C{directory} of
-        it, in that very directory (L{proctree.CWD_FD_ENV}). Raises
-        L{OSError} when it cannot be started at all.
+        it, in that very directory; the caller may close C{directory}
+        once this returns. Fires once it runs, or fails with L{OSError}
+        when it cannot be started at all.
+
+        Where L{spawn.available}, the start waits in a thread, not on the
+        reactor thread (see L{claudews.spawn}); elsewhere it goes through
+        the trampoline of L{proctree.new_session_argv}.
         """
+        self._bin, self._search_path = argv[0], search_path(environ=env)
+        if directory is not None and spawning.available(self._reactor):
+            self._starting = True
+            started = spawning.spawn(self._reactor, self, argv, env, directory)
+            return started.addCallbacks(self._started, self._start_failed)
         wrapped = proctree.new_session_argv(argv)
         child_fds: dict[int, object] = {0: "w", 1: "r", 2: "r"}
         if directory is not None:
             child_fds[proctree.CWD_FD] = directory
             env = dict(env, **{proctree.CWD_FD_ENV: str(proctree.CWD_FD)})
-        self._bin, self._search_path = argv[0], search_path(environ=env)
-        self._reactor.spawnProcess(
-            self, wrapped[0], wrapped, env=env,
-            # With the directory's descriptor the trampoline changes into
-            # it; without a path Twisted starts the child with
-            # posix_spawn instead of forking this whole process, which
-            # held the reactor up for milliseconds per start.
-            path=cwd if directory is None else None,
-            childFDs=child_fds,
-        )
+        try:
+            self._reactor.spawnProcess(
+                self, wrapped[0], wrapped, env=env,
+                # With the directory's descriptor the trampoline changes
+                # into it; without a path Twisted starts the child with
+                # posix_spawn instead of forking this whole process.
+                path=cwd if directory is None else None,
+                childFDs=child_fds,
+            )
+        except OSError:
+            return defer.fail()
+        return defer.succeed(None)
+
+    def _started(self, _: None) -> None:
+        self._starting = False
+        waiters, self._start_waiters = self._start_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def _start_failed(self, failure: Failure) -> Failure:
+        """The start failed: an L{OSError} says so as the trampoline did."""
+        # Never connected: nothing runs, nothing is left to end.
+        self._starting = False
+        self.ended = self.reaped = True
+        self._stdin_open = False
+        waiters, self._start_waiters = self._start_waiters, []
+        for d in waiters:
+            d.callback(None)
+        error = failure.value
+        if isinstance(error, OSError):
+            # Said as the trampoline said it, with how to install the CLI.
+            problem = cli_problem(self._bin, self._search_path)
+            raise OSError(error.errno, problem or "cannot run %s: %s" % (
+                self._bin, error.strerror))
+        return failure
 
     @property
     def _pipes(self) -> _Pipes:
@@ -216,6 +257,11 @@ class ClaudeProcess(protocol.ProcessProtocol):
         """
         End of input: the CLI finishes what it is doing and exits.
         """
+        if self._starting:
+            d: defer.Deferred[None] = defer.Deferred()
+            self._start_waiters.append(d)
+            d.addCallback(lambda _: self.close_stdin())
+            return
         if self._stdin_open and not self.ended:
             self._stdin_open = False
             self._pipes.closeStdin()
@@ -226,6 +272,12 @@ class ClaudeProcess(protocol.ProcessProtocol):
 
         The Deferred fires once the process has ended; it always fires.
         """
+        if self._starting:
+            # Once it runs (or could not start): ending it before is
+            # ending nothing, and it would run on.
+            d: defer.Deferred[None] = defer.Deferred()
+            self._start_waiters.append(d)
+            return d.addCallback(lambda _: self.terminate(grace))
         if self.ended:
             return defer.succeed(None)
         self.close_stdin()
@@ -267,7 +319,8 @@ class ClaudeProcess(protocol.ProcessProtocol):
     # -- talking to it
 
     def _send(self, message: dict[str, Any]) -> bool:
-        if not self._stdin_open or self.ended:
+        # Not before it runs: L{LiveProcess.ready} hands it out only then.
+        if self._starting or not self._stdin_open or self.ended:
             return False
         self._pipes.write(encode(message) + b"\n")
         return True
