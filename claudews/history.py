@@ -47,6 +47,10 @@ FSYNC_ALIASES = {"batch": "interval"}
 #: Seconds between an fsync that failed and the next attempt.
 SYNC_RETRY = 1.0
 
+#: How much of a file a forward read (L{History.read_since}) reads at a
+#: time: a replay's lines are split off it in bulk.
+READ_CHUNK = 64 * 1024
+
 
 def _ignore(seq: int) -> None:
     pass
@@ -391,10 +395,10 @@ class History:
     def read_since(self, since: int, upto: int | None = None) -> Iterator[tuple[int, bytes]]:
         """
         Yield C{(seq, line)} for every stored event with C{since < seq <=
-        upto}, in order, one line in memory at a time.  Without C{upto} it
-        reads up to C{last_seq} as it is at each step, so appends between
-        steps are included.  Events retired before they are reached are
-        skipped.
+        upto}, in order, with one chunk of a file (or one line longer than
+        a chunk) in memory at a time.  Without C{upto} it reads up to
+        C{last_seq} as it is at each step, so appends between steps are
+        included.  Events retired before they are reached are skipped.
         """
         want: int | None = max(since, 0) + 1
         while want is not None and want <= self._limit(upto):
@@ -417,6 +421,13 @@ class History:
         Yield the events from C{want} on that C{segment} holds; return the
         seq to look for in the next segment, or C{None} when the read is
         over (past C{upto}, or caught up with the writer).
+
+        The file is read a chunk at a time and split into lines in bulk (a
+        replay reads every line of it), no further than the size its writer
+        has stored: bytes past it (a failed write's partial lines, not cut
+        off yet) are not events and may be written over, and bytes before
+        it do not change, so each line is what a read of it when it is
+        reached would find.
         """
         try:
             f = open(segment.path, "rb")
@@ -425,20 +436,25 @@ class History:
             return want
         with f:
             pos = segment.locate(f, want)
-            f.seek(pos)
-            while want <= self._limit(upto):
-                line = f.readline()
-                if not line.endswith(b"\n"):
-                    return self._past_end(segment, line, want)
-                seq = self._seq_at(segment, line, pos)
-                pos += len(line)
-                if seq is None or seq < want:
-                    continue
-                if seq > self._limit(upto):
-                    return None
-                yield seq, line[:-1]
-                want = seq + 1
-        return None
+            fd = f.fileno()
+            while True:
+                lines, tail = _read_lines(fd, pos, segment.size)
+                for line in lines:
+                    limit = self._limit(upto)
+                    if want > limit:
+                        return None
+                    seq = self._seq_at(segment, line, pos)
+                    pos += len(line) + 1
+                    if seq is None or seq < want:
+                        continue
+                    if seq > limit:
+                        return None
+                    yield seq, line
+                    want = seq + 1
+                if tail is not None:
+                    if want > self._limit(upto):
+                        return None
+                    return self._past_end(segment, tail, want)
 
     def _seq_at(self, segment: Segment, line: bytes, offset: int) -> int | None:
         """
@@ -548,3 +564,33 @@ class History:
         got = got[len(got) - limit :]
         oldest = got[0][0] if got else end
         return [line for _, line in got], oldest > first
+
+
+def _read_lines(fd: int, pos: int, end: int) -> tuple[list[bytes], bytes | None]:
+    """
+    The whole lines (without their newlines) in the chunk of file C{fd}
+    at C{pos}, before C{end}; when there is none, what is there up to
+    C{end} (a partial line, or C{b""}) too, else C{None}.  A line longer
+    than a chunk comes alone, gathered in pieces and joined once.
+    """
+    data = os.pread(fd, max(min(READ_CHUNK, end - pos), 0), pos)
+    lines = data.split(b"\n")
+    tail = lines.pop()
+    if lines:
+        # What follows the last newline is read again with the next chunk,
+        # the end of the file too: it may have grown by then.
+        return lines, None
+    if len(data) < READ_CHUNK:
+        return [], tail
+    parts = [data]
+    pos += len(data)
+    while True:
+        piece = os.pread(fd, max(min(READ_CHUNK, end - pos), 0), pos)
+        newline = piece.find(b"\n")
+        if newline >= 0:
+            parts.append(piece[:newline])
+            return [b"".join(parts)], None
+        parts.append(piece)
+        pos += len(piece)
+        if len(piece) < READ_CHUNK:
+            return [], b"".join(parts)

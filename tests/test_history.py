@@ -751,6 +751,111 @@ class LiveReaderTests(HistoryTestCase):
         self.assertEqual(seqs(reader), list(range(7, 13)))
 
 
+class ChunkedReadTests(HistoryTestCase):
+    """
+    read_since reads its files a chunk at a time: lines straddling chunks,
+    longer than chunks, or ending right at a chunk's end come whole, once,
+    in order, byte for byte.
+    """
+
+    def varied(self, h: History, upto: int) -> list[tuple[int, bytes]]:
+        # Lengths from a little under LINE to several of them, in an order
+        # that puts line ends everywhere relative to small chunks.
+        stored = []
+        for seq in range(h.written_seq + 1, upto + 1):
+            line = event(seq, pad=(seq * 37) % 150)
+            h.append(seq, line)
+            stored.append((seq, line))
+        return stored
+
+    def test_everyChunkSizeEverySince(self) -> None:
+        """Whatever the chunk size, from every since, exactly the stored lines come."""
+        h = self.open(rotate_bytes=40 * LINE)
+        stored = self.varied(h, 60)
+        self.assertGreater(len(messages(self.dir)), 2)
+        for chunk in (1, 2, LINE - 1, LINE, LINE + 1, 64, 100, 1000, 2**16):
+            self.patch(history_module, "READ_CHUNK", chunk)
+            for since in range(0, 61):
+                self.assertEqual(list(h.read_since(since)), stored[since:], (chunk, since))
+            self.assertEqual(list(h.read_since(10, 30)), stored[10:30], chunk)
+        self.assertEqual(self.warnings(), [])
+
+    def test_lineEndsAtAChunkEnd(self) -> None:
+        """A newline that is a chunk's last byte, or the next chunk's first, splits nothing."""
+        chunk = history_module.READ_CHUNK
+        base = len(event(1))
+        for first in (chunk - 2, chunk - 1, chunk, chunk + 1):
+            shutil.rmtree(self.dir, ignore_errors=True)
+            h = self.open()
+            # Event 2 starts at `first`: event 1's newline is its byte before.
+            lines = [event(1, pad=first - base - 1), event(2), event(3, pad=chunk), event(4)]
+            for seq, line in enumerate(lines, 1):
+                h.append(seq, line)
+            self.assertEqual(len(lines[0]) + 1, first)
+            self.assertEqual(list(h.read_since(0)), list(enumerate(lines, 1)))
+            self.assertEqual(list(h.read_since(2)), [(3, lines[2]), (4, lines[3])])
+            h.close()
+
+    def test_aLineOfManyChunksAtTheWritersEnd(self) -> None:
+        """The newest line, many chunks long, comes whole; then what is appended after it."""
+        self.patch(history_module, "READ_CHUNK", 100)
+        h = self.open()
+        fill(h, 2)
+        big = event(3, pad=1234)
+        h.append(3, big)
+        reader = h.read_since(1)
+        self.assertEqual(next(reader), (2, event(2)))
+        self.assertEqual(next(reader), (3, big))
+        h.append(4, event(4, pad=250))
+        self.assertEqual(list(reader), [(4, event(4, pad=250))])
+
+    def test_corruptLinesAcrossChunks(self) -> None:
+        """Garbage lines straddling chunks are skipped, each once, and nothing else is."""
+        h = self.open()
+        stored = self.varied(h, 5)
+        h.close()
+        with open(self.path(LATEST), "ab") as f:
+            f.write(b"x" * 150 + b"\n" + b'{"seq": 6, "torn' + b"\n")
+        h = self.open()
+        stored += self.varied(h, 12)
+        for chunk in (7, 64, 2**16):
+            self.patch(history_module, "READ_CHUNK", chunk)
+            del self.logged[:]
+            self.assertEqual(list(h.read_since(0)), stored, chunk)
+            self.assertEqual(len(self.warnings()), 2, chunk)
+
+    def test_onlyWhatTheWriterStored(self) -> None:
+        """
+        Whole lines a failed write left past the stored size (its cut back
+        failed too) are not read, even in a chunk read before the retry
+        writes other bytes there.
+        """
+        h = self.open()
+        fill(h, 2)
+        real_write, real_truncate = os.write, os.ftruncate
+
+        calls = []
+
+        def write(fd, data):
+            # Event 3's whole line, then the disk is full.
+            calls.append(len(data))
+            if len(calls) == 1:
+                return real_write(fd, bytes(data[:LINE]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def ftruncate(fd, size):
+            raise OSError(errno.EIO, "I/O error")
+
+        self.patch(history_module.os, "write", write)
+        self.patch(history_module.os, "ftruncate", ftruncate)
+        self.assertRaises(OSError, h.append_many, 3, [event(3), event(4)])
+        history_module.os.write, history_module.os.ftruncate = real_write, real_truncate
+        reader = h.read_since(0)
+        self.assertEqual(next(reader), (1, event(1)))
+        h.append(3, event(3, pad=5))
+        self.assertEqual(list(reader), [(2, event(2)), (3, event(3, pad=5))])
+
+
 class IndexTests(HistoryTestCase):
     def test_lookupsEverywhereInABigFile(self) -> None:
         """Reads and pages start right at any seq, cold (after reopen) and warm."""

@@ -38,6 +38,19 @@ class ParseSeqTests(SynchronousTestCase):
                      b'{"seq": true}', b'{"seq": 1.0}', b"[" * 100000):
             self.assertIsNone(parse_seq(line), line[:20])
 
+    def test_what_orjson_refuses_or_reads_otherwise(self):
+        """
+        Lines orjson refuses (NaN, a lone surrogate) or reads otherwise (an
+        integer past 64 bits, which it makes a float) have the seq the
+        standard library reads.
+        """
+        self.assertEqual(parse_seq(b'{"seq": 5, "x": NaN}'), 5)
+        self.assertEqual(parse_seq(b'{"seq": 5, "x": "\\ud800"}'), 5)
+        self.assertEqual(parse_seq(b'{"seq": 5, "x": 99999999999999999999999}'), 5)
+        self.assertEqual(parse_seq(b'{"seq": 99999999999999999999999}'), 99999999999999999999999)
+        self.assertEqual(parse_seq(b'{"seq": 1, "seq": 2}'), 2)
+        self.assertIsNone(parse_seq(b'{"seq": 5, "x": "\xff"}'))
+
 
 class LinesBackwardsTests(SynchronousTestCase):
     def test_lines_newest_first_up_to_end(self):
