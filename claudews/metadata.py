@@ -11,12 +11,24 @@ that only C{every} pays two fsyncs on the reactor thread per change; under
 C{interval} the fsyncs run in the syncer's threads just after, and a
 machine that stops at that moment may leave a missing or empty file, which
 L{read} takes as missing and the registry rebuilds from the history.
+
+The new file takes the old one's place by exchanging their names (Linux's
+C{renameat2} with C{RENAME_EXCHANGE}), and the old one is then removed:
+a plain rename over an existing file has ext4 start writing the new one
+back at once, before the rename returns (its C{auto_da_alloc}, for
+programs that never fsync), which cost about 100 us of the reactor
+thread's time at each write, twice a prompt; the fsyncs here are ours to
+run. Where names cannot be exchanged (another system or file system, no
+old file yet) it is a plain rename.
 """
 
+import ctypes
+import errno
 import json
 import os
-from typing import Any
+from typing import Any, Callable, Literal, overload
 
+import orjson
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -26,27 +38,97 @@ _log = Logger()
 
 FILENAME = "metadata.json"
 
+# linux/fs.h and fcntl.h.
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
 
-def write(directory: str, data: dict[str, Any], sync: bool = True) -> None:
+#: What C{renameat2} answers when names cannot be exchanged here (no old
+#: file, a file system or kernel without the flag): then a plain rename.
+_CANNOT_EXCHANGE = frozenset(
+    {errno.ENOENT, errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP}
+)
+
+
+def _renameat2() -> Callable[..., int] | None:
+    """glibc's C{renameat2}, or C{None} where the C library has none."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_exchange_names = _renameat2()
+
+
+def _exchange(temp: str, target: str) -> bool:
+    """
+    Swap the names C{temp} and C{target} atomically; whether that could be
+    done (see L{_CANNOT_EXCHANGE}). Raises L{OSError} for anything else.
+    """
+    if _exchange_names is None:
+        return False
+    if _exchange_names(
+        _AT_FDCWD, os.fsencode(temp), _AT_FDCWD, os.fsencode(target), _RENAME_EXCHANGE
+    ) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _CANNOT_EXCHANGE:
+        return False
+    raise OSError(code, os.strerror(code), target)
+
+
+def _encode(data: dict[str, Any]) -> bytes:
+    """
+    C{data} as indented JSON with sorted keys and a final newline: what
+    the standard library's C{json.dumps(data, indent=2, sort_keys=True)}
+    wrote, but for characters outside ASCII, written as they are. What
+    orjson refuses (a path with a lone surrogate, an integer past 64 bits)
+    is written by the standard library, as before.
+    """
+    try:
+        return orjson.dumps(
+            data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
+        )
+    except TypeError:
+        return json.dumps(data, indent=2, sort_keys=True).encode("ascii") + b"\n"
+
+
+@overload
+def write(directory: str, data: dict[str, Any], sync: bool = ..., *, keep: Literal[False] = ...) -> None:
+    ...
+
+
+@overload
+def write(directory: str, data: dict[str, Any], sync: bool = ..., *, keep: Literal[True]) -> int:
+    ...
+
+
+def write(directory: str, data: dict[str, Any], sync: bool = True, *, keep: bool = False) -> int | None:
     """
     Replace C{directory}/metadata.json with C{data}, fsyncing the file and
     the directory unless C{sync} is false. Raises L{OSError}.
+
+    @param keep: return the new file's descriptor, still open, instead of
+        closing it: the caller's to fsync (and close) later.
     """
     target = os.path.join(directory, FILENAME)
     temp = target + ".tmp"
-    payload = json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+    payload = _encode(data)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view) :]
-            if sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, target)
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view) :]
+        if sync:
+            os.fsync(fd)
+        exchanged = _exchange(temp, target)
+        if not exchanged:
+            os.replace(temp, target)
     except BaseException:
+        os.close(fd)
         # A full disk: leave no half-written file taking space, the old
         # metadata stays in force.
         try:
@@ -54,8 +136,23 @@ def write(directory: str, data: dict[str, Any], sync: bool = True) -> None:
         except OSError:
             pass
         raise
+    if exchanged:
+        try:
+            # The old metadata, now under the temporary name. Should it
+            # stay, the next write truncates it.
+            os.unlink(temp)
+        except OSError:
+            pass
+    if not keep:
+        os.close(fd)
     if sync:
-        fsync_directory(directory)
+        try:
+            fsync_directory(directory)
+        except BaseException:
+            if keep:
+                os.close(fd)
+            raise
+    return fd if keep else None
 
 
 class Writer:
@@ -74,16 +171,12 @@ class Writer:
         if self._fsync == "every":
             write(directory, data)
             return
-        write(directory, data, sync=False)
         if self._fsync == "none":
+            write(directory, data, sync=False)
             return
-        try:
-            fd = os.open(os.path.join(directory, FILENAME), os.O_RDONLY)
-        except OSError:
-            # Replaced or removed meanwhile (a deleted project): whoever
-            # did it has its own durability.
-            return
-        done = self._syncer.sync([fd], directory)
+        # The descriptor written through is the one fsynced: opening the
+        # file again would cost a path lookup, and could find a newer one.
+        done = self._syncer.sync([write(directory, data, sync=False, keep=True)], directory)
         done.addErrback(_sync_failed, directory)
 
 

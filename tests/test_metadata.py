@@ -5,6 +5,7 @@ forgives a missing or damaged file.
 (A write that fails for a full disk is in C{tests.test_durability}.)
 """
 
+import ctypes
 import errno
 import json
 import os
@@ -13,7 +14,7 @@ import stat
 import tempfile
 
 from twisted.logger import LogLevel, globalLogPublisher
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from claudews import metadata
 from claudews import syncer as syncer_module
@@ -54,32 +55,126 @@ class WriteTests(MetadataTestCase):
     def test_the_file_and_then_its_rename_are_made_durable(self):
         """The data is fsynced before the rename, the directory after it."""
         calls = []
-        real_fsync, real_replace = os.fsync, os.replace
+        real_fsync, real_exchange, real_replace = os.fsync, metadata._exchange, os.replace
 
         def fsync(fd):
             calls.append(("fsync", stat.S_ISDIR(os.fstat(fd).st_mode)))
             real_fsync(fd)
+
+        def exchange(temp, target):
+            calls.append(("exchange", os.path.basename(target)))
+            return real_exchange(temp, target)
 
         def replace(src, dst):
             calls.append(("replace", os.path.basename(dst)))
             real_replace(src, dst)
 
         self.patch(os, "fsync", fsync)
+        self.patch(metadata, "_exchange", exchange)
         self.patch(os, "replace", replace)
         metadata.write(self.dir, {"path": "/w/app"})
-        self.assertEqual(calls, [("fsync", False), ("replace", metadata.FILENAME), ("fsync", True)])
+        metadata.write(self.dir, {"path": "/w/app2"})
+        renamed = [call for call in calls[4:] if call[0] != "fsync"]
+        self.assertEqual(calls[:4], [
+            ("fsync", False), ("exchange", metadata.FILENAME), ("replace", metadata.FILENAME), ("fsync", True),
+        ])
+        self.assertEqual(calls[4], ("fsync", False))
+        self.assertEqual(calls[-1], ("fsync", True))
+        self.assertIn(renamed, [
+            # Where names can be exchanged, the second write is one exchange.
+            [("exchange", metadata.FILENAME)],
+            [("exchange", metadata.FILENAME), ("replace", metadata.FILENAME)],
+        ])
+        self.assertEqual(metadata.read(self.dir), {"path": "/w/app2"})
 
     def test_a_failed_rename_keeps_the_old_file_and_leaves_no_temporary(self):
         """The rename refused: the error is raised, the old metadata stays in force."""
         metadata.write(self.dir, {"path": "/old"})
 
-        def replace(src, dst):
+        def refuse(*args):
             raise OSError(errno.EIO, "I/O error")
 
-        self.patch(os, "replace", replace)
-        self.assertRaises(OSError, metadata.write, self.dir, {"path": "/new"})
+        for exchange in (refuse, lambda temp, target: False):
+            self.patch(metadata, "_exchange", exchange)
+            self.patch(os, "replace", refuse)
+            self.assertRaises(OSError, metadata.write, self.dir, {"path": "/new"})
+            self.assertEqual(metadata.read(self.dir), {"path": "/old"})
+            self.assertEqual(os.listdir(self.dir), [metadata.FILENAME])
+
+    def test_names_exchanged_leave_the_new_file_and_nothing_else(self):
+        """Over an old file the names are exchanged (no write-back forced by the rename), the old one removed."""
+        if metadata._exchange_names is None:
+            raise SkipTest("no renameat2 in this C library")
+        metadata.write(self.dir, {"path": "/old"})
+        replaced = []
+        self.patch(os, "replace", lambda *args: replaced.append(args))
+        metadata.write(self.dir, {"path": "/new"}, sync=False)
+        if replaced:
+            raise SkipTest("this file system cannot exchange names")
+        self.assertEqual(metadata.read(self.dir), {"path": "/new"})
+        self.assertEqual(os.listdir(self.dir), [metadata.FILENAME])
+
+    def test_where_names_cannot_be_exchanged_it_is_a_rename(self):
+        """No renameat2, or one that says the file system cannot: a plain rename, the same result."""
+        metadata.write(self.dir, {"path": "/old"})
+        self.patch(metadata, "_exchange_names", None)
+        metadata.write(self.dir, {"path": "/new"})
+        self.assertEqual(metadata.read(self.dir), {"path": "/new"})
+
+        def unsupported(*args):
+            ctypes.set_errno(errno.EINVAL)
+            return -1
+
+        self.patch(metadata, "_exchange_names", unsupported)
+        metadata.write(self.dir, {"path": "/newer"})
+        self.assertEqual(metadata.read(self.dir), {"path": "/newer"})
+        self.assertEqual(os.listdir(self.dir), [metadata.FILENAME])
+
+    def test_an_exchange_that_fails_otherwise_keeps_the_old_file(self):
+        """renameat2 failing for another reason (EIO) is raised; the old metadata stays."""
+        metadata.write(self.dir, {"path": "/old"})
+
+        def failing(*args):
+            ctypes.set_errno(errno.EIO)
+            return -1
+
+        self.patch(metadata, "_exchange_names", failing)
+        e = self.assertRaises(OSError, metadata.write, self.dir, {"path": "/new"})
+        self.assertEqual(e.errno, errno.EIO)
         self.assertEqual(metadata.read(self.dir), {"path": "/old"})
         self.assertEqual(os.listdir(self.dir), [metadata.FILENAME])
+
+    def test_a_leftover_temporary_is_written_over(self):
+        """An old file left under the temporary name (a crash right after an exchange) is no obstacle."""
+        metadata.write(self.dir, {"path": "/old"})
+        with open(self.file + ".tmp", "w") as f:
+            f.write('{"path": "/older", "padding": "%s"}' % ("x" * 10000,))
+        metadata.write(self.dir, {"path": "/new"})
+        self.assertEqual(metadata.read(self.dir), {"path": "/new"})
+        self.assertEqual(os.listdir(self.dir), [metadata.FILENAME])
+
+    def test_keep_returns_the_new_files_descriptor_open(self):
+        """keep=True: the descriptor written through, of the file now in place, for the caller."""
+        metadata.write(self.dir, {"path": "/old"})
+        fd = metadata.write(self.dir, {"path": "/new"}, sync=False, keep=True)
+        self.addCleanup(os.close, fd)
+        self.assertEqual(os.fstat(fd).st_ino, os.stat(self.file).st_ino)
+        self.assertEqual(metadata.read(self.dir), {"path": "/new"})
+
+    def test_text_outside_ascii_is_written_as_it_is(self):
+        """A path in any script stays readable in the file; what UTF-8 cannot hold is escaped."""
+        data = {"path": "/w/café/日本", "open_prompts": []}
+        metadata.write(self.dir, data)
+        with open(self.file, "rb") as f:
+            self.assertIn("/w/café/日本".encode("utf-8"), f.read())
+        self.assertEqual(metadata.read(self.dir), data)
+        # A lone surrogate (an undecodable byte of a file name), an integer
+        # past 64 bits: as the standard library writes them.
+        for odd in ({"path": "/w/\udcff"}, {"path": "/w", "n": 2**70}):
+            metadata.write(self.dir, odd)
+            with open(self.file, "rb") as f:
+                self.assertEqual(f.read(), json.dumps(odd, indent=2, sort_keys=True).encode() + b"\n")
+            self.assertEqual(metadata.read(self.dir), odd)
 
     def test_a_failed_directory_fsync_is_raised_after_the_rename(self):
         """The new file is in place, but the caller learns it may not survive a crash."""
@@ -158,9 +253,16 @@ class WriterTests(SynchronousTestCase):
         from tests.test_history import HeldSyncer
 
         syncer = HeldSyncer()
-        metadata.Writer("interval", syncer)(self.dir, {"a": 2})
+        write = metadata.Writer("interval", syncer)
+        write(self.dir, {"a": 1})
+        syncer.finish()
+        del self.fsyncs[:]
+        write(self.dir, {"a": 2})
         self.assertEqual(metadata.read(self.dir), {"a": 2})
         self.assertEqual(self.fsyncs, [])
+        # The descriptor written through: the file now in place.
+        [(fds, _, _)] = syncer.calls
+        self.assertEqual(os.fstat(fds[0]).st_ino, os.stat(os.path.join(self.dir, metadata.FILENAME)).st_ino)
         fds, directory = syncer.finish()
         self.assertEqual((len(fds), directory), (1, self.dir))
         self.assertEqual(len(self.fsyncs), 2)
