@@ -124,8 +124,24 @@ class LiveProcess:
             self._retiring.addBoth(lambda _: None if waiting.called else waiting.callback(None))
             return waiting.addCallback(lambda _: self.ready(flags))
         if self._proc is None and self._gate is not None:
-            return self._gate.turn().addCallback(lambda _: self._ready_now(flags))
+            return self._gate.turn().addCallback(self._ready_booting, flags)
         return self._ready_now(flags)
+
+    def _ready_booting(
+        self, booted: Callable[[], None], flags: tuple[str, ...]
+    ) -> defer.Deferred[ClaudeProcess]:
+        """L{_ready_now}, telling the gate once what it started has booted."""
+        ready = self._ready_now(flags)
+
+        def started(proc: ClaudeProcess) -> ClaudeProcess:
+            proc.when_booted().addCallback(lambda _: booted())
+            return proc
+
+        def failed(failure: Failure) -> Failure:
+            booted()
+            return failure
+
+        return ready.addCallbacks(started, failed)
 
     def _ready_now(self, flags: tuple[str, ...]) -> defer.Deferred[ClaudeProcess]:
         proc = self._proc
@@ -334,42 +350,82 @@ class LiveProcess:
         return "<LiveProcess of %s>" % (self._path,)
 
 
+#: A CLI counts as booting until it prints something, ends, or this many
+#: seconds have passed (one that stays silent must not hold up the rest).
+BOOT_LIMIT = 5.0
+
+
 class StartGate:
     """
-    At most one new CLI process started per reactor turn, whoever asks.
+    New CLI processes start one per reactor turn, and at most C{booting}
+    of them boot at once, whoever asks.
 
-    A start costs the reactor thread milliseconds (metadata written, the
-    directory checked, the spawn itself); fifty prompts started at once
-    did them all in one turn, and every stream waited for all fifty. One a
-    turn, the I/O of the turns between keeps flowing.
+    A start costs the reactor thread something (metadata written, the
+    directory checked); fifty prompts started at once did it fifty times
+    in one turn, and every stream waited for all fifty. One a turn, the
+    I/O of the turns between keeps flowing.
+
+    Booting is what costs the machine: a CLI loads and compiles its code
+    before it prints a line (a second of CPU for Claude Code's). Fifty
+    booting at once on two cores left this server one share of fifty-one
+    (each CLI is a session, so a scheduling group, of its own), and every
+    stream fell behind by a hundred milliseconds and more. No more at
+    once than there are CPUs (by default), the others wait for their
+    turn, which they would have waited for on the CPUs anyway.
     """
 
-    def __init__(self, reactor: ReactorTime) -> None:
+    def __init__(
+        self, reactor: ReactorTime, booting: int | None = None, boot_limit: float = BOOT_LIMIT
+    ) -> None:
         self._reactor = reactor
-        self._waiting: deque[defer.Deferred[None]] = deque()
+        self._most = booting if booting is not None else max(2, os.cpu_count() or 2)
+        self._limit = boot_limit
+        self._booting = 0
+        self._waiting: deque[defer.Deferred[Callable[[], None]]] = deque()
         self._call: DelayedCall | None = None
 
-    def turn(self) -> defer.Deferred[None]:
+    def turn(self) -> defer.Deferred[Callable[[], None]]:
         """
         Fires on a later turn when it is this caller's turn to start a
-        process; cancelling it leaves the line.
+        process, with what to call once that process has booted (printed
+        something, ended, or could not start); cancelling it leaves the
+        line.
         """
-        d: defer.Deferred[None] = defer.Deferred(self._leave)
+        d: defer.Deferred[Callable[[], None]] = defer.Deferred(self._leave)
         self._waiting.append(d)
-        if self._call is None:
-            self._call = self._reactor.callLater(0, self._next)
+        self._schedule()
         return d
 
-    def _leave(self, d: defer.Deferred[None]) -> None:
+    def _schedule(self) -> None:
+        if self._call is None and self._waiting and self._booting < self._most:
+            self._call = self._reactor.callLater(0, self._next)
+
+    def _leave(self, d: defer.Deferred[Callable[[], None]]) -> None:
         if d in self._waiting:
             self._waiting.remove(d)
 
     def _next(self) -> None:
         self._call = None
-        if not self._waiting:
+        if not self._waiting or self._booting >= self._most:
             return
         d = self._waiting.popleft()
-        if self._waiting:
-            # Scheduled during this turn's timed calls: it runs on a later turn.
-            self._call = self._reactor.callLater(0, self._next)
-        d.callback(None)
+        self._booting += 1
+        # Scheduled during this turn's timed calls: it runs on a later turn.
+        self._schedule()
+        d.callback(self._ticket())
+
+    def _ticket(self) -> Callable[[], None]:
+        done = False
+
+        def booted() -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            if limit.active():
+                limit.cancel()
+            self._booting -= 1
+            self._schedule()
+
+        limit = self._reactor.callLater(self._limit, booted)
+        return booted

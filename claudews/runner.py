@@ -181,6 +181,9 @@ class ClaudeProcess(protocol.ProcessProtocol):
         #: Being started in a thread (L{claudews.spawn}): not connected yet.
         self._starting = False
         self._start_waiters: list[defer.Deferred[None]] = []
+        #: Printed something or ended: done loading (see L{when_booted}).
+        self._booted = False
+        self._boot_waiters: list[defer.Deferred[None]] = []
 
     # -- starting and stopping
 
@@ -232,6 +235,7 @@ class ClaudeProcess(protocol.ProcessProtocol):
         self._starting = False
         self.ended = self.reaped = True
         self._stdin_open = False
+        self._boot_done()
         waiters, self._start_waiters = self._start_waiters, []
         for d in waiters:
             d.callback(None)
@@ -309,6 +313,25 @@ class ClaudeProcess(protocol.ProcessProtocol):
         )
         return None
 
+    def when_booted(self) -> defer.Deferred[None]:
+        """
+        Fires once the CLI has printed something (it has loaded), or has
+        ended, or could not start.
+        """
+        if self._booted:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._boot_waiters.append(d)
+        return d
+
+    def _boot_done(self) -> None:
+        if self._booted:
+            return
+        self._booted = True
+        waiters, self._boot_waiters = self._boot_waiters, []
+        for d in waiters:
+            d.callback(None)
+
     def when_ended(self) -> defer.Deferred[None]:
         if self.ended:
             return defer.succeed(None)
@@ -376,6 +399,8 @@ class ClaudeProcess(protocol.ProcessProtocol):
     # -- stdout framing
 
     def outReceived(self, data: bytes) -> None:
+        if not self._booted:
+            self._boot_done()
         end = data.find(b"\n")
         if end < 0:
             self._collect(data)
@@ -452,6 +477,8 @@ class ClaudeProcess(protocol.ProcessProtocol):
     # -- stderr and the end
 
     def errReceived(self, data: bytes) -> None:
+        if not self._booted:
+            self._boot_done()
         self._stderr_tail = (self._stderr_tail + data)[-2048:]
         before = self._stderr_seen
         self._stderr_seen += len(data)
@@ -485,6 +512,7 @@ class ClaudeProcess(protocol.ProcessProtocol):
     def processEnded(self, reason: Failure) -> None:
         self.ended = True
         self._stdin_open = False
+        self._boot_done()
         try:
             if self._parts or self._discarding:
                 self._line_done()

@@ -232,6 +232,19 @@ class ReadyTests(LiveProcessTestCase):
         self.assertEqual(len(self.reactor.spawned), 1)
         self.assertIs(self.successResultOf(self.live.ready(MODEL)), process)
 
+    def test_the_gate_hears_when_the_process_has_booted(self) -> None:
+        """Its first output frees its place among those booting; a failed start at once."""
+        from claudews.liveprocess import StartGate
+
+        gate = self.live._gate = StartGate(self.reactor, booting=1, boot_limit=60)
+        pending = self.live.ready(MODEL)
+        self.reactor.advance(0)
+        process = self.successResultOf(pending)
+        self.assertEqual(gate._booting, 1)
+        process.outReceived(b"partial")
+        self.assertEqual(gate._booting, 0)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
     def test_no_session_no_resume(self) -> None:
         """A new conversation starts without --resume."""
         self.session = None
@@ -557,7 +570,8 @@ class ToolsTests(LiveProcessTestCase):
 
 class StartGateTests(SynchronousTestCase):
     """
-    L{StartGate}: one new process per reactor turn, in the order asked.
+    L{StartGate}: one new process per reactor turn, in the order asked, and
+    no more booting at once than it allows.
     """
 
     def test_one_at_a_time_in_order(self) -> None:
@@ -569,14 +583,50 @@ class StartGateTests(SynchronousTestCase):
         from claudews.liveprocess import StartGate
 
         clock = Clock()
-        gate = StartGate(clock)
-        through: list[tuple[int, int]] = []
+        gate = StartGate(clock, booting=3, boot_limit=60)
+        through: list[int] = []
         for i in range(3):
-            gate.turn().addCallback(lambda _, i=i: through.append((i, len(clock.getDelayedCalls()))))
+            gate.turn().addCallback(lambda booted, i=i: through.append(i))
         self.assertEqual(through, [])
         clock.advance(0)
-        # Each was let through with the next one's call already scheduled.
-        self.assertEqual(through, [(0, 1), (1, 1), (2, 0)])
+        self.assertEqual(through, [0, 1, 2])
+
+    def test_no_more_booting_than_allowed(self) -> None:
+        """The next caller waits until one that went through has booted."""
+        from claudews.liveprocess import StartGate
+
+        clock = Clock()
+        gate = StartGate(clock, booting=2, boot_limit=60)
+        tickets: list[Any] = []
+        for i in range(4):
+            gate.turn().addCallback(tickets.append)
+        clock.advance(0)
+        self.assertEqual(len(tickets), 2)
+        tickets[0]()
+        tickets[0]()  # once only: a second call frees nothing more
+        clock.advance(0)
+        self.assertEqual(len(tickets), 3)
+        tickets[1]()
+        clock.advance(0)
+        self.assertEqual(len(tickets), 4)
+
+    def test_one_that_stays_silent_is_counted_booted_after_the_limit(self) -> None:
+        """A CLI that prints nothing does not hold the others up for longer than the limit."""
+        from claudews.liveprocess import StartGate
+
+        clock = Clock()
+        gate = StartGate(clock, booting=1, boot_limit=5)
+        tickets: list[Any] = []
+        gate.turn().addCallback(tickets.append)
+        gate.turn().addCallback(tickets.append)
+        clock.advance(0)
+        self.assertEqual(len(tickets), 1)
+        clock.advance(4.9)
+        self.assertEqual(len(tickets), 1)
+        clock.advance(0.1)
+        clock.advance(0)
+        self.assertEqual(len(tickets), 2)
+        tickets[1]()
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_cancelling_leaves_the_line(self) -> None:
@@ -584,7 +634,7 @@ class StartGateTests(SynchronousTestCase):
         from claudews.liveprocess import StartGate
 
         clock = Clock()
-        gate = StartGate(clock)
+        gate = StartGate(clock, booting=1, boot_limit=60)
         first = gate.turn()
         first.addErrback(lambda f: None)
         through: list[str] = []
