@@ -7,6 +7,7 @@ test's choosing. Shared by tests/test_fuzz.py and tests/test_hardening.py.
 import select
 import socket
 import time
+from collections import deque
 
 from tests import wsmemory
 from tests.harness import DEADLINE
@@ -30,6 +31,9 @@ class Raw:
         self.buffer = b""
         #: Every frame read so far.
         self.frames = []
+        #: Frames decoded but not read yet: those that came with the one
+        #: a L{read_until} stopped at.
+        self._decoded = deque()
         self.sock.sendall(wsmemory.handshake_request(
             token=server.token if token is None else token,
             host="127.0.0.1:%d" % (server.port,),
@@ -61,7 +65,9 @@ class Raw:
         deadline = time.monotonic() + timeout
         while True:
             frames, self.buffer = wsmemory.decode_frames(self.buffer)
-            for frame in frames:
+            self._decoded.extend(frames)
+            while self._decoded:
+                frame = self._decoded.popleft()
                 self.frames.append(frame)
                 if frame.opcode == wsmemory.CLOSE or done(frame):
                     return frame

@@ -34,8 +34,8 @@ def answers(raw):
 def read_frames(raw, wait=True):
     """
     Read what the server sent into C{raw.frames}: at least one more frame
-    if C{wait}, else only what has arrived already. (L{Raw.read_until}
-    drops the frames decoded after the one it waits for.)
+    if C{wait}, else only what has arrived already (L{Raw.read_until}
+    waits for a given frame).
     """
     timeout = DEADLINE if wait else 0
     while select.select([raw.sock], [], [], timeout)[0]:
