@@ -13,6 +13,7 @@ import shutil
 import stat
 import tempfile
 
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
@@ -275,3 +276,92 @@ class WriterTests(SynchronousTestCase):
         metadata.Writer("none", syncer)(self.dir, {"a": 3})
         self.assertEqual((self.fsyncs, syncer.calls), ([], []))
         self.assertEqual(metadata.read(self.dir), {"a": 3})
+
+
+class TimedWriterTests(SynchronousTestCase):
+    """
+    L{metadata.Writer} under C{interval} with a reactor: fsyncs at most
+    C{interval} after a write, one per directory for all its writes.
+    """
+
+    def setUp(self) -> None:
+        from tests.test_history import HeldSyncer
+
+        self.dirs = [tempfile.mkdtemp(prefix="claudews-metadata-") for _ in range(2)]
+        for directory in self.dirs:
+            self.addCleanup(shutil.rmtree, directory, True)
+        self.reactor = MemoryReactorClock()
+        self.syncer = HeldSyncer()
+        self.write = metadata.Writer("interval", self.syncer, self.reactor, interval=1.0)
+
+    def inode(self, directory: str) -> int:
+        return os.stat(os.path.join(directory, metadata.FILENAME)).st_ino
+
+    def test_the_writes_of_an_interval_share_one_fsync_of_the_newest_file(self) -> None:
+        """Three writes, one fsync a second later: of the file in place, and its directory."""
+        for n in range(3):
+            self.write(self.dirs[0], {"n": n})
+            self.reactor.advance(0.4)
+        self.assertEqual(metadata.read(self.dirs[0]), {"n": 2})
+        # The first write's second is up (at 1.0 s, the third came at 0.8).
+        self.assertEqual(len(self.syncer.calls), 1)
+        [(fds, directory, _)] = self.syncer.calls
+        self.assertEqual((len(fds), directory), (1, self.dirs[0]))
+        self.assertEqual(os.fstat(fds[0]).st_ino, self.inode(self.dirs[0]))
+        self.syncer.finish()
+        self.reactor.advance(10)
+        self.assertEqual(self.syncer.calls, [])
+
+    def test_each_directory_gets_its_fsync(self) -> None:
+        """Two projects written in one interval: one fsync each."""
+        self.write(self.dirs[0], {"n": 0})
+        self.write(self.dirs[1], {"n": 1})
+        self.assertEqual(self.syncer.calls, [])
+        self.reactor.advance(1.0)
+        self.assertEqual(sorted(directory for _, directory, _ in self.syncer.calls), sorted(self.dirs))
+        while self.syncer.calls:
+            self.syncer.finish()
+
+    def test_a_write_after_an_fsync_waits_for_the_next_interval(self) -> None:
+        """The timer starts again with the next write, not before."""
+        self.write(self.dirs[0], {"n": 0})
+        self.reactor.advance(1.0)
+        self.syncer.finish()
+        self.reactor.advance(5)
+        self.write(self.dirs[0], {"n": 1})
+        self.reactor.advance(0.9)
+        self.assertEqual(self.syncer.calls, [])
+        self.reactor.advance(0.1)
+        [(fds, _, _)] = self.syncer.calls
+        self.assertEqual(os.fstat(fds[0]).st_ino, self.inode(self.dirs[0]))
+        self.syncer.finish()
+
+    def test_what_waits_when_the_reactor_stops_is_handed_over_then(self) -> None:
+        """At shutdown ("during": after the services wrote their last) the waiting fsyncs go to the syncer, later ones at once."""
+        self.write(self.dirs[0], {"clean": False})
+        self.write(self.dirs[0], {"clean": True})
+        self.assertEqual(self.syncer.calls, [])
+        [(stop, args, kwargs)] = self.reactor.triggers["during"]["shutdown"]
+        stop(*args, **kwargs)
+        [(fds, directory, _)] = self.syncer.calls
+        self.assertEqual(os.fstat(fds[0]).st_ino, self.inode(self.dirs[0]))
+        self.syncer.finish()
+        self.write(self.dirs[1], {"late": True})
+        self.assertEqual([directory for _, directory, _ in self.syncer.calls], [self.dirs[1]])
+        self.syncer.finish()
+        self.reactor.advance(10)
+        self.assertEqual(self.syncer.calls, [])
+
+    def test_a_failed_fsync_is_logged(self) -> None:
+        """The syncer's failure is logged with the directory; the writes go on."""
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        self.write(self.dirs[0], {"n": 0})
+        self.reactor.advance(1.0)
+        self.syncer.finish(OSError(errno.EIO, "I/O error"))
+        [failure] = [e for e in logged if e.get("log_failure") is not None]
+        self.assertEqual(failure["dir"], self.dirs[0])
+        self.flushLoggedErrors(OSError)
+        self.write(self.dirs[0], {"n": 1})
+        self.assertEqual(metadata.read(self.dirs[0]), {"n": 1})
