@@ -243,8 +243,7 @@ class ClaudeProcess(protocol.ProcessProtocol):
         if isinstance(error, OSError):
             # Said as the trampoline said it, with how to install the CLI.
             problem = cli_problem(self._bin, self._search_path)
-            raise OSError(error.errno, problem or "cannot run %s: %s" % (
-                self._bin, error.strerror))
+            raise OSError(problem or "cannot run %s: %s" % (self._bin, error.strerror))
         return failure
 
     @property

@@ -201,3 +201,17 @@ def test_shutdown_interrupts_running_and_queued_prompts(tool_server):
     c.wait_event(lambda m: m.get("seq") == last)
     finished = [e for e in c.events if e.get("event") == "prompt.finished"]
     assert sorted(e["prompt_id"] for e in finished) == sorted([running, queued])
+
+
+def test_a_prompt_without_a_cli_to_run_says_how_to_install_it(make_server, tmp_path):
+    """The CLI cannot be started: the prompt fails saying how to install it; the server serves on."""
+    server = make_server(claude_bin=str(tmp_path / "no-such" / "claude"))
+    c = server.connect()
+    path = server.project_dir("app")
+    c.ok("project.create", path=path)
+    c.ok("subscribe", path=path)
+    done = c.finished(prompt(c, path, "hello"))
+    assert done["status"] == "failed", done
+    assert "cannot start the CLI: the Claude Code CLI cannot be run" in done["error"]
+    assert "does not exist" in done["error"]
+    assert c.ok("project.get", path=path)["project"]["status"] == "idle"

@@ -184,7 +184,7 @@ def test_a_cli_that_cannot_be_started_says_how_to_install_it(directory, tmp_path
     cli = ClaudeProcess(listener, trees=SystemTrees(reactor), reactor=reactor)
     with pytest.raises(OSError) as caught:
         yield cli.spawn(["claude"], "/", {"PATH": str(tmp_path)}, directory=fd)
-    assert "no claude on PATH" in str(caught.value)
+    assert str(caught.value).startswith("the Claude Code CLI cannot be run (no claude on PATH)")
     assert cli.ended
     yield cli.terminate(1.0)
     assert listener.exits == []
