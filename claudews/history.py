@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from claudews import events
 from claudews.interfaces import DelayedCall, ReactorTime
 from claudews.jsonlfile import JsonlFile, fresh_name
-from claudews.segment import Segment, find_segments, lines_backwards, parse_seq
+from claudews.segment import INDEX_EVERY, Segment, find_segments, lines_backwards, parse_seq
 from claudews.syncer import FileSyncer, InlineSyncer, sync_now
 
 _log = Logger()
@@ -50,6 +50,9 @@ SYNC_RETRY = 1.0
 #: How much of a file a forward read (L{History.read_since}) reads at a
 #: time: a replay's lines are split off it in bulk.
 READ_CHUNK = 64 * 1024
+
+#: A forward read offers a file's index one line in this many.
+_OFFER_EVERY = INDEX_EVERY // 20
 
 
 def _ignore(seq: int) -> None:
@@ -437,13 +440,21 @@ class History:
         with f:
             pos = segment.locate(f, want)
             fd = f.fileno()
+            # The index keeps entries INDEX_EVERY seqs apart: offering it
+            # every line read would be a call per line for nothing.
+            offer = 0
             while True:
                 lines, tail = _read_lines(fd, pos, segment.size)
                 for line in lines:
-                    limit = self._limit(upto)
+                    limit = self.last_seq if upto is None else upto
                     if want > limit:
                         return None
-                    seq = self._seq_at(segment, line, pos)
+                    seq = parse_seq(line)
+                    if seq is None:
+                        _log.warn("Skipping a corrupt line in {path} at {offset}", path=segment.path, offset=pos)
+                    elif seq >= offer:
+                        segment.remember(seq, pos)
+                        offer = seq + _OFFER_EVERY
                     pos += len(line) + 1
                     if seq is None or seq < want:
                         continue
@@ -455,18 +466,6 @@ class History:
                     if want > self._limit(upto):
                         return None
                     return self._past_end(segment, tail, want)
-
-    def _seq_at(self, segment: Segment, line: bytes, offset: int) -> int | None:
-        """
-        The seq of C{line}, found at C{offset} of C{segment}; C{None}
-        (logged) for a corrupt line.
-        """
-        seq = parse_seq(line)
-        if seq is None:
-            _log.warn("Skipping a corrupt line in {path} at {offset}", path=segment.path, offset=offset)
-        else:
-            segment.remember(seq, offset)
-        return seq
 
     def _past_end(self, segment: Segment, line: bytes, want: int) -> int | None:
         """
