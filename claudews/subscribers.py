@@ -15,10 +15,17 @@ from twisted.logger import Logger
 
 from claudews import interfaces
 from claudews.interfaces import Fanout, ReactorTime, Subscriber
+from claudews.outbox import Frames
 
 #: Stored events sent to one subscriber per reactor turn while replaying,
 #: so a long replay does not starve other connections.
 REPLAY_BATCH = 500
+
+#: A replay's batch ends once its events reach this many bytes: as much
+#: as Twisted's transport holds before it tells its producer to pause
+#: (C{bufferSize}), which is where a replay that wrote one event at a
+#: time stopped to wait for the client.
+REPLAY_BYTES = 64 * 1024
 
 
 class _Replay:
@@ -127,35 +134,49 @@ class Subscribers:
 
     def _send_batch(self, subscriber: Subscriber, replay: _Replay) -> bool:
         """
-        Send up to L{REPLAY_BATCH} events; True once caught up.
+        Send up to L{REPLAY_BATCH} events, and no more than the first that
+        reaches L{REPLAY_BYTES}, framed and written together; just one
+        when the subscriber is backlogged already. True once caught up.
         """
-        sent = 0
-        while sent < REPLAY_BATCH:
-            if replay.cursor >= self._last_seq():
-                return True
-            if replay.reader is None:
-                replay.reader = self._read_since(replay.cursor)
-            item = next(replay.reader, None)
-            if item is None:
-                # The reader stopped short of the newest event (it was
-                # written after the reader looked, or a file was retired
-                # under it): look again from the cursor.
-                _close(replay.reader)
-                replay.reader = self._read_since(replay.cursor)
+        lines: list[bytes] = []
+        budget = 0 if subscriber.backlogged() else REPLAY_BYTES
+        gathered = 0
+        caught_up = False
+        # Nothing in a batch runs other code: the newest seq stays put.
+        last_seq = self._last_seq()
+        try:
+            while len(lines) < REPLAY_BATCH and (gathered < budget or not lines):
+                if replay.cursor >= last_seq:
+                    caught_up = True
+                    break
+                if replay.reader is None:
+                    replay.reader = self._read_since(replay.cursor)
                 item = next(replay.reader, None)
                 if item is None:
-                    # Nothing stored after the cursor is readable (a
-                    # damaged tail); there is nothing more to replay.
-                    return True
-            seq, line = item
-            if seq <= replay.cursor:
-                continue
-            replay.cursor = seq
-            subscriber.send_line(line)
-            sent += 1
-            if subscriber.backlogged():
-                return False
-        return replay.cursor >= self._last_seq()
+                    # The reader stopped short of the newest event (it was
+                    # written after the reader looked, or a file was retired
+                    # under it): look again from the cursor.
+                    _close(replay.reader)
+                    replay.reader = self._read_since(replay.cursor)
+                    item = next(replay.reader, None)
+                    if item is None:
+                        # Nothing stored after the cursor is readable (a
+                        # damaged tail); there is nothing more to replay.
+                        caught_up = True
+                        break
+                seq, line = item
+                if seq <= replay.cursor:
+                    continue
+                replay.cursor = seq
+                lines.append(line)
+                gathered += len(line)
+        finally:
+            # What was read before a reader failed is sent all the same.
+            if lines:
+                subscriber.send_prepared(Frames(lines), gathered)
+        if lines and subscriber.backlogged():
+            return False
+        return caught_up or replay.cursor >= self._last_seq()
 
 
 def _close(reader: Iterator[tuple[int, bytes]]) -> None:

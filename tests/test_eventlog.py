@@ -23,7 +23,18 @@ from claudews.eventlog import STORAGE_RETRY, EventLog
 from claudews.events import Event, timestamp
 from claudews.history import History
 from claudews.interfaces import send_each
-from tests.test_project import Subscriber
+from tests import test_project
+from tests.wsmemory import decode_frames
+
+
+class Subscriber(test_project.Subscriber):
+    """The project tests' subscriber, which also takes a replay's batches."""
+
+    def send_prepared(self, prepared, size):
+        frames, rest = decode_frames(prepared.data)
+        assert rest == b"" and sum(prepared.sizes) == size
+        self.lines.extend(frame.payload for frame in frames)
+
 
 NO_SPACE = "cannot store events: [Errno 28] No space left on device"
 

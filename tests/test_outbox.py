@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from claudews.backlog import SendBacklog
-from claudews.outbox import INTERNAL_ERROR, Outbox, prepare
+from claudews.outbox import INTERNAL_ERROR, Frames, Outbox, prepare
 from tests.wsmemory import decode_frames
 
 
@@ -24,15 +24,18 @@ class _Wire:
     def __init__(self) -> None:
         self.open = True
         self.sent: list[tuple[Any, ...]] = []
+        self.writes = 0
         self.outbox: Outbox | None = None
 
     def in_open_state(self) -> bool:
         return self.open
 
     def send_frame(self, frame: bytes, /) -> None:
-        [decoded], rest = decode_frames(frame)
-        assert rest == b"" and decoded.fin and decoded.opcode == 1, frame
-        self.sent.append(("message", decoded.payload))
+        # One message, or a replay's batch of them (Frames).
+        decoded, rest = decode_frames(frame)
+        assert rest == b"" and decoded and all(d.fin and d.opcode == 1 for d in decoded), frame
+        self.writes += 1
+        self.sent.extend(("message", d.payload) for d in decoded)
 
     def beginMessage(self, isBinary: bool = False, doNotCompress: bool = False, /) -> None:
         self.sent.append(("begin",))
@@ -80,6 +83,37 @@ class OutboxTests(SynchronousTestCase):
         for n in (0, 1, 125, 126, 65535, 65536, 3 * 2**20):
             line = b"x" * n
             self.assertEqual(prepare(line), PreparedMessage(line, False, False, False).payloadHybi, n)
+
+    def test_frames_are_prepared_frames_joined(self) -> None:
+        """Frames holds each line's frame as prepare makes it, in order, and each size."""
+        lines = [b"x" * n for n in (0, 1, 125, 126, 127, 65535, 65536, 70000)]
+        frames = Frames(lines)
+        self.assertEqual(frames.data, b"".join(prepare(line) for line in lines))
+        self.assertEqual(frames.sizes, [len(line) for line in lines])
+        self.assertEqual(Frames([]).data, b"")
+
+    def test_frames_go_out_in_one_write_and_count_as_their_messages(self) -> None:
+        """A batch is one write; the metrics are told of each message."""
+        counted: list[int] = []
+        outbox = Outbox(self.wire, self.backlog, cap=1000, close_slow=self.close_slow,
+                        sent=counted.append)
+        lines = [b'{"a":1}', b"", b"y" * 300]
+        outbox.send_prepared(Frames(lines), 307)
+        self.assertEqual(self.wire.writes, 1)
+        self.assertEqual(self.wire.sent, [("message", line) for line in lines])
+        self.assertEqual(counted, [7, 0, 300])
+
+    def test_frames_wait_behind_a_page_as_lines_do(self) -> None:
+        """A batch sent during a page follows its end, whole and in order."""
+        self.outbox.begin_page(lambda: None)
+        self.outbox.send_fragment(b"[]")
+        self.outbox.send_line(b"one")
+        self.outbox.send_prepared(Frames([b"two", b"three"]), 8)
+        self.outbox.end_page()
+        self.assertEqual(
+            [s for s in self.wire.sent if s[0] in ("message", "end")],
+            [("end",), ("message", b"one"), ("message", b"two"), ("message", b"three")],
+        )
 
     def test_nothing_is_sent_once_closed(self) -> None:
         """A closed connection is sent nothing, pages neither."""

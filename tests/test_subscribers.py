@@ -17,7 +17,27 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from claudews.history import History
 from claudews.interfaces import send_each
-from claudews.subscribers import REPLAY_BATCH, Subscribers
+from claudews.backlog import SendBacklog
+from claudews.outbox import Frames, Outbox, prepare
+from claudews.subscribers import REPLAY_BATCH, REPLAY_BYTES, Subscribers
+from tests.wsmemory import decode_frames
+
+
+def unframe(data):
+    """The payloads of the whole text frames C{data} holds."""
+    decoded, rest = decode_frames(data)
+    assert rest == b"" and all(f.fin and f.opcode == 1 for f in decoded)
+    return [f.payload for f in decoded]
+
+
+def batch_of(lines):
+    """How many of C{lines} one batch takes: up to the first that reaches REPLAY_BYTES."""
+    total = 0
+    for n, line in enumerate(lines[:REPLAY_BATCH], 1):
+        total += len(line)
+        if total >= REPLAY_BYTES:
+            return n
+    return min(len(lines), REPLAY_BATCH)
 
 
 def line_of(seq, size=0):
@@ -39,6 +59,19 @@ class SlowSubscriber:
         self.seqs.append(json.loads(line)["seq"])
         self._since_drain += 1
 
+    def send_prepared(self, prepared, size):
+        # A replay's batch: its frames, each one message.
+        assert type(prepared) is Frames, prepared
+        lines = unframe(prepared.data)
+        self.assertSizes(prepared, size, lines)
+        for line in lines:
+            self.send_line(line)
+
+    @staticmethod
+    def assertSizes(frames, size, lines):
+        assert frames.sizes == [len(line) for line in lines], frames.sizes
+        assert size == sum(frames.sizes), size
+
     def backlogged(self):
         return self._since_drain >= self.every
 
@@ -51,6 +84,34 @@ class SlowSubscriber:
         waiting, self.waiting = self.waiting, None
         if waiting is not None:
             waiting.callback(None)
+
+
+class _TransportWire:
+    """
+    The outbox's wire on a transport as Twisted's: what is written waits
+    until L{drain}, and past 64 KiB waiting the backlog is paused.
+    """
+
+    def __init__(self):
+        self.data = bytearray()
+        self.held = self.most_held = self.writes = 0
+        self.backlog = None
+
+    def in_open_state(self):
+        return True
+
+    def send_frame(self, frame):
+        self.data += frame
+        self.writes += 1
+        self.held += len(frame)
+        self.most_held = max(self.most_held, self.held)
+        if self.held > 64 * 1024 and not self.backlog.paused:
+            self.backlog.pauseProducing()
+
+    def drain(self):
+        self.held = 0
+        if self.backlog.paused:
+            self.backlog.resumeProducing()
 
 
 class MemoryStore:
@@ -94,9 +155,9 @@ class SubscribersTestCase(SynchronousTestCase):
             self.store.read_since, lambda: self.store.last_seq, fanout, self.clock
         )
 
-    def publish(self, n):
+    def publish(self, n, size=0):
         for _ in range(n):
-            line = line_of(self.store.last_seq + 1)
+            line = line_of(self.store.last_seq + 1, size)
             self.store.lines.append(line)
             self.subscribers.publish(line)
 
@@ -197,7 +258,9 @@ class CatchUpTests(SubscribersTestCase):
 
     def test_a_backlogged_subscriber_waits_for_its_drain(self):
         """While backed up, turns pass and nothing is sent; a drain resumes it."""
-        self.publish(10)
+        # Four of these reach REPLAY_BYTES: a batch of four, then backed up.
+        self.publish(10, size=REPLAY_BYTES // 4)
+        self.assertEqual(batch_of(self.store.lines), 4)
         client = SlowSubscriber(every=4)
         self.subscribers.add(client, 0)
         self.clock.advance(0)
@@ -208,6 +271,47 @@ class CatchUpTests(SubscribersTestCase):
         client.drain()
         self.publish(1)
         self.assertEqual(client.seqs, list(range(1, 12)))
+
+    def test_a_batch_ends_at_the_event_that_reaches_replay_bytes(self):
+        """One send per batch: events up to the first that reaches REPLAY_BYTES."""
+        self.publish(300, size=1000)
+        per_batch = batch_of(self.store.lines)
+        self.assertLess(per_batch, REPLAY_BATCH)
+        client = SlowSubscriber(every=10**9)
+        batches = []
+        send_prepared = client.send_prepared
+        client.send_prepared = lambda frames, size: (
+            batches.append(len(frames.sizes)), send_prepared(frames, size))
+        self.subscribers.add(client, 0)
+        # Clock.advance runs what each step schedules at once: the whole replay.
+        self.clock.advance(0)
+        self.assertEqual(client.seqs, list(range(1, 301)))
+        self.assertEqual(sum(batches), 300)
+        self.assertEqual(batches[-1], 300 - sum(batches[:-1]))
+        self.assertEqual(set(batches[:-1]), {per_batch})
+
+    def test_events_that_sum_to_replay_bytes_exactly_end_a_batch(self):
+        """The event that brings a batch to REPLAY_BYTES, not past it, is its last."""
+        for seq in range(1, 9):
+            line = line_of(seq)
+            self.store.lines.append(line[:-1] + b" " * (REPLAY_BYTES // 4 - len(line)) + b"}")
+        self.assertEqual(sum(map(len, self.store.lines[:4])), REPLAY_BYTES)
+        client = SlowSubscriber(every=4)
+        self.subscribers.add(client, 0)
+        self.clock.advance(0)
+        self.assertEqual(client.seqs, [1, 2, 3, 4])
+
+    def test_a_subscriber_backlogged_when_its_turn_comes_gets_one_event(self):
+        """Backed up already (by live events or replies): one event, then its drain."""
+        self.publish(10)
+        client = SlowSubscriber(every=1)
+        client.send_line(line_of(0))
+        self.subscribers.add(client, 0)
+        self.clock.advance(0)
+        self.assertEqual(client.seqs, [0, 1])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        client.drain()
+        self.assertEqual(client.seqs, [0] + list(range(1, 11)))
 
     def test_a_tail_that_cannot_be_read_ends_the_replay(self):
         """The store says there is more but yields none: the subscriber turns live."""
@@ -276,17 +380,69 @@ class ReplayTests(SynchronousTestCase):
 
     def test_a_backlogged_client_gets_nothing_until_it_drains(self):
         """While the connection is backed up the replay waits, whatever the reactor does."""
-        self.publish(2000)
-        slow = SlowSubscriber(every=100)
+        self.publish(2000, size=300)
+        per_batch = batch_of([line for _, line in self.history.read_since(0)])
+        slow = SlowSubscriber(every=per_batch)
         self.subscribers.add(slow, 0)
         self.clock.advance(0)
-        self.assertEqual(len(slow.seqs), 100)
+        self.assertEqual(len(slow.seqs), per_batch)
         for _ in range(10):
             self.clock.advance(1)
         self.publish(10)
-        self.assertEqual(len(slow.seqs), 100)
+        self.assertEqual(len(slow.seqs), per_batch)
         slow.drain()
-        self.assertEqual(slow.seqs, list(range(1, 201)))
+        self.assertEqual(slow.seqs, list(range(1, 2 * per_batch + 1)))
+
+    def test_the_wire_gets_each_stored_line_framed_once_in_order(self):
+        """
+        Through a real Outbox to a transport that holds 64 KiB before it
+        pauses: the bytes are each stored line's frame, in order, none
+        twice, across files, chunks and batches, live events after them;
+        each message counted once.
+        """
+        sizes = [0, 10, 200, 3000, 70000, 130000, 64 * 1024, 5, 40000]
+        for i in range(600):
+            self.publish(1, size=sizes[i % len(sizes)] + i)
+        wire = _TransportWire()
+        counted = []
+        backlog = SendBacklog(self.clock, bound=2**30, grace=10.0, cap=2**31,
+                              close=lambda why: self.fail(why))
+        outbox = Outbox(wire, backlog, cap=2**31, close_slow=lambda why: self.fail(why),
+                        sent=counted.append)
+        wire.backlog = backlog
+        self.subscribers.add(outbox, 7)
+        turns = 0
+        while outbox in self.subscribers._replaying:
+            self.clock.advance(0)
+            wire.drain()
+            self.publish(1, size=turns % 3 * 1000)
+            turns += 1
+        self.publish(2)
+        expected = [line for seq, line in self.history.read_since(7)]
+        self.assertEqual(len(expected), self.history.last_seq - 7)
+        self.assertEqual(bytes(wire.data), b"".join(prepare(line) for line in expected))
+        self.assertEqual(counted, [len(line) for line in expected])
+        self.assertGreater(turns, 10)
+        self.assertLess(wire.writes, len(expected) / 2)
+        # It waited for the transport: never more than a batch beyond the pause.
+        self.assertLessEqual(wire.most_held, 2 * REPLAY_BYTES + max(sizes) + 1000)
+
+    def test_events_read_before_a_reader_fails_are_sent(self):
+        """A reader that raises mid-batch: what it gave is sent, then the client is live."""
+
+        def read_since(since):
+            for seq in range(since + 1, since + 4):
+                yield seq, line_of(seq)
+            raise OSError(5, "Input/output error")
+
+        subscribers = Subscribers(read_since, lambda: 10, send_each, self.clock)
+        client = SlowSubscriber(every=10**9)
+        subscribers.add(client, 0)
+        self.clock.advance(0)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertEqual(client.seqs, [1, 2, 3])
+        subscribers.publish(line_of(11))
+        self.assertEqual(client.seqs, [1, 2, 3, 11])
 
     def test_a_fast_client_gets_one_batch_per_reactor_turn(self):
         """REPLAY_BATCH events per turn, so other connections get their turn."""
