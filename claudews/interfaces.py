@@ -77,7 +77,11 @@ class Subscriber(Protocol):
         """Send one encoded event or reply."""
 
     def send_prepared(self, prepared: Any, size: int) -> None:
-        """Send a frame the fan-out prepared once for every subscriber."""
+        """
+        Send a frame the fan-out prepared once for every subscriber, or a
+        replay's batch of frames (L{claudews.outbox.Frames}), C{size}
+        bytes of messages in all.
+        """
 
     def backlogged(self) -> bool:
         """True while the connection cannot take more without buffering."""
