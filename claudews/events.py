@@ -272,7 +272,7 @@ def decode(line: bytes) -> Stored | None:
 
 #: The envelope L{encode_event} writes, up to the kind. Only the head of a
 #: line is searched: a CLI message can quote anything further on.
-_KIND = re.compile(rb'\{"type":"event","path":"(?:[^"\\]|\\.)*","seq":\d+,"ts":"[^"]*","event":"([a-z.]+)"')
+_KIND = re.compile(rb'\{"type":"event","path":"[^"\\]*(?:\\.[^"\\]*)*","seq":\d+,"ts":"[^"]*","event":"([a-z.]+)"')
 _HEAD = 8192
 
 
@@ -290,7 +290,7 @@ def kind_of(line: bytes) -> str | None:
     return kind if kind in KINDS else None
 
 
-_SEQ = re.compile(rb'\{"type":"event","path":"(?:[^"\\]|\\.)*","seq":([1-9]\d{0,18}),')
+_SEQ = re.compile(rb'\{"type":"event","path":"[^"\\]*(?:\\.[^"\\]*)*","seq":([1-9]\d{0,18}),')
 
 
 def seq_of(line: bytes) -> int | None:
