@@ -281,7 +281,9 @@ class History:
             return
         self._syncing = True
         done = self._syncer.sync(fds, directory)
-        done.addCallbacks(self._synced, self._sync_failed, callbackArgs=(upto,))
+        done.addCallbacks(
+            self._synced, self._sync_failed, callbackArgs=(upto,), errbackArgs=(directory,)
+        )
 
     def _synced(self, _: object, upto: int) -> None:
         self._syncing = False
@@ -298,13 +300,17 @@ class History:
             elif self._sync_call is None:
                 self._sync_call = self._reactor.callLater(self._interval, self._start_sync)
 
-    def _sync_failed(self, failure: Failure) -> None:
+    def _sync_failed(self, failure: Failure, directory: str | None) -> None:
         self._syncing = False
         if self._writer is None:
             return
         _log.failure("fsync of {path} failed", failure, path=self._writer.path)
-        # Try again: under C{every}, nothing is sent until it succeeds.
+        # Try again: under C{every}, nothing is sent until it succeeds. The
+        # rotated files' descriptors are closed by then; the directory's
+        # entry for them is what a retry can still make durable.
         self._dirty = True
+        if directory is not None:
+            self._directory_dirty = True
         if self._sync_call is None:
             self._sync_call = self._reactor.callLater(SYNC_RETRY, self._start_sync)
 
@@ -334,6 +340,8 @@ class History:
             sync_now(fds, directory)
         except OSError:
             self._dirty = True
+            if directory is not None:
+                self._directory_dirty = True
             raise
         if self.written_seq > self.last_seq:
             self.last_seq = self.written_seq

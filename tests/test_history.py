@@ -608,6 +608,19 @@ class FsyncTests(HistoryTestCase):
         self.assertEqual(directory, self.dir)
         self.assertEqual(len(self.openFiles()), 1)
 
+    def test_aFailedFsyncAfterARotationRetriesTheDirectory(self) -> None:
+        """The retry of a failed fsync covers the directory the rotation changed."""
+        syncer = HeldSyncer()
+        h = self.open(fsync="interval", syncer=syncer, rotate_bytes=3 * LINE)
+        fill(h, 4)
+        self.clock.advance(1.0)
+        _, directory = syncer.finish(OSError(errno.EIO, "I/O error"))
+        self.assertEqual(directory, self.dir)
+        self.clock.advance(history_module.SYNC_RETRY)
+        fds, directory = syncer.finish()
+        self.assertEqual((len(fds), directory), (1, self.dir))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 0)
+
     def test_fsyncNoneButVisible(self) -> None:
         """none: never fsync, yet every line is in the file when append returns."""
         calls = self.countFsyncs()
