@@ -44,9 +44,10 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 #: What C{renameat2} answers when names cannot be exchanged here (no old
-#: file, a file system or kernel without the flag): then a plain rename.
+#: file, a file system or kernel without the flag, a stacked file system
+#: that will not): then a plain rename, which says what it says.
 _CANNOT_EXCHANGE = frozenset(
-    {errno.ENOENT, errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP}
+    {errno.ENOENT, errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV}
 )
 
 
