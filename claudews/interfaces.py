@@ -196,6 +196,11 @@ class ProcessReactor(ReactorTime, Protocol):
     C{IReactorProcess} claudews uses).
     """
 
+    def addSystemEventTrigger(
+        self, phase: str, eventType: str, callable: Callable[..., Any], *args: Any
+    ) -> Any:
+        """Call C{callable} at C{phase} of C{eventType} (shutdown)."""
+
     def spawnProcess(
         self,
         processProtocol: Any,

@@ -64,8 +64,12 @@ class Registry(service.Service):
         self._syncer: FileSyncer = syncer or InlineSyncer()
         #: New CLI processes start one per reactor turn, across projects.
         self._start_gate = StartGate(reactor)
-        #: Projects' metadata.json, fsynced as the histories are.
-        self._write_metadata = metadata.Writer(settings.fsync, self._syncer)
+        #: Projects' metadata.json, fsynced as the histories are: under
+        #: C{interval} within C{fsync_interval}, one fsync a project for
+        #: all its changes meanwhile.
+        self._write_metadata = metadata.Writer(
+            settings.fsync, self._syncer, reactor, settings.fsync_interval
+        )
         self._settings = settings
         self._config = ProjectConfig.of(settings)
         self._root = os.path.join(settings.data, "projects")

@@ -135,8 +135,9 @@ class Supervisor:
         slot = self._slots.get(owner)
         if slot is not None and slot.state != CLOSING:
             slot.cancel_timer()
+            # Not logged: it is every prompt of a project whose CLI runs,
+            # and twistd's log writes debug lines too.
             slot.state = BUSY
-            _log.debug("{owner} reuses its process", owner=owner)
             return True
         if slot is None and len(self._slots) < self._max and not self._eligible():
             self._slots[owner] = _Slot(BUSY)
