@@ -187,6 +187,14 @@ class LiveProcess:
         self._stale = False
 
         def failed(failure: Failure) -> Failure:
+            if isinstance(failure.value, defer.CancelledError):
+                # Given up while it starts (a cancel, the project deleted,
+                # a shutdown): it may still come up, and is ended then,
+                # as a replaced process is; its marker stays on record
+                # until its exit says what it left.
+                if self._proc is proc:
+                    self._retire(proc)
+                return failure
             # Nothing runs: no process holds the slot, no marker to keep.
             if self._proc is proc:
                 self._proc = None

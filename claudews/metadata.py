@@ -2,15 +2,17 @@
 A project's metadata.json: written atomically, read forgivingly.
 
 A crash must leave either the old file or the new one, never half of
-either: write a temporary file, fsync it, rename it over the old one, and
-fsync the directory so the rename itself is durable.
+either: write a temporary file, fsync it, put it in the old one's place,
+and fsync the directory so the new name itself is durable.
 
 A server that dies (rather than the machine) loses nothing the kernel was
 given, fsynced or not: L{Writer} follows the history's fsync policy, so
 that only C{every} pays two fsyncs on the reactor thread per change; under
-C{interval} the fsyncs run in the syncer's threads just after, and a
-machine that stops at that moment may leave a missing or empty file, which
-L{read} takes as missing and the registry rebuilds from the history.
+C{interval} the fsyncs run in the syncer's threads within the interval
+(one for all of a project's changes meanwhile), and a machine that stops
+before then may leave a missing, empty or older file, which L{read} takes
+as missing (or the history's tail brings up to date) and the registry
+rebuilds from the history.
 
 The new file takes the old one's place by exchanging their names (Linux's
 C{renameat2} with C{RENAME_EXCHANGE}), and the old one is then removed:

@@ -62,7 +62,8 @@ class Registry(service.Service):
         #: Where the histories' fsyncs run: threads in the server
         #: (L{claudews.syncer.Syncer}), at once when omitted (tests).
         self._syncer: FileSyncer = syncer or InlineSyncer()
-        #: New CLI processes start one per reactor turn, across projects.
+        #: New CLI processes start one per reactor turn, across projects,
+        #: and only so many boot at once (L{StartGate}).
         self._start_gate = StartGate(reactor)
         #: Projects' metadata.json, fsynced as the histories are: under
         #: C{interval} within C{fsync_interval}, one fsync a project for

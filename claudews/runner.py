@@ -194,7 +194,9 @@ class ClaudeProcess(protocol.ProcessProtocol):
         Start the CLI in C{cwd}, or, given the descriptor C{directory} of
         it, in that very directory; the caller may close C{directory}
         once this returns. Fires once it runs, or fails with L{OSError}
-        when it cannot be started at all.
+        when it cannot be started at all. Cancelling the Deferred gives up
+        waiting, not the start: a process that comes up after is this
+        one's, to L{terminate}, which waits for the start.
 
         Where L{spawn.available}, the start waits in a thread, not on the
         reactor thread (see L{claudews.spawn}); elsewhere it goes through
@@ -204,7 +206,11 @@ class ClaudeProcess(protocol.ProcessProtocol):
         if directory is not None and spawning.available(self._reactor):
             self._starting = True
             started = spawning.spawn(self._reactor, self, argv, env, directory)
-            return started.addCallbacks(self._started, self._start_failed)
+            # The caller's Deferred is a copy: its cancel must not cut the
+            # start's own chain, which adopts the child once it runs.
+            waiting: defer.Deferred[None] = defer.Deferred()
+            started.addCallbacks(self._started, self._start_failed).chainDeferred(waiting)
+            return waiting
         wrapped = proctree.new_session_argv(argv)
         child_fds: dict[int, object] = {0: "w", 1: "r", 2: "r"}
         if directory is not None:

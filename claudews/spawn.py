@@ -6,9 +6,10 @@ C{posix_spawn} waits, in the calling thread, until the child has exec'd
 is the child's turn on a CPU, tens of milliseconds at times, and on the
 reactor thread every stream of every project waited for it. Python's
 own C{os.posix_spawn} holds the GIL for it, and cannot change into a
-directory or start a session, which is why the CLI used to start through
-a Python trampoline (L{claudews.proctree.new_session_argv}), one more
-interpreter start per CLI.
+directory (it has no C{fchdir} file action), which is why the CLI used
+to start through a Python trampoline
+(L{claudews.proctree.new_session_argv}), one more interpreter start per
+CLI.
 
 Here glibc's C{posix_spawn} is called through L{ctypes} (which lets go
 of the GIL) in a thread of the reactor's pool, with the attributes the
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import shutil
 import signal
@@ -114,10 +116,17 @@ def resolve(program: str, env: Mapping[str, str]) -> str | None:
     """
     C{program} as C{execvp} in C{env} would find it: a name with a slash
     as it is, any other on C{env}'s C{PATH}; None when there is none.
+
+    Relative entries of C{PATH} (C{.}, an empty one) are skipped: they
+    would name directories of the project the CLI starts in, which is
+    the project's to fill, not the operator's.
     """
     if "/" in program:
         return program
-    return shutil.which(program, path=env.get("PATH", os.defpath))
+    path = os.pathsep.join(
+        entry for entry in env.get("PATH", os.defpath).split(os.pathsep) if os.path.isabs(entry)
+    )
+    return shutil.which(program, path=path) if path else None
 
 
 class SpawnError(OSError):
@@ -237,16 +246,23 @@ def spawn(
         for signum in range(1, signal.NSIG)
         if _ignored(signum)
     ]
-    stdin_r, stdin_w = os.pipe()
-    stdout_r, stdout_w = os.pipe()
-    stderr_r, stderr_w = os.pipe()
-    own_directory = os.dup(directory) if directory is not None else None
-    child_ends = [stdin_r, stdout_w, stderr_w]
-    parent_ends = [stdin_w, stdout_r, stderr_r]
+    opened: list[int] = []
 
     def close(fds: list[int]) -> None:
         for fd in fds:
             os.close(fd)
+
+    try:
+        stdin_r, stdin_w = _pipe(opened)
+        stdout_r, stdout_w = _pipe(opened)
+        stderr_r, stderr_w = _pipe(opened)
+        own_directory = _above_stdio(os.dup(directory), opened) if directory is not None else None
+    except OSError as e:
+        # Out of descriptors, say: nothing of this start is left open.
+        close(opened)
+        return defer.fail(SpawnError(e.errno or errno.EMFILE, e.strerror or str(e)))
+    child_ends = [stdin_r, stdout_w, stderr_w]
+    parent_ends = [stdin_w, stdout_r, stderr_r]
 
     def started(pid: int) -> None:
         close(child_ends)
@@ -275,6 +291,34 @@ def spawn(
     d.addBoth(done)
     connected: Deferred[None] = d.addCallbacks(started, failed)
     return connected
+
+
+def _above_stdio(fd: int, opened: list[int]) -> int:
+    """
+    C{fd}, or a close-on-exec copy of it numbered 3 or more: in a server
+    whose stdin, stdout or stderr is closed a new descriptor can be 0, 1
+    or 2, and the child's C{dup2}s onto those would then undo each other.
+    """
+    if fd > 2:
+        opened.append(fd)
+        return fd
+    try:
+        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    finally:
+        os.close(fd)
+    opened.append(high)
+    return high
+
+
+def _pipe(opened: list[int]) -> tuple[int, int]:
+    """A pipe (read end, write end), both above stdio, noted in C{opened}."""
+    r, w = os.pipe()
+    try:
+        r = _above_stdio(r, opened)
+    except OSError:
+        os.close(w)
+        raise
+    return r, _above_stdio(w, opened)
 
 
 def _ignored(signum: int) -> bool:

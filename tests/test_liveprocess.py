@@ -232,8 +232,23 @@ class ReadyTests(LiveProcessTestCase):
         self.assertEqual(len(self.reactor.spawned), 1)
         self.assertIs(self.successResultOf(self.live.ready(MODEL)), process)
 
+    def test_a_start_that_fails_frees_its_place_in_the_gate_at_once(self) -> None:
+        """The CLI could not be started: the next one may boot."""
+        from claudews.liveprocess import StartGate
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise OSError("no such file")
+
+        self.reactor.spawnProcess = refuse  # type: ignore[method-assign]
+        gate = self.live._gate = StartGate(self.reactor, booting=1, boot_limit=60)
+        pending = self.live.ready(MODEL)
+        self.reactor.advance(0)
+        self.failureResultOf(pending, OSError)
+        self.assertEqual(gate._booting, 0)
+        self.assertEqual(self.live.markers, [])
+
     def test_the_gate_hears_when_the_process_has_booted(self) -> None:
-        """Its first output frees its place among those booting; a failed start at once."""
+        """Its first output frees its place among those booting."""
         from claudews.liveprocess import StartGate
 
         gate = self.live._gate = StartGate(self.reactor, booting=1, boot_limit=60)

@@ -207,3 +207,114 @@ def test_a_cli_ended_while_it_starts_is_ended_once_it_runs(directory):
     yield ending
     assert cli.ended
     assert listener.exits and listener.exits[0][1] == signal.SIGTERM
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_start_given_up_while_in_the_thread_is_ended_once_it_runs(directory, tmp_path, monkeypatch):
+    """
+    The prompt's wait is cancelled (a cancel, a deletion, a shutdown) while
+    posix_spawn is still in the thread: the CLI that comes up after is
+    ended and reaped, its marker kept on record until then, and the
+    descriptors of the start are all closed.
+    """
+    import threading
+
+    import psutil
+    from twisted.internet import reactor
+    from twisted.internet.threads import deferToThread
+
+    from claudews.config import ProjectConfig
+    from claudews.liveprocess import LiveProcess, StartGate
+    from tests.test_liveprocess import FakeSlots, Listener, Owner
+
+    path, _ = directory
+    release = threading.Event()
+    pids = []
+    real = spawn._spawn_in_thread
+
+    def held(*args):
+        release.wait(30)
+        pids.append(real(*args))
+        return pids[-1]
+
+    monkeypatch.setattr(spawn, "_spawn_in_thread", held)
+    cli = tmp_path / "claude"
+    cli.write_text("#!/bin/sh\nexec sleep 600\n")
+    cli.chmod(0o755)
+    markers = []
+    listener = Listener()
+    live = LiveProcess(
+        path=path, marker_prefix="test-spawn-", owner=Owner(), listener=listener,
+        slots=FakeSlots(), trees=SystemTrees(reactor), reactor=reactor,
+        config=ProjectConfig(claude_bin=str(cli), kill_grace=2.0, max_line_bytes=1024, env={}),
+        environ=dict(os.environ), markers=markers, save=lambda: None,
+        session_id=lambda: None,
+        confine=lambda: os.open(path, os.O_RDONLY | os.O_DIRECTORY),
+        gate=StartGate(reactor),
+    )
+    listener.live = live
+    before = _open_fds()
+    waiting = live.ready(())
+    while not markers:  # the gate's turn, then the spawn handed to the thread
+        yield deferToThread(lambda: None)
+    waiting.cancel()
+    with pytest.raises(defer.CancelledError):
+        yield waiting
+    assert len(markers) == 1
+    release.set()
+    yield live.shutdown()
+    [pid] = pids
+    assert not psutil.pid_exists(pid)  # ended and reaped: no zombie either
+    assert markers == []
+    assert _open_fds() == before
+
+
+def test_relative_path_entries_are_not_searched(tmp_path, monkeypatch):
+    """'.' or an empty entry would be the project's directory: only absolute ones count."""
+    program = tmp_path / "claude"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    assert spawn.resolve("claude", {"PATH": ".:"}) is None
+    assert spawn.resolve("claude", {"PATH": ".:" + str(tmp_path)}) == str(program)
+
+
+def test_descriptors_for_the_child_are_never_its_stdio_numbers():
+    """A pipe end that came out as 0, 1 or 2 (stdio closed) is moved above them."""
+    saved = os.dup(0)
+    r, w = os.pipe()
+    try:
+        os.dup2(r, 0)
+        opened = []
+        moved = spawn._above_stdio(0, opened)
+        assert moved > 2 and opened == [moved]
+        assert os.get_inheritable(moved) is False
+        os.write(w, b"x")
+        assert os.read(moved, 1) == b"x"
+        os.close(moved)
+    finally:
+        os.dup2(saved, 0)
+        for fd in (saved, r, w):
+            os.close(fd)
+
+
+@pytest_twisted.inlineCallbacks
+def test_out_of_descriptors_fails_the_start_and_leaks_nothing(directory, monkeypatch):
+    """EMFILE half-way through making the pipes: SpawnError, every one made closed."""
+    from twisted.internet import reactor
+
+    _, fd = directory
+    real = os.pipe
+    made = []
+
+    def pipe():
+        if made:
+            raise OSError(24, "Too many open files")
+        made.append(real())
+        return made[-1]
+
+    monkeypatch.setattr(spawn.os, "pipe", pipe)
+    before = _open_fds()
+    with pytest.raises(spawn.SpawnError):
+        yield spawn.spawn(reactor, Collector(), [sys.executable, "-c", ""], dict(os.environ), fd)
+    assert _open_fds() == before
