@@ -312,6 +312,8 @@ is generated on first start and stored in DATA/auth_token."""
         ["timeout", None, None, "Seconds a prompt may run. " + _default("timeout")],
         ["max-running", None, None, "CLI processes alive at once. "
          + _default("max_running")],
+        ["max-booting", None, None, "CLI processes loading at once (started, "
+         "nothing printed yet); 0: the CPUs less one. " + _default("max_booting")],
         ["idle-timeout", None, None, "Seconds before an idle CLI is closed. "
          + _default("idle_timeout")],
         ["permission-timeout", None, None, "Seconds before an unanswered "

@@ -57,6 +57,15 @@ def _positive_int(value: object) -> int:
     return value
 
 
+def _count(value: object) -> int:
+    """An integer, 0 or more (0: chosen by the server)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be an integer, not {!r}".format(value))
+    if value < 0:
+        raise ValueError("must be 0 or more, not {!r}".format(value))
+    return value
+
+
 def _string_list(value: object) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)) or not all(
         isinstance(item, str) for item in value
@@ -260,6 +269,9 @@ class Settings:
     allowed_hosts: tuple[str, ...] = _setting("allowed_hosts", (), _hosts)
     timeout: float = _setting("timeout", 300.0, _positive_float)
     max_running: int = _setting("max_running", 4, _positive_int)
+    #: CLIs loading at once (spawned, nothing printed yet); 0: the CPUs
+    #: this server may use less one, one at least (L{liveprocess.StartGate}).
+    max_booting: int = _setting("max_booting", 0, _count)
     idle_timeout: float = _setting("idle_timeout", 600.0, _positive_float)
     permission_timeout: float = _setting("permission_timeout", 120.0, _positive_float)
     kill_grace: float = _setting("kill_grace", 5.0, _positive_float)

@@ -358,6 +358,14 @@ class LiveProcess:
         return "<LiveProcess of %s>" % (self._path,)
 
 
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, where known)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 #: A CLI counts as booting until it prints something, ends, or this many
 #: seconds have passed (one that stays silent must not hold up the rest).
 BOOT_LIMIT = 5.0
@@ -379,7 +387,8 @@ class StartGate:
     (each CLI is a session, so a scheduling group, of its own), and every
     stream fell behind by a hundred milliseconds and more. By default no
     more at once than there are CPUs less the one this server's reactor
-    thread needs (one at least); the others wait for their turn, which
+    thread needs (one at least; the C{max-booting} setting says otherwise);
+    the others wait for their turn, which
     they would mostly have waited for on the CPUs anyway. Two at once on
     two CPUs still left streams 10 to 35 ms behind at times (the bench's
     50 starts); one at a time, under 11 ms, and the 50th CLI starts
@@ -390,7 +399,7 @@ class StartGate:
         self, reactor: ReactorTime, booting: int | None = None, boot_limit: float = BOOT_LIMIT
     ) -> None:
         self._reactor = reactor
-        self._most = booting if booting is not None else max(1, (os.cpu_count() or 2) - 1)
+        self._most = booting if booting is not None else max(1, _usable_cpus() - 1)
         self._limit = boot_limit
         self._booting = 0
         self._waiting: deque[defer.Deferred[Callable[[], None]]] = deque()

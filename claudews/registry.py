@@ -64,7 +64,7 @@ class Registry(service.Service):
         self._syncer: FileSyncer = syncer or InlineSyncer()
         #: New CLI processes start one per reactor turn, across projects,
         #: and only so many boot at once (L{StartGate}).
-        self._start_gate = StartGate(reactor)
+        self._start_gate = StartGate(reactor, settings.max_booting or None)
         #: Projects' metadata.json, fsynced as the histories are: under
         #: C{interval} within C{fsync_interval}, one fsync a project for
         #: all its changes meanwhile.

@@ -281,6 +281,13 @@ class NotifyWiringTests(RegistryTestCase):
         self.assertEqual(self.post.cancelled, ["http://127.0.0.1:9/hook"])
         self.assertEqual(registry.notifier.pending, 0)
 
+    def test_max_booting_sets_the_start_gate(self):
+        """max-booting bounds the CLIs loading at once; 0 leaves one CPU to the server."""
+        registry = Registry(attrs.evolve(self.settings, max_booting=3), self.clock)
+        self.assertEqual(registry._start_gate._most, 3)
+        registry = Registry(self.settings, self.clock)
+        self.assertEqual(registry._start_gate._most, max(1, len(os.sched_getaffinity(0)) - 1))
+
     def test_the_settings_urls_make_the_notifier(self):
         """notify-url and notify-on from the settings; nothing sent before an event."""
         settings = attrs.evolve(
