@@ -274,6 +274,7 @@ class History:
         writer = self._writer
         if writer is None or self._syncing:
             return
+        rotated = list(self._rotated)
         fds, directory = self._take_unsynced(writer, self._dirty)
         upto = self.written_seq
         if not fds and directory is None:
@@ -282,11 +283,13 @@ class History:
         self._syncing = True
         done = self._syncer.sync(fds, directory)
         done.addCallbacks(
-            self._synced, self._sync_failed, callbackArgs=(upto,), errbackArgs=(directory,)
+            self._synced, self._sync_failed, callbackArgs=(upto, rotated),
+            errbackArgs=(directory,),
         )
 
-    def _synced(self, _: object, upto: int) -> None:
+    def _synced(self, _: object, upto: int, rotated: Sequence[int] = ()) -> None:
         self._syncing = False
+        self._rotated_synced(rotated)
         if self._writer is None:
             return
         if self._fsync == "every" and upto > self.last_seq:
@@ -305,9 +308,8 @@ class History:
         if self._writer is None:
             return
         _log.failure("fsync of {path} failed", failure, path=self._writer.path)
-        # Try again: under C{every}, nothing is sent until it succeeds. The
-        # rotated files' descriptors are closed by then; the directory's
-        # entry for them is what a retry can still make durable.
+        # Try again, the rotated files and the directory too: under
+        # C{every}, nothing is sent until it succeeds.
         self._dirty = True
         if directory is not None:
             self._directory_dirty = True
@@ -316,16 +318,26 @@ class History:
 
     def _take_unsynced(self, writer: JsonlFile, current: bool) -> tuple[list[int], str | None]:
         """
-        What an fsync now must cover, taken off the books: the rotated
-        files' descriptors, one of the current file if C{current}, and the
-        directory if a rotation changed it.
+        What an fsync now must cover: duplicates of the rotated files'
+        descriptors (theirs stay on the books until an fsync of them
+        succeeds, L{_rotated_synced}), one of the current file if
+        C{current}, and the directory if a rotation changed it (taken off
+        the books, as the current file is: a failure puts them back).
         """
-        fds, self._rotated = self._rotated, []
+        fds = [os.dup(fd) for fd in self._rotated]
         if current:
             fds.append(os.dup(writer.fileno()))
         directory = self._directory if self._directory_dirty else None
         self._dirty = self._directory_dirty = False
         return fds, directory
+
+    def _rotated_synced(self, rotated: Sequence[int]) -> None:
+        """The rotated files of C{rotated} are fsynced: close ours."""
+        for fd in rotated:
+            # A flush meanwhile may have taken them already.
+            if fd in self._rotated:
+                self._rotated.remove(fd)
+                os.close(fd)
 
     def flush(self) -> None:
         """
@@ -335,6 +347,7 @@ class History:
         writer = self._writer
         if writer is None:
             return
+        rotated = list(self._rotated)
         fds, directory = self._take_unsynced(writer, True)
         try:
             sync_now(fds, directory)
@@ -343,6 +356,7 @@ class History:
             if directory is not None:
                 self._directory_dirty = True
             raise
+        self._rotated_synced(rotated)
         if self.written_seq > self.last_seq:
             self.last_seq = self.written_seq
             self._visible(self.last_seq)
@@ -368,6 +382,10 @@ class History:
                     path=writer.path,
                     error=e,
                 )
+        for fd in self._rotated:
+            # Not fsynced (that is logged above): closed all the same.
+            os.close(fd)
+        self._rotated = []
         self._writer = None
         self._current = None
         try:

@@ -608,18 +608,37 @@ class FsyncTests(HistoryTestCase):
         self.assertEqual(directory, self.dir)
         self.assertEqual(len(self.openFiles()), 1)
 
-    def test_aFailedFsyncAfterARotationRetriesTheDirectory(self) -> None:
-        """The retry of a failed fsync covers the directory the rotation changed."""
+    def test_aFailedFsyncAfterARotationRetriesAllOfIt(self) -> None:
+        """
+        The retry of a failed fsync covers the rotated file and the
+        directory the rotation changed; under every nothing is visible
+        until it succeeds.
+        """
+        syncer = HeldSyncer()
+        h = self.open(fsync="every", syncer=syncer, rotate_bytes=3 * LINE)
+        fill(h, 4)
+        self.clock.advance(0)
+        fds, directory = syncer.finish(OSError(errno.EIO, "I/O error"))
+        self.assertEqual((len(fds), directory), (2, self.dir))
+        self.assertEqual(h.last_seq, 0)
+        self.clock.advance(history_module.SYNC_RETRY)
+        fds, directory = syncer.finish()
+        self.assertEqual((len(fds), directory), (2, self.dir))
+        self.assertEqual(h.last_seq, 4)
+        self.assertEqual(len(self.openFiles()), 1)
+
+    def test_closeAfterAFailedFsyncLeavesNoDescriptor(self) -> None:
+        """A close whose fsync fails (logged) still closes the rotated files' descriptors."""
         syncer = HeldSyncer()
         h = self.open(fsync="interval", syncer=syncer, rotate_bytes=3 * LINE)
         fill(h, 4)
-        self.clock.advance(1.0)
-        _, directory = syncer.finish(OSError(errno.EIO, "I/O error"))
-        self.assertEqual(directory, self.dir)
-        self.clock.advance(history_module.SYNC_RETRY)
-        fds, directory = syncer.finish()
-        self.assertEqual((len(fds), directory), (1, self.dir))
-        self.assertEqual(len(self.flushLoggedErrors(OSError)), 0)
+
+        def refuse(fd: int) -> None:
+            raise OSError(errno.EIO, "I/O error")
+
+        self.patch(syncer_module.os, "fsync", refuse)
+        h.close()
+        self.assertEqual(self.openFiles(), [])
 
     def test_fsyncNoneButVisible(self) -> None:
         """none: never fsync, yet every line is in the file when append returns."""
