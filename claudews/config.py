@@ -49,21 +49,20 @@ def _positive_float(value: object) -> float:
     return float(options.positive(value))
 
 
-def _positive_int(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError("must be an integer, not {!r}".format(value))
-    if value < 1:
-        raise ValueError("must be at least 1, not {!r}".format(value))
-    return value
+def _int_at_least(least: int) -> Callable[[object], int]:
+    def check(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("must be an integer, not {!r}".format(value))
+        if value < least:
+            raise ValueError("must be at least {}, not {!r}".format(least, value))
+        return value
+
+    return check
 
 
-def _count(value: object) -> int:
-    """An integer, 0 or more (0: chosen by the server)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError("must be an integer, not {!r}".format(value))
-    if value < 0:
-        raise ValueError("must be 0 or more, not {!r}".format(value))
-    return value
+_positive_int = _int_at_least(1)
+#: An integer, 0 or more (0: chosen by the server).
+_count = _int_at_least(0)
 
 
 def _string_list(value: object) -> tuple[str, ...]:

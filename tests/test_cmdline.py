@@ -130,6 +130,7 @@ class EnvironmentTests(SettingsFiles, SynchronousTestCase):
         for variable, value, words in [
             ("CLAUDEWS_MAX_RUNNING", "two", "must be an integer number, not 'two'"),
             ("CLAUDEWS_MAX_RUNNING", "0", "must be at least 1"),
+            ("CLAUDEWS_MAX_BOOTING", "-1", "must be at least 0, not -1"),
             ("CLAUDEWS_NO_AUTH", "maybe", "must be true or false"),
             ("CLAUDEWS_ENV", "FOO=bar", "TOML inline table"),
             ("CLAUDEWS_FSYNC", "sometimes", "sometimes"),
