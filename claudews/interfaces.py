@@ -182,9 +182,14 @@ class ProcessTrees(Protocol):
         """
 
     def end(
-        self, pid: int | None, marker: str | None, *, grace: float, exclude: Sequence[Any] = ()
+        self, pid: int | None, marker: str | None, *, grace: float, exclude: Sequence[Any] = (),
+        only_older: bool = False,
     ) -> Deferred[list[Any]]:
-        """End that tree: TERM, then KILL after C{grace}; always fires."""
+        """
+        End that tree: TERM, then KILL after C{grace}; always fires. With
+        C{only_older}, what starts meanwhile is ended only as a descendant
+        of what is being ended (L{claudews.proctree.end_tree}).
+        """
 
     def session_of(self, process: Any) -> int | None:
         """The session id of C{process}, C{None} once it is gone."""

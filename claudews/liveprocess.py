@@ -245,7 +245,11 @@ class LiveProcess:
 
         def end(members: list[Any]) -> defer.Deferred[list[Any]]:
             keep = spare + [p for p in members if self._trees.session_of(p) == session]
-            return self._trees.end(None, marker, grace=self._grace, exclude=keep)
+            # The CLI lives on: the tools of its next prompt, which may
+            # start while this ending polls, carry the same marker.
+            return self._trees.end(
+                None, marker, grace=self._grace, exclude=keep, only_older=True
+            )
 
         tools = defer.maybeDeferred(self._trees.tree, None, marker).addCallback(end)
         tools.addErrback(lambda f: self._log.failure("Ending tools failed", f))

@@ -126,6 +126,8 @@ class ProcessTable(Protocol):
         marker: str | None,
         among: Collection[int] | None = None,
         born_by: float | None = None,
+        marked_by: float | None = None,
+        skip: Collection[Any] = (),
     ) -> list[Any]:
         """
         Live, non-zombie processes among C{roots}, the members of process
@@ -133,7 +135,11 @@ class ProcessTable(Protocol):
         descendants; never the calling process.  Only the processes of
         C{among} (L{pids} taken earlier) are looked at, when given, and
         of those only the ones started by C{born_by} (a L{now} taken with
-        them): a pid of C{among} reused since is someone else.
+        them): a pid of C{among} reused since is someone else.  With
+        C{marked_by} (a L{now}), a member of the group or a carrier of the
+        marker started after it is found only as a descendant.  The
+        processes of C{skip} are neither found nor looked through: their
+        descendants count only if found otherwise.
         """
 
     def signal(self, process: Any, signum: int) -> None:
@@ -184,9 +190,11 @@ class SystemProcessTable:
         marker: str | None,
         among: Collection[int] | None = None,
         born_by: float | None = None,
+        marked_by: float | None = None,
+        skip: Collection[psutil.Process] = (),
     ) -> list[psutil.Process]:
         me = os.getpid()
-        boot = psutil.boot_time() if born_by is not None else 0.0
+        boot = psutil.boot_time() if born_by is not None or marked_by is not None else 0.0
         live: dict[int, psutil.Process] = {}
         children: dict[int, list[psutil.Process]] = {}
         found: dict[int, psutil.Process] = {}
@@ -200,13 +208,15 @@ class SystemProcessTable:
                         continue
                     # Start times come in clock ticks: the margin keeps one
                     # started just before C{born_by} from counting as new.
-                    if born_by is not None and process.create_time() - boot > born_by + _TICKS:
+                    if born_by is not None and _started(process, boot) > born_by + _TICKS:
                         continue
                     ppid = process.ppid()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
             live[pid] = process
             children.setdefault(ppid, []).append(process)
+            if marked_by is not None and _started(process, boot) > marked_by + _TICKS:
+                continue
             if group is not None and _getpgid(pid) == group:
                 found[pid] = process
             elif marker is not None and _marker_of(process) == marker:
@@ -215,10 +225,13 @@ class SystemProcessTable:
             current = live.get(root.pid)
             if current is not None and current == root:
                 found[root.pid] = current
+        for process in skip:
+            if found.get(process.pid) == process:
+                del found[process.pid]
         pending = list(found.values())
         while pending:
             for child in children.get(pending.pop().pid, ()):
-                if child.pid not in found:
+                if child.pid not in found and child not in skip:
                     found[child.pid] = child
                     pending.append(child)
         found.pop(me, None)
@@ -243,6 +256,12 @@ class SystemProcessTable:
 
 #: More than one clock tick (1/100 s on Linux), in seconds.
 _TICKS = 0.05
+
+
+def _started(process: psutil.Process, boot: float) -> float:
+    """When C{process} started, in seconds since boot (L{SystemProcessTable.now}'s clock)."""
+    started: float = process.create_time() - boot
+    return started
 
 
 def _getpgid(pid: int) -> int | None:
@@ -362,6 +381,7 @@ def end_tree(
     interval: float = 0.1,
     table: ProcessTable | None = None,
     in_thread: InThread | None = None,
+    only_older: bool = False,
 ) -> Deferred[list[Any]]:
     """
     End the process tree of C{pid} and C{marker} (see L{tree}).
@@ -379,6 +399,12 @@ def end_tree(
     C{pid} must not have been reaped yet (a zombie is fine), or the group
     signal could reach whoever reused the number.
 
+    With C{only_older}, a process that started after the call is found
+    only as a descendant of one being ended, never by the group or the
+    marker alone, nor as a descendant of one in C{exclude}: ending what a
+    stopped prompt's tools left while the CLI lives on, whose next
+    prompt's tools carry the same marker.
+
     @return: a Deferred that always fires, with the list of processes that
         had to be sent SIGKILL.  If some survive SIGKILL for
         C{kill_timeout} seconds (uninterruptible sleep), an error is logged
@@ -394,6 +420,7 @@ def end_tree(
         interval=interval,
         table=SystemProcessTable() if table is None else table,
         in_thread=reactor_threads(reactor) if in_thread is None else in_thread,
+        only_older=only_older,
     )
     return ending.start()
 
@@ -438,7 +465,8 @@ class SystemTrees:
         return lambda: self._in_thread(lambda: table.scan(roots, pid, marker, among, born_by))
 
     def end(
-        self, pid: int | None, marker: str | None, *, grace: float, exclude: Iterable[Any] = ()
+        self, pid: int | None, marker: str | None, *, grace: float, exclude: Iterable[Any] = (),
+        only_older: bool = False,
     ) -> Deferred[list[Any]]:
         return end_tree(
             pid,
@@ -448,6 +476,7 @@ class SystemTrees:
             exclude=exclude,
             table=self._table,
             in_thread=self._in_thread,
+            only_older=only_older,
         )
 
     def session_of(self, process: Any) -> int | None:
@@ -463,8 +492,10 @@ class _Ending:
     def __init__(
         self, pid: int | None, marker: str | None, *, grace: float, reactor: ReactorTime,
         exclude: list[Any], kill_timeout: float, interval: float, table: ProcessTable,
-        in_thread: InThread,
+        in_thread: InThread, only_older: bool = False,
     ) -> None:
+        self._only_older = only_older
+        self._marked_by: float | None = None
         self._pid = pid
         self._marker = marker
         self._grace = grace
@@ -484,6 +515,8 @@ class _Ending:
     def start(self) -> Deferred[list[Any]]:
         self._deferred: Deferred[list[Any]] = Deferred(self._cancel)
         self._started = self._reactor.seconds()
+        if self._only_older:
+            self._marked_by = self._table.now()
         # Twisted reaps on this thread: here the pid is still the root's
         # (see end_tree), and the root remembers its creation time.
         self._root = self._table.lookup(self._pid) if self._pid is not None else None
@@ -502,8 +535,13 @@ class _Ending:
         # the root is gone (and its pid reusable) the descendants of what
         # we already track cover them.
         group = self._pid if self._rootAlive else None
-        table, marker = self._table, self._marker
-        looking = self._in_thread(lambda: table.scan(roots, group, marker))
+        table, marker, marked_by = self._table, self._marker, self._marked_by
+        # With only_older, what is spared is not looked through either: the
+        # live CLI's children of later are its next prompt's tools.
+        skip = self._exclude if self._only_older else ()
+        looking = self._in_thread(
+            lambda: table.scan(roots, group, marker, marked_by=marked_by, skip=skip)
+        )
         # A failure to look, or to act on what was found, is one failure.
         looking.addCallback(self._looked).addErrback(self._failed)
 

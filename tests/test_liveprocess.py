@@ -65,6 +65,7 @@ class Ending:
     grace: float
     exclude: list[Any]
     done: defer.Deferred[list[Any]]
+    only_older: bool = False
 
 
 class FakeTrees:
@@ -94,9 +95,10 @@ class FakeTrees:
         return lambda: self.tree(pid, marker)
 
     def end(
-        self, pid: int | None, marker: str | None, *, grace: float, exclude: Any = ()
+        self, pid: int | None, marker: str | None, *, grace: float, exclude: Any = (),
+        only_older: bool = False,
     ) -> defer.Deferred[list[Any]]:
-        ending = Ending(pid, marker, grace, list(exclude), defer.Deferred())
+        ending = Ending(pid, marker, grace, list(exclude), defer.Deferred(), only_older)
         self.endings.append(ending)
         return ending.done
 
@@ -570,6 +572,8 @@ class ToolsTests(LiveProcessTestCase):
         [ending] = self.trees.endings
         self.assertEqual((ending.pid, ending.marker, ending.grace), (None, process.marker, GRACE))
         self.assertEqual(ending.exclude, ["old tool", "mcp"])
+        # The CLI lives on: its next prompt's tools must not be taken.
+        self.assertTrue(ending.only_older)
 
     def test_end_tools_waits_for_the_look(self) -> None:
         """The ending starts once the thread has seen who is in the CLI's session."""

@@ -105,24 +105,27 @@ class FakeTable:
     def now(self):
         return self.clock.seconds()
 
-    def scan(self, roots, group, marker, among=None, born_by=None):
+    def scan(self, roots, group, marker, among=None, born_by=None, marked_by=None, skip=()):
         roots = list(roots)
 
         def looked_at(p):
             return (p.alive and (among is None or p.pid in among)
                     and (born_by is None or p.born <= born_by))
 
-        found = [
-            p for p in self.processes
-            if looked_at(p)
-            and (p in roots or (group is not None and p.pgid == group)
-                 or (marker is not None and p.marker == marker))
-        ]
+        def seed(p):
+            if p in roots:
+                return True
+            if marked_by is not None and p.born > marked_by:
+                return False
+            return ((group is not None and p.pgid == group)
+                    or (marker is not None and p.marker == marker))
+
+        found = [p for p in self.processes if looked_at(p) and seed(p) and p not in skip]
         grew = True
         while grew:
             grew = False
             for p in self.processes:
-                if p not in found and p.parent in found and looked_at(p):
+                if p not in found and p.parent in found and looked_at(p) and p not in skip:
                     found.append(p)
                     grew = True
         return found
@@ -182,6 +185,35 @@ class EndTreeTimingTests(SynchronousTestCase):
         self.assertIn(signal.SIGTERM, child.signals)
         self.clock.pump([0.1] * 15)
         self.assertEqual(self.successResultOf(d), [])
+
+    def test_only_older_spares_what_the_marker_finds_started_since(self):
+        """
+        Ending a stopped prompt's tools while the CLI lives on: a tool of the
+        next prompt (same marker, started meanwhile) is left alone, while a
+        child that a tool being ended starts meanwhile is ended too.
+        """
+        cli = self.table.add(100, marker="m")
+        stubborn = self.table.add(200, marker="m", pgid=200, ignores_term=True)
+        d = self.endTree(None, "m", grace=2.0, exclude=[cli], only_older=True)
+        self.assertEqual(stubborn.signals, [signal.SIGTERM])
+        self.clock.advance(0.5)
+        next_tool = self.table.add(300, marker="m", pgid=300, parent=cli)
+        spawned = self.table.add(400, marker="m", pgid=200, parent=stubborn)
+        self.clock.pump([0.1] * 30)
+        self.assertEqual(next_tool.signals, [])
+        self.assertTrue(next_tool.alive)
+        self.assertIn(signal.SIGTERM, spawned.signals)
+        self.assertEqual(self.successResultOf(d), [stubborn])
+
+    def test_without_only_older_what_starts_meanwhile_is_ended(self):
+        """The CLI's own ending (it is gone) takes whatever carries its marker."""
+        self.table.add(200, marker="m", pgid=200, ignores_term=True)
+        d = self.endTree(None, "m", grace=2.0)
+        self.clock.advance(0.5)
+        late = self.table.add(300, marker="m", pgid=300)
+        self.clock.pump([0.1] * 30)
+        self.assertIn(signal.SIGTERM, late.signals)
+        self.successResultOf(d)
 
     def test_kill_after_grace_for_what_ignores_term(self):
         """A process ignoring SIGTERM gets SIGKILL once grace has passed, not before."""
@@ -645,6 +677,21 @@ def test_real_marker_alone_ends_everything():
         killed = yield _ended(None, family.marker, grace=5.0)
         assert killed == []
         assert _survivors(family) == []
+    finally:
+        family.close()
+
+
+def test_real_scan_finds_processes_marked_since_only_as_descendants():
+    """marked_by: a carrier of the marker started after it is not found by the marker."""
+    table = SystemProcessTable()
+    before = table.now()
+    if before is None:
+        pytest.skip("no boot-time clock here")
+    family = Family("stay", "session")
+    try:
+        assert table.scan([], None, family.marker, marked_by=before - 1.0) == []
+        found = table.scan([family.parent], None, family.marker, marked_by=before - 1.0)
+        assert {p.pid for p in found} == {p.pid for p in family.everyone()}
     finally:
         family.close()
 

@@ -342,9 +342,9 @@ class Trees(SystemTrees):
 
     recorder = None
 
-    def end(self, pid, marker, *, grace, exclude=()):
+    def end(self, pid, marker, *, grace, exclude=(), only_older=False):
         if self.recorder is None:
-            return super().end(pid, marker, grace=grace, exclude=exclude)
+            return super().end(pid, marker, grace=grace, exclude=exclude, only_older=only_older)
         self.recorder.calls.append(EndTreeCall(pid, marker, grace, list(exclude)))
         return defer.succeed([])
 
