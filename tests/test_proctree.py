@@ -681,36 +681,34 @@ def test_real_marker_alone_ends_everything():
         family.close()
 
 
-def test_real_scan_finds_processes_marked_since_only_as_descendants():
+@pytest.fixture
+def clocked():
+    """The real table, a time on its clock, then a real tree started after it."""
+    table = SystemProcessTable()
+    before = table.now()
+    if before is None:
+        pytest.skip("no boot-time clock here")
+    family = Family("stay", "session")
+    yield table, before, family
+    family.close()
+
+
+def test_real_scan_finds_processes_marked_since_only_as_descendants(clocked):
     """marked_by: a carrier of the marker started after it is not found by the marker."""
-    table = SystemProcessTable()
-    before = table.now()
-    if before is None:
-        pytest.skip("no boot-time clock here")
-    family = Family("stay", "session")
-    try:
-        assert table.scan([], None, family.marker, marked_by=before - 1.0) == []
-        found = table.scan([family.parent], None, family.marker, marked_by=before - 1.0)
-        assert {p.pid for p in found} == {p.pid for p in family.everyone()}
-    finally:
-        family.close()
+    table, before, family = clocked
+    assert table.scan([], None, family.marker, marked_by=before - 1.0) == []
+    found = table.scan([family.parent], None, family.marker, marked_by=before - 1.0)
+    assert {p.pid for p in found} == {p.pid for p in family.everyone()}
 
 
-def test_real_scan_leaves_out_processes_started_after_born_by():
+def test_real_scan_leaves_out_processes_started_after_born_by(clocked):
     """A pid of C{among} whose process started after C{born_by} is not looked at."""
-    table = SystemProcessTable()
-    before = table.now()
-    if before is None:
-        pytest.skip("no boot-time clock here")
-    family = Family("stay", "session")
-    try:
-        among = table.pids()
-        after = table.now()
-        found = table.scan([], None, family.marker, among, after)
-        assert family.pid in {p.pid for p in found}
-        assert table.scan([], None, family.marker, among, before - 1.0) == []
-    finally:
-        family.close()
+    table, before, family = clocked
+    among = table.pids()
+    after = table.now()
+    found = table.scan([], None, family.marker, among, after)
+    assert family.pid in {p.pid for p in found}
+    assert table.scan([], None, family.marker, among, before - 1.0) == []
 
 
 class _ThreadNoting(SystemProcessTable):
