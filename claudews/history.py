@@ -262,8 +262,13 @@ class History:
                 self._sync_call = self._reactor.callLater(0, self._start_sync)
             return
         self.last_seq = self.written_seq
-        if self._fsync == "interval" and self._sync_call is None and not self._syncing:
-            self._sync_call = self._reactor.callLater(self._interval, self._start_sync)
+        if self._fsync == "interval" and not self._syncing:
+            self._sync_in(self._interval)
+
+    def _sync_in(self, seconds: float) -> None:
+        """Start the next fsync in C{seconds}, unless one is scheduled already."""
+        if self._sync_call is None:
+            self._sync_call = self._reactor.callLater(seconds, self._start_sync)
 
     def _start_sync(self) -> None:
         """
@@ -300,21 +305,27 @@ class History:
             # C{interval}, the next write's timer is this one).
             if self._fsync == "every":
                 self._start_sync()
-            elif self._sync_call is None:
-                self._sync_call = self._reactor.callLater(self._interval, self._start_sync)
+            else:
+                self._sync_in(self._interval)
 
     def _sync_failed(self, failure: Failure, directory: str | None) -> None:
         self._syncing = False
         if self._writer is None:
             return
         _log.failure("fsync of {path} failed", failure, path=self._writer.path)
-        # Try again, the rotated files and the directory too: under
-        # C{every}, nothing is sent until it succeeds.
+        # Try again: under C{every}, nothing is sent until it succeeds.
+        self._unsynced_again(directory)
+        self._sync_in(SYNC_RETRY)
+
+    def _unsynced_again(self, directory: str | None) -> None:
+        """
+        An fsync failed: what it took off the books (the current file, the
+        directory if it covered it) is back on them. The rotated files
+        never left (L{_take_unsynced}).
+        """
         self._dirty = True
         if directory is not None:
             self._directory_dirty = True
-        if self._sync_call is None:
-            self._sync_call = self._reactor.callLater(SYNC_RETRY, self._start_sync)
 
     def _take_unsynced(self, writer: JsonlFile, current: bool) -> tuple[list[int], str | None]:
         """
@@ -352,9 +363,7 @@ class History:
         try:
             sync_now(fds, directory)
         except OSError:
-            self._dirty = True
-            if directory is not None:
-                self._directory_dirty = True
+            self._unsynced_again(directory)
             raise
         self._rotated_synced(rotated)
         if self.written_seq > self.last_seq:

@@ -326,9 +326,7 @@ class LiveProcess:
 
         def ended(result: object) -> None:
             self._ending.discard(ending)
-            if marker in self.markers:
-                self.markers.remove(marker)
-                self._save()
+            self._forget_marker(marker)
             if isinstance(result, Failure):
                 self._log.failure("Ending what a CLI left failed", result)
 

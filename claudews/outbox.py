@@ -104,7 +104,7 @@ class Frames:
         sizes = []
         for line in lines:
             n = len(line)
-            pieces.append(_pack_16(0x81, 126, n) if 125 < n < 65536 else _head(n))
+            pieces.append(_head(n))
             pieces.append(line)
             sizes.append(n)
         self.data = b"".join(pieces)

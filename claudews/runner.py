@@ -230,21 +230,28 @@ class ClaudeProcess(protocol.ProcessProtocol):
         return defer.succeed(None)
 
     def _started(self, _: None) -> None:
+        self._start_settled()
+
+    def _start_settled(self) -> None:
+        """The start is over, one way or the other: what waited for it goes on."""
         self._starting = False
         waiters, self._start_waiters = self._start_waiters, []
         for d in waiters:
             d.callback(None)
 
+    def _after_start(self) -> defer.Deferred[None]:
+        """Fires once the start under way is over (see L{_start_settled})."""
+        d: defer.Deferred[None] = defer.Deferred()
+        self._start_waiters.append(d)
+        return d
+
     def _start_failed(self, failure: Failure) -> Failure:
         """The start failed: an L{OSError} says so as the trampoline did."""
         # Never connected: nothing runs, nothing is left to end.
-        self._starting = False
         self.ended = self.reaped = True
         self._stdin_open = False
         self._boot_done()
-        waiters, self._start_waiters = self._start_waiters, []
-        for d in waiters:
-            d.callback(None)
+        self._start_settled()
         error = failure.value
         if isinstance(error, OSError):
             # Said as the trampoline said it, with how to install the CLI.
@@ -267,9 +274,7 @@ class ClaudeProcess(protocol.ProcessProtocol):
         End of input: the CLI finishes what it is doing and exits.
         """
         if self._starting:
-            d: defer.Deferred[None] = defer.Deferred()
-            self._start_waiters.append(d)
-            d.addCallback(lambda _: self.close_stdin())
+            self._after_start().addCallback(lambda _: self.close_stdin())
             return
         if self._stdin_open and not self.ended:
             self._stdin_open = False
@@ -284,9 +289,7 @@ class ClaudeProcess(protocol.ProcessProtocol):
         if self._starting:
             # Once it runs (or could not start): ending it before is
             # ending nothing, and it would run on.
-            d: defer.Deferred[None] = defer.Deferred()
-            self._start_waiters.append(d)
-            return d.addCallback(lambda _: self.terminate(grace))
+            return self._after_start().addCallback(lambda _: self.terminate(grace))
         if self.ended:
             return defer.succeed(None)
         self.close_stdin()

@@ -172,9 +172,7 @@ def _spawn_in_thread(
             pid = ctypes.c_int(0)
             # ctypes lets go of the GIL for the call: the reactor thread
             # runs on while this one waits for the child's exec.
-            code = libc.spawn(ctypes.byref(pid), executable, actions, attributes, c_argv, c_envp)
-            if code != 0:
-                raise SpawnError(code, os.strerror(code))
+            _check(libc.spawn(ctypes.byref(pid), executable, actions, attributes, c_argv, c_envp))
             return pid.value
         finally:
             libc.attr_destroy(attributes)
