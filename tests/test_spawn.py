@@ -228,11 +228,12 @@ def test_a_start_given_up_while_in_the_thread_is_ended_once_it_runs(directory, t
     from tests.test_liveprocess import FakeSlots, Listener, Owner
 
     path, _ = directory
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
     pids = []
     real = spawn._spawn_in_thread
 
     def held(*args):
+        entered.set()
         release.wait(30)
         pids.append(real(*args))
         return pids[-1]
@@ -255,8 +256,8 @@ def test_a_start_given_up_while_in_the_thread_is_ended_once_it_runs(directory, t
     listener.live = live
     before = _open_fds()
     waiting = live.ready(())
-    while not markers:  # the gate's turn, then the spawn handed to the thread
-        yield deferToThread(lambda: None)
+    # The gate's turn, then the spawn handed to the thread, which holds it.
+    assert (yield deferToThread(entered.wait, 30))
     waiting.cancel()
     with pytest.raises(defer.CancelledError):
         yield waiting
